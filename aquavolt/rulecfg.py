@@ -1,0 +1,165 @@
+"""Alarm and detection settings of a field (the ``rules:`` section of a field file).
+
+Every default here is a starting value from practice or a standard; the comment on each
+says where it comes from. The rules engine reads these; nothing else interprets them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from aquavolt.profiles import Frozen
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Selector(Frozen):
+    """Which points a rule applies to: a device, or every device of a profile."""
+
+    device: str | None = None
+    profile: str | None = None
+    point: str
+
+    @model_validator(mode="after")
+    def _one(self) -> Selector:
+        if (self.device is None) == (self.profile is None):
+            raise ValueError("give exactly one of device or profile")
+        return self
+
+
+class LimitRule(Selector):
+    """High/low limits with deadband and delays (ISA-18.2)."""
+
+    high: float | None = None
+    low: float | None = None
+    deadband: float = Field(0.0, ge=0, description="Clears only this far back inside the limit")
+    on_delay_s: float = Field(0.0, ge=0)
+    off_delay_s: float = Field(0.0, ge=0)
+    priority: Priority = Priority.MEDIUM
+    armed_by: str | None = Field(
+        None, description="Point of the same device that must be true for the rule to run"
+    )
+    arm_delay_s: float = Field(
+        20.0, ge=0, description="Seconds after armed_by turns true (pump low flow: 20 s)"
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> LimitRule:
+        if self.high is None and self.low is None:
+            raise ValueError("a limit rule needs high, low or both")
+        if self.high is not None and self.low is not None and self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        return self
+
+
+class RateRule(Selector):
+    """Rate of change above a bound, per second."""
+
+    max_rate_per_s: float = Field(gt=0)
+    priority: Priority = Priority.LOW
+
+
+class DiscreteRule(Selector):
+    """A discrete state is an alarm: breaker open, pump fault, door open."""
+
+    alarm_value: bool | int = True
+    on_delay_s: float = Field(0.0, ge=0)
+    priority: Priority = Priority.MEDIUM
+    message: str = ""
+
+
+class StaleDefaults(Frozen):
+    intervals: float = Field(3.0, gt=0, description="No data for this many poll intervals")
+    priority: Priority = Priority.LOW
+
+
+class NightFlowConfig(Frozen):
+    """Minimum night flow (UKWIR practice; ../docs/detection.md)."""
+
+    window_start_h: float = Field(2.0, ge=0, lt=24, description="02:00-04:00 urban practice")
+    window_end_h: float = Field(4.0, gt=0, le=24)
+    baseline_nights: int = Field(7, ge=3, description="Rolling 7-night window")
+    baseline_percentile: float = Field(20.0, gt=0, lt=100, description="20th percentile")
+    night_active_fraction: float = Field(0.06, description="6 % of population active at night")
+    cistern_l: float = Field(10.0, description="10 L cistern per night use")
+    non_domestic_lph: float = Field(50.0, description="Small non-domestic users, 50 L/h each")
+    background_lph_per_km: float = Field(40.0, description="Background losses per km of main")
+    rise_alarm_m3h: float = Field(1.0, ge=0, description="Net night flow rise that alarms")
+    rise_alarm_fraction: float = Field(0.25, ge=0, description="... or this fraction of baseline")
+    priority: Priority = Priority.MEDIUM
+
+
+class ContinuousFlowConfig(Frozen):
+    """Customer-side leak: 24 h with every hour above a small volume (AMI practice)."""
+
+    hours: int = Field(24, ge=1)
+    min_hourly_l: float = Field(4.0, gt=0, description="About 1 US gallon")
+
+
+class BurstConfig(Frozen):
+    """Residual against a time-of-day profile, CUSUM (k 0.5 sigma, h 4-5 sigma)."""
+
+    history_weeks: int = Field(4, ge=1)
+    cusum_k_sigma: float = 0.5
+    cusum_h_sigma: float = 5.0
+    min_step_fraction: float = Field(0.2, description="Step of at least 20 % of expected flow")
+    pressure_drop_m: float = Field(3.0, description="Pressure drop that confirms a burst")
+    priority: Priority = Priority.HIGH
+
+
+class OutageConfig(Frozen):
+    """Outage debounce and classification (IEC 61000-4-30, IEEE 1366, EN 50160)."""
+
+    dead_fraction: float = Field(0.01, description="Interruption: below 1 % of nominal")
+    debounce_s: float = Field(45.0, description="Outage declaration period of a meter, 30-45 s")
+    sustained_after_s: float = Field(300.0, description="IEEE 1366: sustained after 5 min")
+    rollup_fraction: float = Field(0.6, description="Share of a transformer's meters out")
+    priority: Priority = Priority.HIGH
+
+
+class VoltageQualityConfig(Frozen):
+    """EN 50160 on 10-minute means; imbalance limit 2 %."""
+
+    band_fraction: float = 0.10
+    hard_low_fraction: float = 0.15
+    imbalance_pct: float = 2.0
+    overload_fraction: float = Field(1.0, description="Transformer load above nameplate")
+    power_factor_default: float = 0.95
+
+
+class OverConsumptionConfig(Frozen):
+    """Same period last year, 364 days earlier, per day."""
+
+    period_days: int = Field(14, ge=1)
+    lag_days: int = Field(364, description="364 keeps weekdays aligned")
+    min_history_days: int = Field(395, description="13 months")
+    fallback_weeks: int = Field(4, description="Last weeks' average when history is short")
+    ratio_threshold: float = Field(1.3, gt=1, description="+30 % (high-bill alerts)")
+    max_plausible_daily_l: float = Field(20000.0, description="Days above this are excluded")
+    holidays: list[str] = Field(default_factory=list, description="ISO dates to exclude")
+
+
+class SmsConfig(Frozen):
+    cooldown_s: float = Field(86400.0, ge=0, description="One message per customer per day")
+    max_retries: int = Field(5, ge=0)
+
+
+class RulesConfig(Frozen):
+    limits: list[LimitRule] = Field(default_factory=list)
+    rates: list[RateRule] = Field(default_factory=list)
+    discrete: list[DiscreteRule] = Field(default_factory=list)
+    stale: StaleDefaults = StaleDefaults()
+    night_flow: NightFlowConfig = NightFlowConfig()
+    continuous_flow: ContinuousFlowConfig = ContinuousFlowConfig()
+    burst: BurstConfig = BurstConfig()
+    outage: OutageConfig = OutageConfig()
+    voltage: VoltageQualityConfig = VoltageQualityConfig()
+    over_consumption: OverConsumptionConfig = OverConsumptionConfig()
+    sms: SmsConfig = SmsConfig()

@@ -1,0 +1,98 @@
+"""The InfluxDB schema every component agrees on (written down in docs/influxdb-schema.md).
+
+Raw telemetry: measurement ``telemetry``, one series per (gateway, device, point):
+
+    telemetry,gateway=gw-north,device=inlet-a,point=flow_lps value=12.5,quality=192i 1764412345000
+
+Numbers and booleans go to the float field ``value`` (true = 1.0), strings to ``text``;
+``quality`` is the Sparkplug code (192 good, 64 uncertain, 0 bad, 500 stale). Timestamps
+are the source timestamps, in milliseconds. Never a value, sequence number or timestamp
+as a tag: tag cardinality stays bounded by the field's devices and points.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aquavolt.wire import Quality
+
+DATABASE: Final = "aquavolt"
+PRECISION: Final = "ms"
+
+TELEMETRY: Final = "telemetry"
+DEVICE_STATUS: Final = "device_status"
+GATEWAY_STATUS: Final = "gateway_status"
+GATEWAY_HEALTH: Final = "gateway_health"
+DEVICE_HEALTH: Final = "device_health"
+ALARM_EVENT: Final = "alarm_event"
+CUSTOMER_ALERT: Final = "customer_alert"
+WATER_BALANCE: Final = "water_balance"
+NIGHT_FLOW: Final = "night_flow"
+COLLECTOR_STATS: Final = "collector_stats"
+
+# Retention policies and rollups (continuous queries on InfluxDB 1.x).
+RP_RAW: Final = "autogen"
+ROLLUPS: Final = (
+    # (retention policy, duration, group by interval, measurement)
+    ("rp_1m", "400d", "1m", "telemetry_1m"),
+    ("rp_1h", "1100d", "1h", "telemetry_1h"),
+    ("rp_1d", "INF", "1d", "telemetry_1d"),
+)
+
+QUALITY_CODE: Final[dict[Quality, int]] = {
+    Quality.GOOD: 192,
+    Quality.UNCERTAIN: 64,
+    Quality.BAD: 0,
+    Quality.STALE: 500,
+}
+CODE_QUALITY: Final[dict[int, Quality]] = {v: k for k, v in QUALITY_CODE.items()}
+
+
+def escape_tag(value: str) -> str:
+    """Escape a tag key or value for line protocol."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def escape_str(value: str) -> str:
+    """Escape a string field value (without the quotes)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def field_value(value: float | int | bool | str) -> str:
+    """Line-protocol rendering of a field value: floats, ``i`` integers, strings, booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return f'"{escape_str(value)}"'
+
+
+def line(
+    measurement: str,
+    tags: dict[str, str],
+    fields: dict[str, float | int | bool | str],
+    ts_ms: int,
+) -> str:
+    """One line of line protocol (tags sorted, as InfluxDB prefers)."""
+    tag_part = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+    field_part = ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in fields.items())
+    return f"{escape_tag(measurement)}{tag_part} {field_part} {ts_ms}"
+
+
+def continuous_queries(database: str = DATABASE) -> list[str]:
+    """InfluxQL statements creating the retention policies and rollup CQs (idempotent)."""
+    stmts = [f'CREATE DATABASE "{database}"']
+    for rp, duration, interval, meas in ROLLUPS:
+        stmts.append(
+            f'CREATE RETENTION POLICY "{rp}" ON "{database}" DURATION {duration} REPLICATION 1'
+        )
+        stmts.append(
+            f'CREATE CONTINUOUS QUERY "cq_{meas}" ON "{database}" BEGIN '
+            f'SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max", '
+            f'sum("value") AS "sum", count("value") AS "count", last("value") AS "last" '
+            f'INTO "{database}"."{rp}"."{meas}" FROM "{database}"."{RP_RAW}"."{TELEMETRY}" '
+            f"GROUP BY time({interval}), * END"
+        )
+    return stmts

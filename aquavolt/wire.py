@@ -1,0 +1,341 @@
+"""The wire contract (version 1): MQTT topics and JSON payloads. Written down in
+``docs/wire-format.md``; JSON Schemas in ``docs/schemas/`` are generated from these models.
+
+Topics, under a prefix (``aquavolt/v1`` by default)::
+
+    {prefix}/gw/{gateway}/status                 GatewayStatus, retained; the MQTT will
+    {prefix}/gw/{gateway}/health                 Health, periodic
+    {prefix}/gw/{gateway}/dev/{device}/data      Batch of readings, QoS 1
+    {prefix}/gw/{gateway}/dev/{device}/status    DeviceStatus, retained (birth declares points)
+    {prefix}/gw/{gateway}/dev/{device}/cmd       Command (write a point)
+    {prefix}/gw/{gateway}/dev/{device}/reply     CommandReply
+    {prefix}/alarm/{asset}/{condition}           AlarmEvent, retained current state
+    {prefix}/event/alarm                         AlarmEvent, every transition
+    {prefix}/event/customer                      CustomerAlert (SMS), every state change
+    {prefix}/deadletter/{component}              DeadLetter
+    {prefix}/sim/fault                           simulator fault injection
+
+Ideas taken from Sparkplug B: a birth (retained status ``online`` declaring the points) and
+a death (the will, ``offline``) tied by ``bd_seq``; a per-gateway ``seq`` on every
+data message so a gap is visible; a ``historical`` flag on replayed data; quality on every
+value, ``stale`` once a device or gateway is known dead.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aquavolt.errors import WireError
+
+WIRE_VERSION = 1
+DEFAULT_PREFIX = "aquavolt/v1"
+
+TsMs = Annotated[int, Field(ge=0, lt=2**53, description="Milliseconds since the Unix epoch, UTC")]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Quality(StrEnum):
+    """Quality of a value (Sparkplug codes in brackets)."""
+
+    GOOD = "good"  # 192
+    UNCERTAIN = "uncertain"  # e.g. a value served from a substitute
+    BAD = "bad"  # 0: the device failed to answer or answered garbage
+    STALE = "stale"  # 500: last known value, its source is gone
+
+
+class Reading(Wire):
+    point: PointName
+    value: float | int | bool | str | None = Field(
+        description="Engineering value; null only when quality is not good"
+    )
+    ts_ms: TsMs = Field(description="Source timestamp")
+    quality: Quality = Quality.GOOD
+
+    @model_validator(mode="after")
+    def _null_needs_quality(self) -> Reading:
+        if self.value is None and self.quality is Quality.GOOD:
+            raise ValueError(f"point {self.point}: a null value cannot have good quality")
+        return self
+
+
+class Batch(Wire):
+    """Readings of one device from one poll (or one replayed stretch)."""
+
+    v: Literal[1] = 1
+    gateway: Ident
+    device: Ident
+    seq: int = Field(ge=0, description="Per-gateway sequence number; +1 per data message")
+    bd_seq: int = Field(0, ge=0, description="Birth/death session of the gateway")
+    historical: bool = Field(False, description="Replayed after an outage, not live")
+    readings: list[Reading] = Field(min_length=1, max_length=10000)
+
+
+class GatewayState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class GatewayStatus(Wire):
+    v: Literal[1] = 1
+    gateway: Ident
+    state: GatewayState
+    bd_seq: int = Field(ge=0)
+    ts_ms: TsMs
+    devices: list[Ident] = Field(default_factory=list)
+    software: str = ""
+    reason: str = ""
+
+
+class DeviceState(StrEnum):
+    ONLINE = "online"
+    COMM_FAIL = "comm_fail"  # not answering: link or power unknown
+    OFFLINE = "offline"  # gateway is down or device out of service
+
+
+class PointInfo(Wire):
+    name: PointName
+    unit: str = ""
+    type: str = ""
+    writable: bool = False
+
+
+class DeviceStatus(Wire):
+    v: Literal[1] = 1
+    gateway: Ident
+    device: Ident
+    state: DeviceState
+    ts_ms: TsMs
+    profile: str = ""
+    reason: str = ""
+    points: list[PointInfo] = Field(default_factory=list, description="Birth: every point")
+
+
+class DeviceHealth(Wire):
+    state: DeviceState
+    poll_latency_ms: float | None = None
+    polls: int = 0
+    errors: int = 0
+    last_good_ms: TsMs | None = None
+    last_error: str = ""
+
+
+class BufferHealth(Wire):
+    depth: int = Field(ge=0, description="Messages waiting for the broker")
+    bytes: int = Field(ge=0)
+    oldest_age_s: float = Field(ge=0)
+    dropped: int = Field(ge=0, description="Dropped since start (bounds hit)")
+
+
+class Health(Wire):
+    v: Literal[1] = 1
+    gateway: Ident
+    ts_ms: TsMs
+    uptime_s: float = Field(ge=0)
+    devices: dict[str, DeviceHealth] = Field(default_factory=dict)
+    buffer: BufferHealth
+    readings_per_s: float = 0.0
+
+
+class Command(Wire):
+    v: Literal[1] = 1
+    id: Ident = Field(description="Caller's id, echoed in the reply")
+    point: PointName
+    value: float | int | bool
+    ts_ms: TsMs
+    operator: str = ""
+
+
+class CommandOutcome(StrEnum):
+    DONE = "done"  # written and read back equal
+    REFUSED = "refused"  # not allowed or out of range: nothing written
+    FAILED = "failed"  # write or verification failed
+
+
+class CommandReply(Wire):
+    v: Literal[1] = 1
+    id: Ident
+    gateway: Ident
+    device: Ident
+    point: PointName
+    outcome: CommandOutcome
+    reason: str = ""
+    value_read: float | int | bool | None = None
+    ts_ms: TsMs
+
+
+class AlarmState(StrEnum):
+    """ISA-18.2 states, plus the three kinds of not-shown."""
+
+    NORMAL = "normal"
+    UNACK = "unack"  # active, unacknowledged
+    ACKED = "acked"  # active, acknowledged
+    RTN_UNACK = "rtn_unack"  # returned to normal, unacknowledged
+    SHELVED = "shelved"
+    SUPPRESSED = "suppressed"  # by design
+    OUT_OF_SERVICE = "out_of_service"
+
+
+class AlarmEvent(Wire):
+    v: Literal[1] = 1
+    alarm_id: str = Field(description="'{asset}/{condition}': one alarm per asset and condition")
+    asset: Ident
+    condition: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    state: AlarmState
+    transition: str = Field(description="raised, cleared, acknowledged, shelved, ...")
+    priority: Literal["low", "medium", "high", "critical"]
+    ts_ms: TsMs = Field(description="Event time of the transition")
+    message: str = ""
+    value: float | int | bool | str | None = None
+    by: str = Field("", description="Operator who acted, for operator transitions")
+    comment: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class CustomerAlert(Wire):
+    v: Literal[1] = 1
+    id: str = Field(description="Event id: one message per customer per event")
+    customer: Ident
+    kind: Literal["over_consumption", "continuous_flow", "outage", "restoration"]
+    language: Literal["fr", "ar", "en"]
+    phone: str | None
+    text: str
+    status: Literal["queued", "sent", "delivered", "failed", "suppressed"]
+    ts_ms: TsMs
+
+
+class DeadLetter(Wire):
+    v: Literal[1] = 1
+    component: str
+    topic: str
+    reason: str
+    payload: str = Field(description="The rejected payload (UTF-8, or base64 when binary)")
+    ts_ms: TsMs
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(msg: BaseModel) -> bytes:
+    """A message's JSON bytes."""
+    return orjson.dumps(msg.model_dump(mode="json", exclude_defaults=False))
+
+
+def decode(payload: bytes | str, model: type[M]) -> M:
+    """Parse and validate a payload, or raise WireError saying what is wrong and where."""
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False)
+        first = errs[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+        raise WireError(f"{model.__name__}: {where}: {first['msg']}{more}") from None
+
+
+def decode_batch(payload: bytes | str) -> Batch:
+    return decode(payload, Batch)
+
+
+class Topics:
+    """Builds and parses the topic tree under one prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix or prefix.endswith("/") or "+" in prefix or "#" in prefix:
+            raise ValueError(f"bad topic prefix {prefix!r}")
+        self.prefix = prefix
+        self._gw_parts = prefix.count("/") + 2
+
+    def gateway_status(self, gw: str) -> str:
+        return f"{self.prefix}/gw/{gw}/status"
+
+    def health(self, gw: str) -> str:
+        return f"{self.prefix}/gw/{gw}/health"
+
+    def data(self, gw: str, dev: str) -> str:
+        return f"{self.prefix}/gw/{gw}/dev/{dev}/data"
+
+    def device_status(self, gw: str, dev: str) -> str:
+        return f"{self.prefix}/gw/{gw}/dev/{dev}/status"
+
+    def command(self, gw: str, dev: str) -> str:
+        return f"{self.prefix}/gw/{gw}/dev/{dev}/cmd"
+
+    def reply(self, gw: str, dev: str) -> str:
+        return f"{self.prefix}/gw/{gw}/dev/{dev}/reply"
+
+    def alarm(self, asset: str, condition: str) -> str:
+        return f"{self.prefix}/alarm/{asset}/{condition}"
+
+    @property
+    def alarm_events(self) -> str:
+        return f"{self.prefix}/event/alarm"
+
+    @property
+    def customer_alerts(self) -> str:
+        return f"{self.prefix}/event/customer"
+
+    def deadletter(self, component: str) -> str:
+        return f"{self.prefix}/deadletter/{component}"
+
+    @property
+    def sim_fault(self) -> str:
+        return f"{self.prefix}/sim/fault"
+
+    # subscription filters
+    @property
+    def all_data(self) -> str:
+        return f"{self.prefix}/gw/+/dev/+/data"
+
+    @property
+    def all_device_status(self) -> str:
+        return f"{self.prefix}/gw/+/dev/+/status"
+
+    @property
+    def all_gateway_status(self) -> str:
+        return f"{self.prefix}/gw/+/status"
+
+    @property
+    def all_health(self) -> str:
+        return f"{self.prefix}/gw/+/health"
+
+    @property
+    def all_alarms(self) -> str:
+        return f"{self.prefix}/alarm/#"
+
+    def parse(self, topic: str) -> tuple[str, str, str | None]:
+        """'…/gw/g1/dev/d1/data' -> ('data', 'g1', 'd1'); '…/gw/g1/status' -> ('status', 'g1', None).
+
+        Raises WireError for a topic outside the gateway tree.
+        """
+        head = self.prefix + "/gw/"
+        if not topic.startswith(head):
+            raise WireError(f"topic {topic!r} is not under {head}")
+        parts = topic[len(head) :].split("/")
+        if len(parts) == 2 and parts[1] in ("status", "health"):
+            return parts[1], parts[0], None
+        if len(parts) == 4 and parts[1] == "dev" and parts[3] in ("data", "status", "cmd", "reply"):
+            return parts[3], parts[0], parts[2]
+        raise WireError(f"topic {topic!r} does not follow the wire contract")
+
+
+WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "batch": Batch,
+    "gateway-status": GatewayStatus,
+    "device-status": DeviceStatus,
+    "health": Health,
+    "command": Command,
+    "command-reply": CommandReply,
+    "alarm-event": AlarmEvent,
+    "customer-alert": CustomerAlert,
+    "dead-letter": DeadLetter,
+}
+"""Every payload of the contract, by the name of its JSON Schema file."""

@@ -1,0 +1,1 @@
+"""aquavolt collector component."""

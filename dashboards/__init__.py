@@ -1,0 +1,1 @@
+"""aquavolt dashboards component."""

@@ -1,0 +1,1 @@
+"""aquavolt edge component."""
