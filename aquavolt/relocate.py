@@ -1,0 +1,55 @@
+"""Copy a field file onto free local ports and private serial paths.
+
+Tests, ``aquavolt replay`` and parallel demos run the same field side by side: each copy
+gets its own Modbus TCP ports, OPC-UA endpoints and serial device paths, so that runs never
+collide. Comments are not kept in the copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from aquavolt.services import free_port
+
+
+def relocate_data(data: dict[str, Any], serial_dir: Path) -> dict[str, Any]:
+    """A deep copy of field data with every bus moved to a free port or a path under
+    ``serial_dir``; ports shared by several buses stay shared. ``profiles_dir`` is kept."""
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data))
+    ports: dict[int, int] = {}
+
+    def port_for(old: int) -> int:
+        if old not in ports:
+            ports[old] = free_port()
+        return ports[old]
+
+    for gw in out.get("gateways", []):
+        for bus in gw.get("buses", []):
+            kind = bus.get("kind")
+            if kind == "modbus_tcp":
+                bus["host"] = "127.0.0.1"
+                bus["port"] = port_for(int(bus.get("port", 502)))
+            elif kind == "modbus_rtu":
+                bus["serial_port"] = str(serial_dir / f"{gw['id']}-{bus['id']}")
+            elif kind == "opcua":
+                parts = urlsplit(bus["endpoint"])
+                new = port_for(parts.port or 4840)
+                bus["endpoint"] = urlunsplit(parts._replace(netloc=f"127.0.0.1:{new}"))
+    return out
+
+
+def relocate_file(src: Path | str, dst: Path | str, serial_dir: Path | str | None = None) -> Path:
+    """Write a relocated copy of the field file ``src`` to ``dst``; return ``dst``."""
+    src, dst = Path(src), Path(dst)
+    data = yaml.safe_load(src.read_text(encoding="utf-8"))
+    sdir = Path(serial_dir) if serial_dir else dst.parent / "serial"
+    sdir.mkdir(parents=True, exist_ok=True)
+    moved = relocate_data(data, sdir)
+    if moved.get("profiles_dir"):
+        moved["profiles_dir"] = str((src.parent / moved["profiles_dir"]).resolve())
+    dst.write_text(yaml.safe_dump(moved, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return dst

@@ -1,0 +1,75 @@
+"""The rule interface: every rule, generic or detector, is a pure function on event time.
+
+A rule never reads a clock and never does I/O. The engine feeds it samples in event-time
+order and ticks it with the event-time watermark (the newest timestamp seen), so that a
+replay at 1000x raises the same conditions at the same event times as real time::
+
+    state = rule.init()
+    state, out = rule.step(state, sample)      # a reading arrived
+    state, out = rule.tick(state, now_ms)      # event time moved on (stale, windows, delays)
+
+Rules emit :class:`Condition` values: "this (asset, condition) is active / not active as
+of ts_ms". The alarm manager (lifecycle, ISA-18.2) turns conditions into alarm
+transitions; customer-facing conditions also go to the SMS notifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from aquavolt.rulecfg import Priority
+from aquavolt.wire import Quality
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading as rules see it."""
+
+    gateway: str
+    device: str
+    point: str
+    value: float | int | bool | str | None
+    ts_ms: int
+    quality: Quality = Quality.GOOD
+    historical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """What a rule says about one (asset, condition) at an event time."""
+
+    asset: str
+    condition: str
+    active: bool
+    ts_ms: int
+    priority: Priority = Priority.MEDIUM
+    message: str = ""
+    value: float | int | bool | str | None = None
+    audience: Literal["operator", "customer"] = "operator"
+    customer: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alarm_id(self) -> str:
+        return f"{self.asset}/{self.condition}"
+
+
+class Rule(Protocol, Generic[S]):
+    """A rule: pure functions of (state, input) -> (state, conditions)."""
+
+    name: str
+
+    def wants(self, device: str, point: str) -> bool:
+        """True when samples of this device and point concern the rule."""
+
+    def init(self) -> S:
+        """The state before any sample."""
+
+    def step(self, state: S, sample: Sample) -> tuple[S, list[Condition]]:
+        """A sample arrived (event-time order within a series)."""
+
+    def tick(self, state: S, now_ms: int) -> tuple[S, list[Condition]]:
+        """Event time reached ``now_ms`` (watermark): time-based conditions fire here."""

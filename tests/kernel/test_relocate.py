@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from aquavolt.config import load_field
+from aquavolt.field import ModbusRtuBus, ModbusTcpBus, OpcuaBus
+from aquavolt.relocate import relocate_file
+
+DEMO = Path(__file__).parents[2] / "examples" / "demo-town.yaml"
+
+
+def test_relocated_demo_is_valid_and_moved(tmp_path: Path) -> None:
+    orig = load_field(DEMO).field
+    moved = load_field(relocate_file(DEMO, tmp_path / "field.yaml")).field
+    assert [g.id for g in moved.gateways] == [g.id for g in orig.gateways]
+    for g0, g1 in zip(orig.gateways, moved.gateways, strict=True):
+        for b0, b1 in zip(g0.buses, g1.buses, strict=True):
+            if isinstance(b1, ModbusTcpBus):
+                assert isinstance(b0, ModbusTcpBus) and b1.port != b0.port
+            elif isinstance(b1, ModbusRtuBus):
+                assert b1.serial_port.startswith(str(tmp_path))
+            else:
+                assert isinstance(b1, OpcuaBus) and isinstance(b0, OpcuaBus)
+                assert b1.endpoint != b0.endpoint and b1.endpoint.endswith("/aquavolt/rtu")
+    assert moved.customers == orig.customers
