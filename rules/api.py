@@ -73,3 +73,28 @@ class Rule(Protocol, Generic[S]):
 
     def tick(self, state: S, now_ms: int) -> tuple[S, list[Condition]]:
         """Event time reached ``now_ms`` (watermark): time-based conditions fire here."""
+
+
+# Condition names every part agrees on (scenarios' expectations, dashboards, SMS use them).
+# The asset is the device id for device-level conditions, else the zone, transformer,
+# feeder or customer id.
+CONDITIONS: dict[str, str] = {
+    # generic rules, per point (condition name built from the point name)
+    "{point}_high": "limit rule: value above high (asset: device)",
+    "{point}_low": "limit rule: value below low (asset: device)",
+    "{point}_rate": "rate-of-change rule (asset: device)",
+    "{point}": "discrete rule: the point is in its alarm state, e.g. fault (asset: device)",
+    "stale": "no data for N poll intervals (asset: device)",
+    "bad_quality": "the device reports bad quality (asset: device)",
+    "comm_fail": "the device stopped answering: loss of communication (asset: device)",
+    "gateway_offline": "the gateway's will or status says offline (asset: gateway)",
+    # detectors
+    "night_flow_rise": "minimum night flow rose against the zone's baseline (asset: zone)",
+    "burst": "step in zone inlet flow with a pressure drop (asset: zone)",
+    "continuous_flow": "customer-side leak, 24 h without a quiet hour (asset: customer)",
+    "outage": "loss of supply rolled up to the transformer or feeder (asset: transformer/feeder)",
+    "voltage_band": "10-minute mean outside the EN 50160 band (asset: transformer/feeder)",
+    "imbalance": "phase voltage imbalance above the limit (asset: transformer/feeder)",
+    "overload": "transformer load above nameplate (asset: transformer)",
+    "over_consumption": "consumption above the same period last year (asset: customer)",
+}
