@@ -29,6 +29,9 @@ CUSTOMER_ALERT: Final = "customer_alert"
 WATER_BALANCE: Final = "water_balance"
 NIGHT_FLOW: Final = "night_flow"
 COLLECTOR_STATS: Final = "collector_stats"
+ASSET_LOCATION: Final = "asset_location"
+"""Where each asset of the field sits (tags asset, kind; fields latitude_deg, longitude_deg):
+written from the field file by ``aquavolt dashboards assets``, read by the overview map."""
 
 # Retention policies and rollups (continuous queries on InfluxDB 1.x).
 RP_RAW: Final = "autogen"
