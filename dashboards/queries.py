@@ -1,0 +1,212 @@
+"""Every InfluxQL statement the dashboards send, in one place, against ``aquavolt/schema.py``.
+
+Queries use Grafana's InfluxDB macros: ``$timeFilter`` (the dashboard's time range),
+``$__interval`` (the panel's resolution), ``${__from}``/``${__to}`` (the range ends in
+epoch milliseconds) and template variables (``$customer``). :mod:`dashboards.macros`
+substitutes them the way Grafana does, for the tests and the static rendering.
+
+Fields of the event and health measurements read here (see docs/influxdb-schema.md):
+
+- ``alarm_event`` (tags asset, condition, priority): ``state``, ``transition``, ``message``;
+- ``gateway_status`` (tag gateway): ``state`` (online/offline);
+- ``gateway_health`` (tag gateway): ``buffer_depth``, ``buffer_dropped``, ``readings_per_s``;
+- ``device_health`` (tags gateway, device): ``errors``, ``polls``, ``poll_latency_ms``;
+- ``night_flow`` (tag zone): ``mnf_lps``, ``leakage_lps``;
+- ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aquavolt import schema
+
+T = schema.TELEMETRY
+ACTIVE_STATES = ("unack", "acked", "rtn_unack")
+"""Alarm states an operator must still see (ISA-18.2): active, or returned but unacknowledged."""
+
+
+def _in(tag: str, values: Iterable[str]) -> str:
+    vals = sorted(set(values))
+    if len(vals) == 1:
+        return f"\"{tag}\" = '{vals[0]}'"
+    return "(" + " OR ".join(f"\"{tag}\" = '{v}'" for v in vals) + ")"
+
+
+def point_mean(devices: Iterable[str], point: str, scale: str = "", agg: str = "mean") -> str:
+    """One series per device: the mean (or another aggregate) of a point per interval."""
+    return (
+        f'SELECT {agg}("value"){scale} FROM "{T}" WHERE {_in("device", devices)} '
+        f"AND \"point\" = '{point}' AND $timeFilter GROUP BY time($__interval), \"device\" fill(none)"
+    )
+
+
+def points_of(device: str, points: Iterable[str], agg: str = "mean") -> str:
+    """One series per point of one device."""
+    return (
+        f'SELECT {agg}("value") FROM "{T}" WHERE "device" = \'{device}\' AND {_in("point", points)} '
+        f'AND $timeFilter GROUP BY time($__interval), "point" fill(none)'
+    )
+
+
+def latest(devices: Iterable[str], point: str) -> str:
+    """The last value of a point per device (stat and gauge panels)."""
+    return (
+        f'SELECT last("value") FROM "{T}" WHERE {_in("device", devices)} '
+        f"AND \"point\" = '{point}' AND $timeFilter GROUP BY \"device\""
+    )
+
+
+# ---------------------------------------------------------------- water
+
+
+def night_flow(zone: str) -> str:
+    return (
+        f'SELECT mean("mnf_lps") AS "minimum night flow", mean("leakage_lps") AS "leakage estimate" '
+        f"FROM \"{schema.NIGHT_FLOW}\" WHERE \"zone\" = '{zone}' AND $timeFilter GROUP BY time(1d) fill(none)"
+    )
+
+
+def water_balance(zones: Iterable[str]) -> str:
+    return (
+        f'SELECT sum("input_m3") AS "input", sum("consumption_m3") AS "consumption", '
+        f'sum("losses_m3") AS "losses" FROM "{schema.WATER_BALANCE}" WHERE {_in("zone", zones)} '
+        f'AND $timeFilter GROUP BY time(1d), "zone" fill(none)'
+    )
+
+
+# ---------------------------------------------------------------- alarms
+
+A = schema.ALARM_EVENT
+_ACTIVE = "(" + " OR ".join(f"\"state\" = '{s}'" for s in ACTIVE_STATES) + ")"
+_LAST_STATE = (
+    f'SELECT last("state") AS "state", last("message") AS "message" FROM "{A}" '
+    f'WHERE $timeFilter GROUP BY "asset", "condition", "priority"'
+)
+
+
+def active_alarms() -> str:
+    """Alarms whose latest state is active or unacknowledged, one row each (table)."""
+    return f"SELECT * FROM ({_LAST_STATE}) WHERE {_ACTIVE}"
+
+
+def active_by_priority() -> str:
+    return f'SELECT count("state") FROM ({_LAST_STATE}) WHERE {_ACTIVE} GROUP BY "priority"'
+
+
+def active_per_asset() -> str:
+    """Count of active alarms per asset (the map's marker colour); assets without any: no row."""
+    return (
+        f'SELECT count("state") AS "active_alarms" FROM (SELECT last("state") AS "state" FROM "{A}" '
+        f'WHERE $timeFilter GROUP BY "asset", "condition") WHERE {_ACTIVE} GROUP BY "asset"'
+    )
+
+
+def alarm_history() -> str:
+    return (
+        f'SELECT "asset", "condition", "priority", "state", "transition", "message" FROM "{A}" '
+        f"WHERE $timeFilter ORDER BY time DESC LIMIT 500"
+    )
+
+
+def raised_per(interval: str, by_priority: bool = False) -> str:
+    group = ', "priority"' if by_priority else ""
+    return (
+        f'SELECT count("transition") FROM "{A}" WHERE "transition" = \'raised\' AND $timeFilter '
+        f"GROUP BY time({interval}){group} fill(0)"
+    )
+
+
+def priority_mix() -> str:
+    return (f'SELECT count("transition") FROM "{A}" WHERE "transition" = \'raised\' AND $timeFilter '
+            f'GROUP BY "priority"')
+
+
+def chattering() -> str:
+    """Most raises of one alarm within one minute (3 or more is chattering)."""
+    return (
+        f'SELECT max("n") FROM (SELECT count("transition") AS "n" FROM "{A}" WHERE "transition" = '
+        f"'raised' AND $timeFilter GROUP BY time(1m), \"asset\", \"condition\")"
+    )
+
+
+def stale_alarms() -> str:
+    """Alarms active for more than 24 h at the end of the range."""
+    return (
+        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{A}" '
+        f'WHERE time <= ${{__to}}ms - 24h GROUP BY "asset", "condition") WHERE {_ACTIVE}'
+    )
+
+
+def outages(assets: Iterable[str]) -> str:
+    return (
+        f'SELECT last("state") AS "state", last("message") AS "message" FROM "{A}" '
+        f"WHERE \"condition\" = 'outage' AND {_in('asset', assets)} AND $timeFilter GROUP BY \"asset\""
+    )
+
+
+# ---------------------------------------------------------------- gateways
+
+
+def gateway_states() -> str:
+    return (
+        f'SELECT last("state") AS "state" FROM "{schema.GATEWAY_STATUS}" WHERE $timeFilter '
+        f'GROUP BY time($__interval), "gateway" fill(previous)'
+    )
+
+
+def gateways_online() -> str:
+    return (
+        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{schema.GATEWAY_STATUS}" '
+        f"WHERE $timeFilter GROUP BY \"gateway\") WHERE \"state\" = 'online'"
+    )
+
+
+def devices_online(gateway: str) -> str:
+    """Devices of a gateway whose latest health state is online."""
+    return (
+        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{schema.DEVICE_HEALTH}" '
+        f"WHERE \"gateway\" = '{gateway}' AND $timeFilter GROUP BY \"device\") WHERE \"state\" = 'online'"
+    )
+
+
+def poll_errors() -> str:
+    return (
+        f'SELECT non_negative_difference(max("errors")) FROM "{schema.DEVICE_HEALTH}" WHERE $timeFilter '
+        f'GROUP BY time($__interval), "gateway" fill(none)'
+    )
+
+
+def poll_latency() -> str:
+    return (
+        f'SELECT mean("poll_latency_ms") FROM "{schema.DEVICE_HEALTH}" WHERE $timeFilter '
+        f'GROUP BY time($__interval), "gateway" fill(none)'
+    )
+
+
+def gateway_health(field: str, agg: str = "max") -> str:
+    return (
+        f'SELECT {agg}("{field}") FROM "{schema.GATEWAY_HEALTH}" WHERE $timeFilter '
+        f'GROUP BY time($__interval), "gateway" fill(none)'
+    )
+
+
+# ---------------------------------------------------------------- customer
+
+
+def consumption(point: str, shift: str = "", name: str = "spread") -> str:
+    """Daily consumption of the chosen customer's meter (``$customer`` = meter ids regex).
+
+    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year.
+    """
+    window = (f"time >= ${{__from}}ms - {shift} AND time <= ${{__to}}ms - {shift}" if shift
+              else "$timeFilter")
+    return (
+        f'SELECT spread("value") AS "{name}" FROM "{T}" WHERE "device" =~ /^(${{customer:raw}})$/ '
+        f"AND \"point\" = '{point}' AND {window} GROUP BY time(1d) fill(none)"
+    )
+
+
+def consumption_total(point: str, shift: str = "") -> str:
+    """Total over the range (or the shifted range) of the daily consumption."""
+    return f'SELECT sum("spread") FROM ({consumption(point, shift)})'
