@@ -51,6 +51,9 @@ class Condition:
     audience: Literal["operator", "customer"] = "operator"
     customer: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    suppressed_by: str = ""
+    """Suppression by design from plant state (e.g. "running is false"): the alarm is not
+    annunciated while set. A later condition without it lifts the suppression."""
 
     @property
     def alarm_id(self) -> str:
@@ -98,3 +101,15 @@ CONDITIONS: dict[str, str] = {
     "overload": "transformer load above nameplate (asset: transformer)",
     "over_consumption": "consumption above the same period last year (asset: customer)",
 }
+
+
+class CustomerSink(Protocol):
+    """Where customer-facing conditions (``audience == "customer"``) go besides the alarm
+    manager. ``rules.sms`` plugs one in by defining
+    ``build_customer_sink(loaded, args) -> CustomerSink`` (``args`` is the ``rules run``
+    namespace; the engine adds ``args.publish(topic, payload: bytes, retain: bool)``,
+    ``args.topics`` (aquavolt.wire.Topics) and ``args.clock`` before calling it).
+    The engine calls ``handle`` on its event loop, in event-time order, never blocking I/O."""
+
+    def handle(self, condition: Condition) -> None:
+        """A customer-facing condition changed (active or cleared)."""

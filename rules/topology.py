@@ -1,0 +1,48 @@
+"""Suppression by topology: which alarms hide a device's loss-of-data alarms.
+
+One fault, one alarm: a meter's ``comm_fail``, ``stale`` and ``bad_quality`` are suppressed
+while its transformer or feeder has an active ``outage``, its feeder's breaker is open, or
+its gateway is offline; ``stale`` and ``bad_quality`` also while the device itself is in
+``comm_fail`` (the loss of communication is the one alarm).
+"""
+
+from __future__ import annotations
+
+from aquavolt.config import LoadedField
+
+SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
+SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)
+"""Device conditions that an upstream fault explains."""
+
+Suppressor = tuple[str, str]
+"""(asset, condition) of an alarm that, while active, suppresses others."""
+
+
+def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
+    """For each device, the alarms that suppress its loss-of-data alarms."""
+    f = loaded.field
+    upstream: dict[str, list[Suppressor]] = {}
+
+    def add(dev: str | None, sup: Suppressor) -> None:
+        if dev is not None and sup not in upstream.setdefault(dev, []):
+            upstream[dev].append(sup)
+
+    feeder_of_tx = {t: fd for t, (_s, fd, _t) in f.transformers.items()}
+
+    def electric(dev: str | None, tx: str | None) -> None:
+        if dev is None or tx is None or tx not in feeder_of_tx:
+            return
+        fd = feeder_of_tx[tx]
+        add(dev, (tx, "outage"))
+        add(dev, (fd.id, "outage"))
+        if fd.device is not None:
+            add(dev, (fd.device, "breaker_closed"))
+
+    for c in f.customers:
+        electric(c.electricity_meter, c.transformer)
+    for t, (_s, _fd, tr) in f.transformers.items():
+        electric(tr.device, t)
+    for dev, (gw, _d) in f.devices.items():
+        add(dev, (gw.id, "gateway_offline"))
+        add(dev, (dev, "comm_fail"))
+    return upstream
