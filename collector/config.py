@@ -1,0 +1,39 @@
+"""The collector's settings: a frozen model, from an optional YAML file (``--config``) with
+command-line flags on top. Connection URLs come from ``aquavolt.settings``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class CollectorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mqtt_url: str | None = Field(None, description="Default: AQUAVOLT_MQTT_URL, else mqtt://127.0.0.1:1883")
+    influx_url: str | None = Field(None, description="Default: AQUAVOLT_INFLUX_URL, else 1.x on :8086")
+    state_dir: Path = Field(Path("var/collector"), description="Client id and dead letters")
+    client_id: str | None = Field(None, description="Default: made once and kept in state_dir")
+    share_group: str | None = Field(None, description="MQTT 5 shared subscription group")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0: no /metrics endpoint")
+    batch_points: int = Field(5000, ge=1, le=100_000, description="Write when a batch holds this many")
+    flush_interval_ms: int = Field(200, ge=1, le=60_000, description="...or once this old")
+    max_concurrent_writes: int = Field(2, ge=1, le=16)
+    gzip_level: int = Field(1, ge=0, le=9, description="0: send uncompressed")
+    max_backoff_s: float = Field(10.0, gt=0, le=300)
+    session_expiry_s: int = Field(7 * 86400, ge=60, description="Broker keeps the session this long")
+    receive_maximum: int = Field(1000, ge=1, le=65535, description="MQTT 5 Receive Maximum")
+    max_inbox_messages: int = Field(2000, ge=10, description="Backpressure threshold (memory bound)")
+    stats_interval_s: float = Field(10.0, gt=0, description="collector_stats period")
+    deadletter_max_bytes: int = Field(50_000_000, ge=1000)
+    shutdown_timeout_s: float = Field(10.0, ge=0)
+
+    @field_validator("share_group", "client_id")
+    @classmethod
+    def _no_wildcards(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("letters, digits, '_', '.', '-' only (1 to 64)")
+        return v

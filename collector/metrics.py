@@ -1,0 +1,136 @@
+"""The collector's own figures: counters kept by the pipeline, rendered for Prometheus on
+``/metrics`` (aiohttp, 127.0.0.1) and written every few seconds to InfluxDB as
+``collector_stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from aquavolt import schema
+
+log = logging.getLogger("aquavolt.collector.metrics")
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Stats:
+    messages: int = 0
+    readings: int = 0
+    points_written: int = 0
+    batches: int = 0
+    retries: int = 0
+    deadletters: dict[str, int] = field(default_factory=dict)
+    acks: int = 0
+    latency_sum_s: float = 0.0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
+    latency_max_s: float = 0.0  # since the last stats line
+    # gauges, refreshed by the pipeline
+    inbox: int = 0
+    unacked: int = 0
+    pending_points: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _last: tuple[float, int, int, int, float] = (0.0, 0, 0, 0, 0.0)
+
+    def batch_done(self, points: int, latency_s: float) -> None:
+        self.batches += 1
+        self.points_written += points
+        self.latency_sum_s += latency_s
+        self.latency_max_s = max(self.latency_max_s, latency_s)
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if latency_s <= bound:
+                self.latency_buckets[i] += 1
+
+    @property
+    def deadletters_total(self) -> int:
+        return sum(self.deadletters.values())
+
+    def prometheus(self) -> str:
+        p = "aquavolt_collector_"
+        out = [
+            f"# TYPE {p}messages_total counter", f"{p}messages_total {self.messages}",
+            f"# TYPE {p}readings_total counter", f"{p}readings_total {self.readings}",
+            f"# TYPE {p}points_written_total counter", f"{p}points_written_total {self.points_written}",
+            f"# TYPE {p}batches_total counter", f"{p}batches_total {self.batches}",
+            f"# TYPE {p}write_retries_total counter", f"{p}write_retries_total {self.retries}",
+            f"# TYPE {p}acks_total counter", f"{p}acks_total {self.acks}",
+            f"# TYPE {p}deadletters_total counter",
+        ]
+        for kind in ("malformed", "rejected"):
+            out.append(f'{p}deadletters_total{{reason="{kind}"}} {self.deadletters.get(kind, 0)}')
+        out += [
+            f"# TYPE {p}backlog_messages gauge", f"{p}backlog_messages {self.inbox + self.unacked}",
+            f"# TYPE {p}unacked_messages gauge", f"{p}unacked_messages {self.unacked}",
+            f"# TYPE {p}pending_points gauge", f"{p}pending_points {self.pending_points}",
+            f"# TYPE {p}batch_latency_seconds histogram",
+        ]
+        for bound, n in zip(LATENCY_BUCKETS_S, self.latency_buckets, strict=True):
+            out.append(f'{p}batch_latency_seconds_bucket{{le="{bound}"}} {n}')
+        out += [
+            f'{p}batch_latency_seconds_bucket{{le="+Inf"}} {self.batches}',
+            f"{p}batch_latency_seconds_sum {self.latency_sum_s:.6f}",
+            f"{p}batch_latency_seconds_count {self.batches}",
+            f"# TYPE {p}uptime_seconds gauge",
+            f"{p}uptime_seconds {time.monotonic() - self.started:.3f}",
+        ]
+        return "\n".join(out) + "\n"
+
+    def influx_line(self, collector: str, now_ms: int | None = None) -> str:
+        """One ``collector_stats`` point; rates are over the time since the previous one."""
+        now = time.monotonic()
+        t0, msgs0, pts0, batches0, lat0 = self._last
+        span = now - t0 if t0 else now - self.started
+        nb = self.batches - batches0
+        fields: dict[str, float | int | bool | str] = {
+            "messages_total": self.messages, "readings_total": self.readings,
+            "points_written_total": self.points_written, "batches_total": self.batches,
+            "write_retries_total": self.retries, "deadletters_total": self.deadletters_total,
+            "backlog_messages": self.inbox + self.unacked, "pending_points": self.pending_points,
+            "messages_per_s": (self.messages - msgs0) / span if span > 0 else 0.0,
+            "points_per_s": (self.points_written - pts0) / span if span > 0 else 0.0,
+            "batch_latency_ms_mean": (self.latency_sum_s - lat0) / nb * 1000 if nb else 0.0,
+            "batch_latency_ms_max": self.latency_max_s * 1000,
+        }
+        self._last = (now, self.messages, self.points_written, self.batches, self.latency_sum_s)
+        self.latency_max_s = 0.0
+        ts = now_ms if now_ms is not None else int(time.time() * 1000)
+        return schema.line(schema.COLLECTOR_STATS, {"collector": collector}, fields, ts)
+
+
+class MetricsServer:
+    """``GET /metrics`` on 127.0.0.1 (Prometheus text format 0.0.4)."""
+
+    def __init__(self, render: Callable[[], str], port: int, host: str = "127.0.0.1") -> None:
+        self.render = render
+        self.port = port
+        self.host = host
+        self._runner: web.AppRunner | None = None
+
+    async def _metrics(self, _req: web.Request) -> web.Response:
+        return web.Response(text=self.render(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("metrics endpoint not available on %s:%s: %s", self.host, self.port, exc)
+            await self.stop()
+            return
+        log.info("metrics on http://%s:%s/metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

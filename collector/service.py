@@ -1,0 +1,232 @@
+"""The collector's pipeline: MQTT inbox -> line protocol -> batches -> InfluxDB -> acks.
+
+::
+
+    paho thread ──inbox──▶ convert (Router) ──▶ current batch ──▶ write task (≤ N at once)
+                                  │ bad payload                       │ 2xx: ack its messages
+                                  ▼                                   │ refused points:
+                             dead letter ◀────────────────────────────┘ dead letter, then ack
+
+A message is acknowledged only after every one of its points was accepted by InfluxDB (or
+dead-lettered with the reason): a crash at any moment leaves it unacknowledged, and the
+broker delivers it again. Duplicates overwrite themselves (same series, same timestamp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aquavolt.errors import WireError
+from aquavolt.settings import InfluxSettings, MqttSettings
+from aquavolt.wire import Topics
+from collector.config import CollectorConfig
+from collector.convert import Kind, Router, subscriptions
+from collector.deadletter import DeadLetters
+from collector.metrics import MetricsServer, Stats
+from collector.source import Inbound, MqttSource
+from collector.writer import InfluxWriter
+
+log = logging.getLogger("aquavolt.collector")
+
+
+@dataclass
+class Batch:
+    lines: list[str] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)  # first line of each origin
+    topics: list[str] = field(default_factory=list)
+    messages: list[Inbound] = field(default_factory=list)
+    opened: float = 0.0
+
+    def add(self, topic: str, lines: list[str]) -> None:
+        if not self.lines:
+            self.opened = time.monotonic()
+        self.starts.append(len(self.lines))
+        self.topics.append(topic)
+        self.lines.extend(lines)
+
+    def topic_of(self, index: int) -> str:
+        return self.topics[bisect.bisect_right(self.starts, index) - 1]
+
+
+def client_id_for(cfg: CollectorConfig) -> str:
+    """The configured client id, or one made at first start and kept in the state folder
+    (a persistent session needs the same id after a restart)."""
+    if cfg.client_id:
+        return cfg.client_id
+    path = cfg.state_dir / "client_id"
+    if path.exists():
+        return path.read_text().strip()
+    cid = f"aquavolt-collector-{uuid.uuid4().hex[:12]}"
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(cid + "\n")
+    return cid
+
+
+class Collector:
+    def __init__(self, cfg: CollectorConfig, mqtt: MqttSettings, influx: InfluxSettings) -> None:
+        self.cfg = cfg
+        self.influx = influx
+        self.client_id = client_id_for(cfg)
+        self.topics = Topics(mqtt.prefix)
+        self.router = Router(self.topics)
+        self.stats = Stats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._wake_pending = False
+        self._stop = asyncio.Event()
+        self.source = MqttSource(mqtt, self.client_id, list(subscriptions(self.topics)),
+                                 share_group=cfg.share_group, session_expiry_s=cfg.session_expiry_s,
+                                 receive_maximum=cfg.receive_maximum,
+                                 max_inbox=cfg.max_inbox_messages, on_arrival=self._arrived)
+        dl_topic = self.topics.deadletter("collector")
+        self.deadletters = DeadLetters(cfg.state_dir / "deadletter.jsonl",
+                                       lambda data: self.source.publish(dl_topic, data),
+                                       max_bytes=cfg.deadletter_max_bytes)
+        self.writer = InfluxWriter(influx, gzip_level=cfg.gzip_level, max_backoff_s=cfg.max_backoff_s,
+                                   on_retry=self._retried)
+        self._slots = asyncio.Semaphore(cfg.max_concurrent_writes)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._batch = Batch()
+
+    # called from paho's thread
+    def _arrived(self) -> None:
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _retried(self, _reason: str) -> None:
+        self.stats.retries += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        metrics = MetricsServer(self.stats.prometheus, self.cfg.metrics_port)
+        async with self.writer:
+            if self.cfg.metrics_port:
+                await metrics.start()
+            schema_task = asyncio.create_task(self._ensure_schema())
+            stats_task = asyncio.create_task(self._stats_loop())
+            self.source.start()
+            log.info("collector %s: %s -> %s (%s, database %s)", self.client_id,
+                     ", ".join(self.source.filters), self.influx.url, self.influx.api,
+                     self.influx.database)
+            try:
+                await self._pump()
+            finally:
+                await self._shutdown()
+                for t in (schema_task, stats_task):
+                    t.cancel()
+                await asyncio.gather(schema_task, stats_task, return_exceptions=True)
+                await metrics.stop()
+
+    async def _ensure_schema(self) -> None:
+        delay = 0.5
+        while not await self.writer.ensure_schema():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.cfg.max_backoff_s)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.stats_interval_s)
+            self._batch.add(f"(collector {self.client_id})",
+                            [self.stats.influx_line(self.client_id)])
+
+    async def _pump(self) -> None:
+        flush_s = self.cfg.flush_interval_ms / 1000
+        inbox = self.source.inbox
+        while not self._stop.is_set():
+            self._wake_pending = False
+            self._wake.clear()
+            while inbox and not self._stop.is_set():
+                m = inbox.popleft()
+                self._take(m)
+                if len(self._batch.lines) >= self.cfg.batch_points:
+                    await self._submit()
+                self.source.taken()
+            self.source.taken()
+            self._refresh_gauges()
+            b = self._batch
+            if b.lines and time.monotonic() - b.opened >= flush_s:
+                await self._submit()
+                continue
+            timeout = flush_s - (time.monotonic() - b.opened) if b.lines else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(timeout, 0.001))
+
+    def _take(self, m: Inbound) -> None:
+        self.stats.messages += 1
+        b = self._batch
+        b.messages.append(m)
+        try:
+            kind, lines = self.router.lines(m.topic, m.payload)
+        except WireError as exc:
+            # Acknowledged with the batch: the dead letter file holds it from now on.
+            self.deadletters.record("malformed", m.topic, str(exc), m.payload)
+            self.stats.deadletters = dict(self.deadletters.by_kind)
+            return
+        if kind is Kind.DATA:
+            self.stats.readings += len(lines)
+        b.add(m.topic, lines)
+
+    def _refresh_gauges(self) -> None:
+        s = self.stats
+        s.inbox = len(self.source.inbox)
+        s.pending_points = len(self._batch.lines)
+
+    async def _submit(self) -> None:
+        batch, self._batch = self._batch, Batch()
+        if not batch.messages and not batch.lines:
+            return
+        await self._slots.acquire()
+        self.stats.unacked += len(batch.messages)
+        task = asyncio.create_task(self._write(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, batch: Batch) -> None:
+        t0 = time.monotonic()
+        try:
+            refused = await self.writer.write(batch.lines)
+            for index, reason in refused:
+                self.deadletters.record("rejected", batch.topic_of(index), reason, batch.lines[index])
+            self.stats.deadletters = dict(self.deadletters.by_kind)
+            self.stats.acks += self.source.ack(batch.messages)
+            self.stats.batch_done(len(batch.lines) - len(refused), time.monotonic() - t0)
+        finally:
+            self.stats.unacked -= len(batch.messages)
+            self._slots.release()
+
+    async def _shutdown(self) -> None:
+        """Write what was taken in, acknowledge it, then leave the broker."""
+        await self._submit()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=self.cfg.shutdown_timeout_s)
+            for t in pending:
+                t.cancel()  # unacknowledged: the broker delivers them again
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.to_thread(self.source.stop)
+        log.info("collector %s stopped: %d messages, %d points written, %d dead letters",
+                 self.client_id, self.stats.messages, self.stats.points_written,
+                 self.deadletters.count)
+
+
+def run_collector(cfg: CollectorConfig, mqtt: MqttSettings, influx: InfluxSettings) -> int:
+    async def main() -> None:
+        collector = Collector(cfg, mqtt, influx)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, collector.stop)
+        await collector.run()
+
+    asyncio.run(main())
+    return 0
