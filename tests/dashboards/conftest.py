@@ -1,0 +1,128 @@
+"""Fixtures for the dashboard tests: the demo field, its dashboards, and an InfluxDB filled
+with points written per ``aquavolt/schema.py`` for every device and point of the demo field
+(telemetry from the device profiles, plus alarm events, gateway and device health, night
+flow, water balance and asset positions), over two simulated days."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aquavolt import schema
+from aquavolt.config import LoadedField, load_field
+from aquavolt.influx import Influx
+from aquavolt.settings import InfluxSettings
+from dashboards.assets import location_lines
+from dashboards.build import build_all
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo-town.yaml"
+START_MS = 1_780_272_000_000  # 2026-06-01T00:00:00Z
+DAY_MS = 86_400_000
+END_MS = START_MS + 2 * DAY_MS
+YEAR_MS = 364 * DAY_MS
+
+TYPICAL = {"voltage": 231.0, "current": 12.0, "power": 800.0, "flow_lps": 18.0, "flow_lph": 20.0,
+           "pressure": 3.2, "level_m": 3.5, "temperature": 24.0, "energy": 1000.0, "volume": 100.0,
+           "load_kva": 4200.0, "frequency": 50.0, "factor": 0.95, "pct": 80.0}
+
+
+@dataclass(frozen=True)
+class Filled:
+    settings: InfluxSettings
+    start_ms: int
+    end_ms: int
+
+
+@pytest.fixture(scope="session")
+def demo() -> LoadedField:
+    return load_field(DEMO)
+
+
+@pytest.fixture(scope="session")
+def boards(demo: LoadedField) -> dict[str, dict[str, Any]]:
+    return build_all(demo)
+
+
+def _value(point: str, kind: str, i: int) -> float:
+    """A plausible value that moves: counters grow, analogs wave around a typical level."""
+    if kind == "discrete":
+        return float(i % 2) if point in ("running", "breaker_closed", "sensor_ok") else 0.0
+    base = next((v for k, v in TYPICAL.items() if k in point), 10.0)
+    if kind == "counter":
+        return base + i * 0.05
+    return base * (1 + 0.03 * math.sin(i / 7))
+
+
+def telemetry_lines(lf: LoadedField, start_ms: int, end_ms: int, devices: list[str] | None = None) -> list[str]:
+    out = []
+    for dev_id, (gw, _dev) in lf.field.devices.items():
+        if devices is not None and dev_id not in devices:
+            continue
+        metered = dev_id.startswith(("wm-", "em-"))
+        step = 3_600_000 if metered else 600_000
+        prof = lf.profile_of(dev_id)
+        for i, ts in enumerate(range(start_ms, end_ms, step)):
+            for p in prof.points:
+                if getattr(p, "type", "") in ("string",) or getattr(p, "type", "") == "bitfield":
+                    continue
+                out.append(schema.line(schema.TELEMETRY, {"gateway": gw.id, "device": dev_id, "point": p.name},
+                                       {"value": _value(p.name, p.kind, i), "quality": 192}, ts))
+    return out
+
+
+def event_lines(lf: LoadedField, start_ms: int, end_ms: int) -> list[str]:
+    f = lf.field
+    a = schema.ALARM_EVENT
+    out = []
+
+    def alarm(asset: str, cond: str, prio: str, state: str, transition: str, ts: int) -> None:
+        out.append(schema.line(a, {"asset": asset, "condition": cond, "priority": prio},
+                               {"state": state, "transition": transition, "message": f"{asset} {cond}"}, ts))
+
+    alarm("tank-north-level", "level_m_high", "high", "unack", "raised", start_ms + 3_600_000)  # stale
+    alarm("pressure-zone-a", "pressure_bar_low", "medium", "unack", "raised", end_ms - 7_200_000)
+    alarm("pressure-zone-a", "pressure_bar_low", "medium", "acked", "acknowledged", end_ms - 7_000_000)
+    alarm("tx-1a", "outage", "critical", "unack", "raised", end_ms - 3_600_000)
+    alarm("feeder-2", "outage", "critical", "normal", "cleared", end_ms - 3_000_000)
+    alarm("c0001", "over_consumption", "low", "unack", "raised", end_ms - 1_800_000)
+    for k in range(3):  # a chattering door contact
+        alarm("ss1-transformer", "door_open", "low", "unack", "raised", end_ms - 600_000 + k * 10_000)
+        alarm("ss1-transformer", "door_open", "low", "normal", "cleared", end_ms - 595_000 + k * 10_000)
+    for ts in range(start_ms, end_ms, 3_600_000):
+        for gw in f.gateways:
+            out.append(schema.line(schema.GATEWAY_STATUS, {"gateway": gw.id},
+                                   {"state": "online", "bd_seq": 1}, ts))
+            out.append(schema.line(schema.GATEWAY_HEALTH, {"gateway": gw.id},
+                                   {"buffer_depth": 3, "buffer_dropped": 0, "readings_per_s": 12.5,
+                                    "uptime_s": float((ts - start_ms) // 1000)}, ts))
+            for d in gw.devices:
+                out.append(schema.line(schema.DEVICE_HEALTH, {"gateway": gw.id, "device": d.id},
+                                       {"state": "online", "polls": (ts - start_ms) // 60_000,
+                                        "errors": (ts - start_ms) // 3_600_000, "poll_latency_ms": 35.0}, ts))
+    for day in range(start_ms, end_ms, DAY_MS):
+        for z in f.water.zones:
+            out.append(schema.line(schema.NIGHT_FLOW, {"zone": z.id},
+                                   {"mnf_lps": 4.2, "leakage_lps": 2.9}, day + 3 * 3_600_000))
+            out.append(schema.line(schema.WATER_BALANCE, {"zone": z.id},
+                                   {"input_m3": 900.0, "consumption_m3": 720.0, "losses_m3": 180.0}, day))
+    out.extend(location_lines(f, start_ms))
+    return out
+
+
+@pytest.fixture
+def filled(influx_settings: InfluxSettings, demo: LoadedField) -> Filled:
+    """InfluxDB holding two days of schema-shaped points for the whole demo field."""
+    ix = Influx(influx_settings)
+    lines = telemetry_lines(demo, START_MS, END_MS)
+    first = demo.field.customers[0]
+    meters = [m for m in (first.water_meter, first.electricity_meter) if m]
+    lines += telemetry_lines(demo, START_MS - YEAR_MS, END_MS - YEAR_MS, meters)
+    lines += event_lines(demo, START_MS, END_MS)
+    for k in range(0, len(lines), 20_000):
+        ix.write(lines[k : k + 20_000])
+    return Filled(influx_settings, START_MS, END_MS)
