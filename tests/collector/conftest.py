@@ -26,10 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 class CollectorProcess:
     """``aquavolt collector run`` in its own process, known by its PID."""
 
+    started = 0
+
     def __init__(self, mqtt_url: str, influx: InfluxSettings, state_dir: Path, *extra: str) -> None:
         self.metrics_port = free_port()
         self.state_dir = state_dir
-        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+        CollectorProcess.started += 1
+        self.log_path = state_dir.parent / f"{state_dir.name}.{CollectorProcess.started}.log"
         influx_url = f"{influx.url}/{influx.database}"
         self.argv = [sys.executable, "-m", "aquavolt.cli", "collector", "run", "--mqtt", mqtt_url,
                      "--influx", influx_url, "--state-dir", str(state_dir),
@@ -120,7 +123,7 @@ class Publisher:
 
 @pytest.fixture
 def publisher(mosquitto: Mosquitto, topic_prefix: str) -> Iterator[Publisher]:
-    p = Publisher(mosquitto.settings(), f"pub-{topic_prefix.split('/')[0]}")
+    p = Publisher(mosquitto.settings(), f"pub-{topic_prefix.split('/', maxsplit=1)[0]}")
     yield p
     p.close()
 
