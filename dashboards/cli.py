@@ -43,6 +43,8 @@ def _push(args: argparse.Namespace) -> int:
     except PushError as exc:
         print(f"aquavolt dashboards push: {exc}", file=sys.stderr)
         return 1
+    finally:
+        api.client.s.close()  # the HTTP session's idle-connection watcher thread ends with it
     print(f"datasource {result.datasource}; folder {result.folder_uid}; "
           f"dashboards {', '.join(result.dashboards)}")
     return 0
