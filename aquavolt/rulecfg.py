@@ -93,6 +93,9 @@ class NightFlowConfig(Frozen):
     background_lph_per_km: float = Field(40.0, description="Background losses per km of main")
     rise_alarm_m3h: float = Field(1.0, ge=0, description="Net night flow rise that alarms")
     rise_alarm_fraction: float = Field(0.25, ge=0, description="... or this fraction of baseline")
+    confirm_nights: int = Field(
+        2, ge=1, description="Nights in a row above baseline + threshold: a step, not one odd night"
+    )
     priority: Priority = Priority.MEDIUM
 
 
@@ -101,6 +104,9 @@ class ContinuousFlowConfig(Frozen):
 
     hours: int = Field(24, ge=1)
     min_hourly_l: float = Field(4.0, gt=0, description="About 1 US gallon")
+    max_read_gap_s: float = Field(
+        1800.0, gt=0, description="Reads further apart (two 15-min reads) leave the hours unknown"
+    )
 
 
 class BurstConfig(Frozen):
@@ -111,6 +117,12 @@ class BurstConfig(Frozen):
     cusum_h_sigma: float = 5.0
     min_step_fraction: float = Field(0.2, description="Step of at least 20 % of expected flow")
     pressure_drop_m: float = Field(3.0, description="Pressure drop that confirms a burst")
+    slot_s: int = Field(300, ge=60, description="CUSUM on means of this many seconds")
+    min_history_days: int = Field(3, ge=1, description="Days of a slot's profile before arming")
+    sigma_floor_fraction: float = Field(
+        0.03, ge=0, description="Sigma at least this share of expected flow (meter noise)"
+    )
+    clear_after_s: float = Field(900.0, ge=0, description="Back near the profile this long")
     priority: Priority = Priority.HIGH
 
 
@@ -121,6 +133,9 @@ class OutageConfig(Frozen):
     debounce_s: float = Field(45.0, description="Outage declaration period of a meter, 30-45 s")
     sustained_after_s: float = Field(300.0, description="IEEE 1366: sustained after 5 min")
     rollup_fraction: float = Field(0.6, description="Share of a transformer's meters out")
+    live_max_age_s: float = Field(
+        180.0, gt=0, description="A voltage reading older than this no longer proves supply"
+    )
     priority: Priority = Priority.HIGH
 
 
@@ -132,6 +147,7 @@ class VoltageQualityConfig(Frozen):
     imbalance_pct: float = 2.0
     overload_fraction: float = Field(1.0, description="Transformer load above nameplate")
     power_factor_default: float = 0.95
+    window_s: int = Field(600, ge=60, description="EN 50160: 10-minute mean RMS")
 
 
 class OverConsumptionConfig(Frozen):
@@ -144,11 +160,17 @@ class OverConsumptionConfig(Frozen):
     ratio_threshold: float = Field(1.3, gt=1, description="+30 % (high-bill alerts)")
     max_plausible_daily_l: float = Field(20000.0, description="Days above this are excluded")
     holidays: list[str] = Field(default_factory=list, description="ISO dates to exclude")
+    min_valid_days: int = Field(7, ge=1, description="Comparable days needed for a verdict")
 
 
 class SmsConfig(Frozen):
     cooldown_s: float = Field(86400.0, ge=0, description="One message per customer per day")
     max_retries: int = Field(5, ge=0)
+    retry_base_s: float = Field(30.0, gt=0, description="First retry delay, doubled each time")
+    notify_outage_after_s: float = Field(
+        300.0, ge=0, description="Only sustained outages (IEEE 1366: 5 min) are sent to customers"
+    )
+    status_poll_s: float = Field(60.0, gt=0, description="Delivery status polling interval")
 
 
 class RulesConfig(Frozen):
