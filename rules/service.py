@@ -1,0 +1,201 @@
+"""The running engine: MQTT in, the pure core, SQLite, MQTT out, the operator API.
+
+One asyncio loop owns all state (core, manager, store); the paho network thread only
+appends raw messages to a deque and wakes the loop. Each processing round drains the
+deque, runs the core, stores the transitions in one SQLite transaction, then publishes
+them: retained on ``{prefix}/alarm/{asset}/{condition}`` and on ``{prefix}/event/alarm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from aquavolt.clock import Clock
+from aquavolt.config import LoadedField
+from aquavolt.errors import WireError
+from aquavolt.mqtt import connect_properties, make_client
+from aquavolt.settings import MqttSettings
+from aquavolt.wire import (
+    AlarmEvent,
+    Batch,
+    DeadLetter,
+    DeviceStatus,
+    GatewayStatus,
+    Health,
+    Topics,
+    decode,
+    encode,
+)
+from rules.api import Condition, CustomerSink
+from rules.core import Core, Output
+from rules.notify import Notifier
+from rules.store import Store
+
+log = logging.getLogger("aquavolt.rules")
+
+
+@dataclass
+class Stats:
+    messages: int = 0
+    readings: int = 0
+    rejected: int = 0
+    events: int = 0
+    rounds: int = 0
+    errors: int = 0
+    last_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, loaded: LoadedField, mqtt_settings: MqttSettings, state_dir: Path, clock: Clock,
+                 notifier: Notifier | None = None, customer_sink: CustomerSink | None = None,
+                 tick_every_ms: int = 1000) -> None:
+        self.loaded = loaded
+        self.settings = mqtt_settings
+        self.topics = Topics(mqtt_settings.prefix)
+        self.clock = clock
+        self.store = Store(state_dir)
+        self.core = Core(loaded, tick_every_ms=tick_every_ms)
+        alarms, seq, watermark = self.store.load()
+        self.core.manager.load(alarms, seq)
+        self.core.watermark = watermark
+        self.notifier = notifier
+        self.customer_sink = customer_sink
+        self.stats = Stats()
+        self.connected = threading.Event()
+        self._inbox: deque[tuple[str, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        cid = f"aquavolt-rules-{loaded.field.id}-{mqtt_settings.prefix.replace('/', '_')}"[:120]
+        self.client = make_client(mqtt_settings, cid, max_queued=100_000)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._handlers: dict[str, Callable[[str, bytes], Output]] = {
+            "data": self._data, "status": self._status, "health": self._health}
+
+    # ---------------------------------------------------------------- MQTT thread
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode,
+                    _p: object = None) -> None:
+        if rc.is_failure:
+            log.error("MQTT connection refused: %s", rc)
+            return
+        t = self.topics
+        client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
+                          (t.all_health, 0)])
+        self.connected.set()
+        log.info("connected to MQTT %s:%d", self.settings.host, self.settings.port)
+
+    def _on_disconnect(self, *_: object) -> None:
+        self.connected.clear()
+        log.warning("MQTT disconnected; paho reconnects")
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        was_empty = not self._inbox
+        self._inbox.append((msg.topic, bytes(msg.payload)))
+        if was_empty and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ---------------------------------------------------------------- decoding
+    def _data(self, topic: str, payload: bytes) -> Output:
+        b = decode(payload, Batch)
+        self.stats.readings += len(b.readings)
+        return self.core.batch(b)
+
+    def _status(self, topic: str, payload: bytes) -> Output:
+        if topic.count("/dev/"):
+            return self.core.device_status(decode(payload, DeviceStatus))
+        return self.core.gateway_status(decode(payload, GatewayStatus))
+
+    def _health(self, topic: str, payload: bytes) -> Output:
+        return self.core.advance(decode(payload, Health).ts_ms)
+
+    def _handle(self, topic: str, payload: bytes, out: Output) -> None:
+        try:
+            kind, _gw, _dev = self.topics.parse(topic)
+            handler = self._handlers.get(kind)
+            if handler is not None:
+                out.extend(handler(topic, payload))
+        except WireError as exc:
+            self.stats.rejected += 1
+            dl = DeadLetter(component="rules", topic=topic, reason=str(exc),
+                            payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
+            self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+
+    # ---------------------------------------------------------------- the loop
+    def emit(self, events: list[AlarmEvent], customer: list[Condition] | None = None) -> None:
+        """Store, then publish, then notify: every transition, from rules or operators."""
+        if events:
+            m = self.core.manager
+            self.store.save(events, m.alarms, m.seq, self.core.watermark)
+            for e in events:
+                payload = encode(e)
+                self.client.publish(self.topics.alarm(e.asset, e.condition), payload, qos=1, retain=True)
+                self.client.publish(self.topics.alarm_events, payload, qos=1)
+            self.stats.events += len(events)
+            if self.notifier is not None:
+                self.notifier.on_events(events, self.clock.now())
+        if customer and self.customer_sink is not None:
+            for c in customer:
+                self.customer_sink.handle(c)
+
+    def process_pending(self) -> None:
+        out = Output()
+        while self._inbox:
+            topic, payload = self._inbox.popleft()
+            self.stats.messages += 1
+            self._handle(topic, payload, out)
+        self.stats.rounds += 1
+        self.emit(out.events, out.customer)
+
+    async def _process(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self.process_pending()
+            except Exception as exc:  # supervisor boundary: count, log, go on with the next round
+                self.stats.errors += 1
+                self.stats.last_error = repr(exc)
+                log.exception("processing round failed")
+
+    async def _housekeeping(self, period_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            self.emit(self.core.manager.expire(self.clock.now_ms()))
+            if self.notifier is not None:
+                self.notifier.escalate(self.clock.now())
+
+    async def run(self, stop: asyncio.Event, serve_api: Callable[[], Any] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        self.client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
+                                  properties=connect_properties(3600))
+        self.client.loop_start()
+        tasks = [asyncio.create_task(self._process()), asyncio.create_task(self._housekeeping())]
+        runner = await serve_api() if serve_api is not None else None
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._inbox:
+                self.process_pending()
+            if runner is not None:
+                await runner.cleanup()
+            if self.notifier is not None:
+                await self.notifier.close()
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.store.close()

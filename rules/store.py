@@ -1,0 +1,105 @@
+"""Durable alarm state in SQLite: every alarm's record, every transition, every operator
+action. The engine writes after each processing round (one transaction), and loads the
+alarms and the event sequence at start, so the alarm state survives a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aquavolt.wire import AlarmEvent
+from rules.alarms import Alarm
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarms (alarm_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    transition TEXT NOT NULL, state TEXT NOT NULL, priority TEXT NOT NULL,
+    by TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_alarm ON events (alarm_id, seq);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, operator TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, request BLOB NOT NULL, result BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Store:
+    def __init__(self, state_dir: Path | str) -> None:
+        path = Path(state_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / "alarms.sqlite"
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def load(self) -> tuple[list[Alarm], int, int]:
+        """(alarms, last event seq, watermark)."""
+        alarms = [Alarm.from_json(orjson.loads(d)) for (d,) in self.db.execute("SELECT data FROM alarms")]
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        return alarms, int(meta.get("seq", 0)), int(meta.get("watermark", 0))
+
+    def save(self, events: list[AlarmEvent], alarms: dict[str, Alarm], seq: int, watermark: int) -> None:
+        """One transaction: the events, the alarms they touched, the sequence and watermark."""
+        touched = {e.alarm_id for e in events}
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                [(e.details["seq"], e.alarm_id, e.ts_ms, e.transition, str(e.state), e.priority, e.by,
+                  e.model_dump_json().encode()) for e in events])
+            self.db.executemany("INSERT OR REPLACE INTO alarms VALUES (?,?)",
+                                [(a, orjson.dumps(alarms[a].to_json())) for a in touched if a in alarms])
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",
+                                [("seq", seq), ("watermark", watermark)])
+
+    def record_action(self, ts_ms: int, operator: str, action: str, target: str,
+                      request: dict[str, Any], result: dict[str, Any]) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO actions (ts_ms, operator, action, target, request, result) "
+                            "VALUES (?,?,?,?,?,?)", (ts_ms, operator, action, target,
+                                                     orjson.dumps(request), orjson.dumps(result)))
+
+    def actions(self, limit: int = 200) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT ts_ms, operator, action, target, request, result FROM actions "
+                               "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{"ts_ms": t, "operator": o, "action": a, "target": g, "request": orjson.loads(q),
+                 "result": orjson.loads(r)} for t, o, a, g, q, r in rows]
+
+    def events(self, *, alarm_id: str | None = None, since_ms: int | None = None,
+               until_ms: int | None = None, priority: str | None = None, asset: str | None = None,
+               limit: int = 500) -> list[dict[str, Any]]:
+        sql = "SELECT payload FROM events WHERE 1=1"
+        args: list[Any] = []
+        if alarm_id:
+            sql += " AND alarm_id = ?"
+            args.append(alarm_id)
+        if asset:
+            sql += " AND alarm_id LIKE ?"
+            args.append(asset + "/%")
+        if since_ms is not None:
+            sql += " AND ts_ms >= ?"
+            args.append(since_ms)
+        if until_ms is not None:
+            sql += " AND ts_ms < ?"
+            args.append(until_ms)
+        if priority:
+            sql += " AND priority = ?"
+            args.append(priority)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [orjson.loads(p) for (p,) in self.db.execute(sql, args)]
+
+    def raised_events(self, since_ms: int, until_ms: int) -> list[tuple[int, str, str]]:
+        """(ts_ms, alarm_id, priority) of every activation in the window, for performance figures."""
+        return self.db.execute(
+            "SELECT ts_ms, alarm_id, priority FROM events WHERE transition = 'raised' AND ts_ms >= ? "
+            "AND ts_ms < ? ORDER BY ts_ms", (since_ms, until_ms)).fetchall()
