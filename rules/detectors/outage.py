@@ -1,0 +1,269 @@
+"""Electricity outages, rolled up the network: one alarm per transformer or feeder.
+
+Evidence, per asset:
+
+- Feeder bay or transformer LV meter voltage: every phase below ``dead_fraction`` (1 %) of
+  nominal (IEC 61000-4-30 interruption) for ``debounce_s`` (45 s, the declaration period
+  of a meter). A fresh reading above it (younger than ``live_max_age_s``) proves supply.
+- Customer meters under a transformer: a last gasp, or a meter that went silent
+  (``_status`` comm_fail). When the transformer's own voltage is not known to be live, and
+  at least ``rollup_fraction`` of its meters are out with at least one last gasp among them,
+  the transformer is out. Silent meters alone are a loss of communication, never an
+  outage; silent meters under a live transformer stay a comm_fail (the generic rule's
+  alarm per device), and raise nothing here.
+
+Roll-up: a dead feeder (or all transformers of a feeder out) gives one feeder outage;
+its transformers raise nothing of their own, and one already raised is closed with
+``merged_into``. An outage is ``momentary`` until it lasts ``sustained_after_s`` (IEEE 1366:
+5 min), then the condition is re-emitted as ``sustained``; restoration closes it with its
+duration and class. Outage conditions are customer-facing (``details.customers`` lists the
+customers affected) so that the SMS sink can tell them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aquavolt.config import LoadedField
+from aquavolt.rulecfg import OutageConfig
+from rules.api import Condition, Sample
+from rules.detectors.common import STATUS_POINT, flag, number
+
+PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
+
+
+@dataclass
+class _Volts:
+    phases: dict[str, float] = field(default_factory=dict)
+    dead_since: int | None = None
+    live_ts: int | None = None
+
+
+@dataclass
+class _Meter:
+    gasp_ts: int | None = None
+    silent_ts: int | None = None
+
+
+@dataclass
+class _Outage:
+    start_ms: int
+    evidence: str
+    sustained: bool = False
+
+
+@dataclass
+class OutageState:
+    volts: dict[str, _Volts] = field(default_factory=dict)
+    meters: dict[str, _Meter] = field(default_factory=dict)
+    active: dict[str, _Outage] = field(default_factory=dict)  # asset -> outage
+    feeder_back: dict[str, int] = field(default_factory=dict)  # feeder -> last return of its voltage
+
+
+@dataclass(frozen=True)
+class _Asset:
+    id: str
+    kind: str  # "feeder" | "transformer"
+    device: str | None
+    nominal_v: float
+    customers: tuple[str, ...]
+    meters: tuple[str, ...]
+    parent: str | None = None
+    children: tuple[str, ...] = ()
+
+
+class OutageRule:
+    name = "outage"
+
+    def __init__(self, loaded: LoadedField) -> None:
+        f = loaded.field
+        self.cfg: OutageConfig = f.rules.outage
+        self.assets: dict[str, _Asset] = {}
+        self.meter_tx: dict[str, str] = {}
+        for s in f.electricity.substations:
+            for fd in s.feeders:
+                f_cust: list[str] = []
+                for t in fd.transformers:
+                    mine = [c for c in f.customers if c.transformer == t.id]
+                    meters = tuple(c.electricity_meter for c in mine if c.electricity_meter)
+                    for m in meters:
+                        self.meter_tx[m] = t.id
+                    f_cust += [c.id for c in mine]
+                    self.assets[t.id] = _Asset(t.id, "transformer", t.device, f.electricity.nominal_voltage_v,
+                                               tuple(c.id for c in mine), meters, parent=fd.id)
+                self.assets[fd.id] = _Asset(
+                    fd.id, "feeder", fd.device, f.electricity.feeder_nominal_voltage_v, tuple(f_cust), (),
+                    children=tuple(t.id for t in fd.transformers))
+        self.voltage_devices = {a.device: a for a in self.assets.values() if a.device}
+
+    def wants(self, device: str, point: str) -> bool:
+        if device in self.voltage_devices:
+            return point in PHASES or point == STATUS_POINT
+        return device in self.meter_tx and point in ("voltage_v", "last_gasp", "power_restored", STATUS_POINT)
+
+    def init(self) -> OutageState:
+        return OutageState()
+
+    # ------------------------------------------------------------------ inputs
+
+    def step(self, state: OutageState, sample: Sample) -> tuple[OutageState, list[Condition]]:
+        if sample.device in self.voltage_devices:
+            asset = self.voltage_devices[sample.device]
+            if sample.point in PHASES:
+                self._volts(state, asset, sample)
+            elif sample.value != "online" and asset.id in state.volts:
+                state.volts[asset.id].live_ts = None  # silent: its supply is no longer proven
+        elif sample.device in self.meter_tx:
+            self._meter(state, sample)
+        return state, self._evaluate(state, sample.ts_ms)
+
+    def tick(self, state: OutageState, now_ms: int) -> tuple[OutageState, list[Condition]]:
+        return state, self._evaluate(state, now_ms)
+
+    def _volts(self, state: OutageState, asset: _Asset, sample: Sample) -> None:
+        v = number(sample)
+        if v is None:
+            return
+        vs = state.volts.setdefault(asset.id, _Volts())
+        vs.phases[sample.point] = v
+        if max(vs.phases.values()) < self.cfg.dead_fraction * asset.nominal_v:
+            vs.dead_since = vs.dead_since if vs.dead_since is not None else sample.ts_ms
+        else:
+            if vs.dead_since is not None and asset.kind == "feeder":
+                state.feeder_back[asset.id] = sample.ts_ms
+            vs.dead_since = None
+            vs.live_ts = sample.ts_ms
+
+    def _meter(self, state: OutageState, sample: Sample) -> None:
+        m = state.meters.setdefault(sample.device, _Meter())
+        if sample.point == STATUS_POINT:
+            if sample.value == "comm_fail":
+                m.silent_ts = m.silent_ts if m.silent_ts is not None else sample.ts_ms
+            else:
+                m.silent_ts = None  # online: it answers; offline: gateway down, no evidence
+            return
+        if sample.point == "last_gasp":
+            if flag(sample):
+                m.gasp_ts = m.gasp_ts if m.gasp_ts is not None else sample.ts_ms
+            return
+        if sample.point == "power_restored":
+            if flag(sample):
+                m.gasp_ts = None
+            return
+        v = number(sample)
+        if v is None:
+            return
+        m.silent_ts = None
+        nominal = self.assets[self.meter_tx[sample.device]].nominal_v
+        if v >= self.cfg.dead_fraction * nominal:
+            m.gasp_ts = None
+        elif m.gasp_ts is None:
+            m.gasp_ts = sample.ts_ms
+
+    # ------------------------------------------------------------------ judgement
+
+    def _live(self, state: OutageState, asset: _Asset, now: int) -> bool:
+        vs = state.volts.get(asset.id)
+        return bool(vs and vs.dead_since is None and vs.live_ts is not None
+                    and now - vs.live_ts <= self.cfg.live_max_age_s * 1000)
+
+    def _dead(self, state: OutageState, asset: _Asset, now: int, debounced: bool = True,
+              since: int = 0) -> int | None:
+        """Start of an interruption proven by voltage (debounced), else None. Evidence before
+        ``since`` (the return of the feeder's voltage) belonged to the feeder's outage."""
+        vs = state.volts.get(asset.id)
+        if vs is None or vs.dead_since is None:
+            return None
+        start = max(vs.dead_since, since)
+        if debounced and now - start < self.cfg.debounce_s * 1000:
+            return None
+        return start
+
+    def _tx_out(self, state: OutageState, tx: _Asset, now: int) -> tuple[int, str] | None:
+        since = state.feeder_back.get(tx.parent or "", 0)
+        dead = self._dead(state, tx, now, since=since)
+        if dead is not None:
+            return dead, "voltage"
+        if not tx.meters or self._live(state, tx, now):
+            return None
+        ms = [state.meters.get(m) for m in tx.meters]
+        gasps = [m.gasp_ts for m in ms if m is not None and m.gasp_ts is not None and m.gasp_ts >= since]
+        silent = [m.silent_ts for m in ms if m is not None and m.gasp_ts is None
+                  and m.silent_ts is not None and m.silent_ts >= since]
+        if gasps and len(gasps) + len(silent) >= self.cfg.rollup_fraction * len(tx.meters):
+            v_dead = self._dead(state, tx, now, debounced=False, since=since)
+            return min([*gasps, *([v_dead] if v_dead is not None else [])]), "last_gasp"
+        return None
+
+    def _evaluate(self, state: OutageState, now: int) -> list[Condition]:
+        out: list[Condition] = []
+        for fd in (a for a in self.assets.values() if a.kind == "feeder"):
+            txs = [self.assets[t] for t in fd.children]
+            tx_out = {t.id: self._tx_out(state, t, now) for t in txs}
+            found: tuple[int, str] | None = None
+            dead = self._dead(state, fd, now)
+            if dead is not None:
+                found = (dead, "voltage")
+            elif len(txs) > 1 and all(tx_out.values()):
+                found = (min(v[0] for v in tx_out.values() if v), "transformers")
+            out += self._update(state, fd, found, now, restored=self._restored(state, fd, found, now))
+            feeder_down = found is not None or self._dead(state, fd, now, debounced=False) is not None
+            for t in txs:
+                if feeder_down:
+                    if t.id in state.active:
+                        out.append(self._close(state, t, now, merged_into=fd.id))
+                    continue
+                res = tx_out[t.id]
+                out += self._update(state, t, res, now, restored=self._restored(state, t, res, now))
+        return out
+
+    def _restored(self, state: OutageState, asset: _Asset, found: tuple[int, str] | None, now: int) -> bool:
+        o = state.active.get(asset.id)
+        if o is None or found is not None:
+            return False
+        if o.evidence == "voltage":
+            return self._dead(state, asset, now, debounced=False) is None
+        return True
+
+    def _update(self, state: OutageState, asset: _Asset, found: tuple[int, str] | None, now: int,
+                restored: bool) -> list[Condition]:
+        o = state.active.get(asset.id)
+        if o is None:
+            if found is None:
+                return []
+            o = state.active[asset.id] = _Outage(found[0], found[1])
+            o.sustained = now - o.start_ms >= self.cfg.sustained_after_s * 1000
+            return [self._cond(asset, o, now, True)]
+        if restored:
+            return [self._close(state, asset, now)]
+        if not o.sustained and now - o.start_ms >= self.cfg.sustained_after_s * 1000:
+            o.sustained = True
+            return [self._cond(asset, o, o.start_ms + int(self.cfg.sustained_after_s * 1000), True)]
+        return []
+
+    def _close(self, state: OutageState, asset: _Asset, now: int,
+               merged_into: str | None = None) -> Condition:
+        o = state.active.pop(asset.id)
+        extra = {"merged_into": merged_into} if merged_into else {}
+        return self._cond(asset, o, now, False, **extra)
+
+    def _cond(self, asset: _Asset, o: _Outage, ts: int, active: bool, **extra: str) -> Condition:
+        n = len(asset.customers)
+        duration_s = (ts - o.start_ms) / 1000
+        cls = "sustained" if duration_s >= self.cfg.sustained_after_s else "momentary"
+        details = {"kind": asset.kind, "start_ms": o.start_ms, "evidence": o.evidence,
+                   "customers_affected": n, "customers": list(asset.customers),
+                   "classification": cls, "duration_s": duration_s, **extra}
+        if asset.parent:
+            details["feeder"] = asset.parent
+        if active:
+            msg = (f"Outage on {asset.kind} {asset.id}: {n} customers without supply "
+                   f"({cls}, by {o.evidence})")
+        elif extra:
+            msg = f"Outage on {asset.kind} {asset.id} now part of the outage of {extra['merged_into']}"
+        else:
+            details["restored"] = True
+            msg = (f"Supply restored on {asset.kind} {asset.id} after {duration_s:.0f} s ({cls} "
+                   f"interruption, {n} customers)")
+        return Condition(asset.id, "outage", active, ts, self.cfg.priority, msg, n,
+                         audience="customer", details=details)
