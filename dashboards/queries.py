@@ -7,10 +7,11 @@ substitutes them the way Grafana does, for the tests and the static rendering.
 
 Fields of the event and health measurements read here (see docs/influxdb-schema.md):
 
-- ``alarm_event`` (tags asset, condition, priority): ``state``, ``transition``, ``message``;
-- ``gateway_status`` (tag gateway): ``state`` (online/offline);
+- ``alarm_event`` (tags asset, condition, priority): ``state``, ``transition``, ``message``,
+  ``active`` (1 while unack or acked);
+- ``gateway_status`` (tag gateway): ``state`` (online/offline), ``online`` (1/0);
 - ``gateway_health`` (tag gateway): ``buffer_depth``, ``buffer_dropped``, ``readings_per_s``;
-- ``device_health`` (tags gateway, device): ``errors``, ``polls``, ``poll_latency_ms``;
+- ``device_health`` (tags gateway, device): ``online`` (1/0), ``errors``, ``poll_latency_ms``;
 - ``night_flow`` (tag zone): ``mnf_lps``, ``leakage_lps``;
 - ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``.
 """
@@ -91,14 +92,18 @@ def active_alarms() -> str:
 
 
 def active_by_priority() -> str:
-    return f'SELECT count("state") FROM ({_LAST_STATE}) WHERE {_ACTIVE} GROUP BY "priority"'
+    """Active alarms (``active`` = 1: unack or acked) per priority; 0 once all have cleared."""
+    return (
+        f'SELECT sum("active") FROM (SELECT last("active") AS "active" FROM "{A}" WHERE $timeFilter '
+        f'GROUP BY "asset", "condition", "priority") GROUP BY "priority"'
+    )
 
 
 def active_per_asset() -> str:
-    """Count of active alarms per asset (the map's marker colour); assets without any: no row."""
+    """Active alarms per asset (the map's marker colour); assets that never alarmed: no row."""
     return (
-        f'SELECT count("state") AS "active_alarms" FROM (SELECT last("state") AS "state" FROM "{A}" '
-        f'WHERE $timeFilter GROUP BY "asset", "condition") WHERE {_ACTIVE} GROUP BY "asset"'
+        f'SELECT sum("active") AS "active_alarms" FROM (SELECT last("active") AS "active" FROM "{A}" '
+        f'WHERE $timeFilter GROUP BY "asset", "condition") GROUP BY "asset"'
     )
 
 
@@ -157,16 +162,16 @@ def gateway_states() -> str:
 
 def gateways_online() -> str:
     return (
-        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{schema.GATEWAY_STATUS}" '
-        f"WHERE $timeFilter GROUP BY \"gateway\") WHERE \"state\" = 'online'"
+        f'SELECT sum("online") FROM (SELECT last("online") AS "online" FROM "{schema.GATEWAY_STATUS}" '
+        f'WHERE $timeFilter GROUP BY "gateway")'
     )
 
 
 def devices_online(gateway: str) -> str:
     """Devices of a gateway whose latest health state is online."""
     return (
-        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{schema.DEVICE_HEALTH}" '
-        f"WHERE \"gateway\" = '{gateway}' AND $timeFilter GROUP BY \"device\") WHERE \"state\" = 'online'"
+        f'SELECT sum("online") FROM (SELECT last("online") AS "online" FROM "{schema.DEVICE_HEALTH}" '
+        f"WHERE \"gateway\" = '{gateway}' AND $timeFilter GROUP BY \"device\")"
     )
 
 

@@ -1,5 +1,5 @@
 """Fixtures for the dashboard tests: the demo field, its dashboards, and an InfluxDB filled
-with points written per ``aquavolt/schema.py`` for every device and point of the demo field
+with points written per ``aquavolt/schema.py`` (field names as the collector writes them) for every device and point of the demo field
 (telemetry from the device profiles, plus alarm events, gateway and device health, night
 flow, water balance and asset positions), over two simulated days."""
 
@@ -82,7 +82,8 @@ def event_lines(lf: LoadedField, start_ms: int, end_ms: int) -> list[str]:
 
     def alarm(asset: str, cond: str, prio: str, state: str, transition: str, ts: int) -> None:
         out.append(schema.line(a, {"asset": asset, "condition": cond, "priority": prio},
-                               {"state": state, "transition": transition, "message": f"{asset} {cond}"}, ts))
+                               {"state": state, "transition": transition, "message": f"{asset} {cond}",
+                                "active": int(state in ("unack", "acked"))}, ts))
 
     alarm("tank-north-level", "level_m_high", "high", "unack", "raised", start_ms + 3_600_000)  # stale
     alarm("pressure-zone-a", "pressure_bar_low", "medium", "unack", "raised", end_ms - 7_200_000)
@@ -96,13 +97,13 @@ def event_lines(lf: LoadedField, start_ms: int, end_ms: int) -> list[str]:
     for ts in range(start_ms, end_ms, 3_600_000):
         for gw in f.gateways:
             out.append(schema.line(schema.GATEWAY_STATUS, {"gateway": gw.id},
-                                   {"state": "online", "bd_seq": 1}, ts))
+                                   {"state": "online", "online": 1, "bd_seq": 1}, ts))
             out.append(schema.line(schema.GATEWAY_HEALTH, {"gateway": gw.id},
                                    {"buffer_depth": 3, "buffer_dropped": 0, "readings_per_s": 12.5,
                                     "uptime_s": float((ts - start_ms) // 1000)}, ts))
             for d in gw.devices:
                 out.append(schema.line(schema.DEVICE_HEALTH, {"gateway": gw.id, "device": d.id},
-                                       {"state": "online", "polls": (ts - start_ms) // 60_000,
+                                       {"state": "online", "online": 1, "polls": (ts - start_ms) // 60_000,
                                         "errors": (ts - start_ms) // 3_600_000, "poll_latency_ms": 35.0}, ts))
     for day in range(start_ms, end_ms, DAY_MS):
         for z in f.water.zones:
