@@ -1,0 +1,45 @@
+"""Field bus drivers, one module each, in an explicit registry keyed by the bus ``kind``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aquavolt.field import Device, Gateway, ModbusRtuBus, ModbusTcpBus, OpcuaBus
+from aquavolt.profiles import ModbusProfile, OpcuaProfile
+from edge.drivers.base import Breaker, Driver, PointResult
+from edge.drivers.modbus_rtu import ModbusRtuDriver
+from edge.drivers.modbus_tcp import ModbusTcpDriver
+from edge.drivers.opcua import LinkState, OpcuaDriver
+
+__all__ = ["DRIVERS", "Breaker", "Driver", "LinkState", "PointResult", "make_driver"]
+
+Profiles = dict[str, ModbusProfile | OpcuaProfile]
+Factory = Callable[[Any, Profiles, list[Device], Gateway, Path, int], Driver]
+
+
+def _tcp(bus: ModbusTcpBus, profiles: Profiles, devices: list[Device], _gw: Gateway, _state: Path,
+         max_gap: int) -> Driver:
+    mp = {k: v for k, v in profiles.items() if isinstance(v, ModbusProfile)}
+    return ModbusTcpDriver(bus, mp, len(devices), max_gap)
+
+
+def _rtu(bus: ModbusRtuBus, profiles: Profiles, _devices: list[Device], _gw: Gateway, _state: Path,
+         max_gap: int) -> Driver:
+    mp = {k: v for k, v in profiles.items() if isinstance(v, ModbusProfile)}
+    return ModbusRtuDriver(bus, mp, max_gap)
+
+
+def _opcua(bus: OpcuaBus, profiles: Profiles, devices: list[Device], gw: Gateway, state: Path,
+           _max_gap: int) -> Driver:
+    op = {k: v for k, v in profiles.items() if isinstance(v, OpcuaProfile)}
+    return OpcuaDriver(bus, op, devices, gw.id, state)
+
+
+DRIVERS: dict[str, Factory] = {"modbus_tcp": _tcp, "modbus_rtu": _rtu, "opcua": _opcua}
+
+
+def make_driver(bus: ModbusTcpBus | ModbusRtuBus | OpcuaBus, profiles: Profiles, devices: list[Device],
+                gateway: Gateway, state_dir: Path, max_gap: int) -> Driver:
+    return DRIVERS[bus.kind](bus, profiles, devices, gateway, state_dir, max_gap)

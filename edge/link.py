@@ -1,0 +1,230 @@
+"""The MQTT side of the agent: one paho-mqtt session, store and forward, birth and death.
+
+Data messages go through the :class:`~edge.store.Store`: each is committed to disk first,
+then published with QoS 1, and deleted when its PUBACK comes back. Two lanes share the
+session:
+
+- live: a message committed while the session is up is published at once, while fewer
+  than ``live_window`` live messages wait for their PUBACK;
+- replay: everything else in the store (an outage's backlog, or what a restart found) is
+  sent in ``seq`` order, flagged ``historical``, with at most ``replay_window`` messages
+  unacknowledged (and at most ``replay_max_msgs_per_s`` when set), so the backlog never
+  holds live data back and paho's queue never grows past the two windows.
+
+paho keeps a message that was handed to it until its PUBACK, and sends it again after a
+reconnect, so a message is in exactly one place: the store (not yet sent) or paho's window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from aquavolt.clock import Clock
+from aquavolt.mqtt import make_client
+from aquavolt.profiles import PointClass
+from aquavolt.settings import MqttSettings
+from edge.store import Store
+
+log = logging.getLogger("aquavolt.edge.mqtt")
+
+Birth = Callable[[], list[tuple[str, bytes]]]
+OnMessage = Callable[[str, bytes], None]
+
+
+class Link:
+    def __init__(self, settings: MqttSettings, client_id: str, store: Store, clock: Clock,
+                 will: tuple[str, bytes], live_window: int = 1000, replay_window: int = 100,
+                 replay_max_msgs_per_s: float = 0.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.live_window = live_window
+        self.replay_window = replay_window
+        self.replay_rate = replay_max_msgs_per_s
+        self.birth: Birth = list
+        self.on_message: OnMessage = lambda _t, _p: None
+        self.subscriptions: list[str] = []
+        self.connected = False
+        self.connects = 0
+        self.published_live = 0
+        self.published_replay = 0
+        self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (seq, replay lane)
+        self._out: set[int] = set()  # seqs handed to paho and not yet deleted from the store
+        self._live_n = 0
+        self._replay_n = 0
+        self._cursor = -1
+        self._acked: list[int] = []
+        self._wake = asyncio.Event()
+        self._flush_scheduled = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.client = make_client(settings, client_id)
+        self.client.max_inflight_messages_set(100)
+        self.client.reconnect_delay_set(1, 30)
+        self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+
+    # ------------------------------------------------------------ paho thread -> loop
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
+        if not rc.is_failure:
+            self._post(self._connected)
+        else:
+            log.error("broker refused the connection: %s", rc)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
+        self._post(self._disconnected, str(rc))
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: Any, _p: object = None) -> None:
+        self._post(self._puback, mid)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._post(self.on_message, msg.topic, bytes(msg.payload))
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
+        self.client.loop_start()
+        self._tasks = [asyncio.create_task(self._replay(), name="mqtt-replay"),
+                       asyncio.create_task(self._housekeeping(), name="mqtt-housekeeping")]
+
+    async def stop(self, last_words: tuple[str, bytes] | None = None, timeout_s: float = 3.0) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._flush()
+        if last_words is not None and self.connected:
+            self.client.publish(last_words[0], last_words[1], qos=1, retain=True)
+        deadline = time.monotonic() + timeout_s
+        while self.connected and self._inflight and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        self._delete_acked()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._loop = None
+
+    def _connected(self) -> None:
+        self.connected = True
+        self.connects += 1
+        log.info("connected to %s:%s", self.settings.host, self.settings.port)
+        for topic, payload in self.birth():
+            self.client.publish(topic, payload, qos=1, retain=True)
+        if self.subscriptions:
+            self.client.subscribe([(t, 1) for t in self.subscriptions])
+        self._wake.set()
+
+    def _disconnected(self, reason: str) -> None:
+        if self.connected:
+            log.warning("broker connection lost (%s); buffering on disk", reason)
+        self.connected = False
+
+    # ------------------------------------------------------------ data path
+    def submit(self, topic: str, build: Callable[[int], bytes], cls: PointClass, created_ms: int) -> int:
+        """Queue one data message; ``build(seq)`` makes its payload. Returns its seq."""
+        seq = self.store.take_seq()
+        self.store.add(seq, topic, build(seq), cls, created_ms)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return seq
+
+    def _flush(self) -> None:
+        """Commit what was submitted (one transaction), then publish it live if possible."""
+        self._flush_scheduled = False
+        rows = self.store.commit()
+        for row in rows:
+            if self.connected and self._live_n < self.live_window:
+                info = self.client.publish(row.topic, row.payload, qos=1)
+                self._inflight[info.mid] = (row.seq, False)
+                self._out.add(row.seq)
+                self._live_n += 1
+                self.published_live += 1
+            else:
+                self._wake.set()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        """A message outside the store (status, health, replies); dropped when offline."""
+        if not self.connected:
+            return False
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+        return True
+
+    def _puback(self, mid: int) -> None:
+        hit = self._inflight.pop(mid, None)
+        if hit is None:
+            return
+        seq, replay = hit
+        if replay:
+            self._replay_n -= 1
+            self._wake.set()
+        else:
+            self._live_n -= 1
+        self._acked.append(seq)
+        if len(self._acked) >= 500:
+            self._delete_acked()
+
+    def _delete_acked(self) -> None:
+        acked, self._acked = self._acked, []
+        self.store.delete(acked)
+        self._out.difference_update(acked)
+
+    async def _replay(self) -> None:
+        sent_at = time.monotonic()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.connected:
+                self._delete_acked()
+                rows = self.store.scan(self._cursor, 200)
+                if not rows:
+                    break
+                for row in rows:
+                    if row.seq in self._out:  # paho has it (and resends it itself)
+                        self._cursor = row.seq
+                        continue
+                    while self.connected and self._replay_n >= self.replay_window:
+                        self._wake.clear()
+                        await self._wake.wait()
+                    if not self.connected:
+                        break
+                    if self.replay_rate > 0:
+                        gap = sent_at + 1.0 / self.replay_rate - time.monotonic()
+                        if gap > 0:
+                            await asyncio.sleep(gap)
+                        sent_at = time.monotonic()
+                    if row.seq in self._out or not self.connected:
+                        continue
+                    payload = row.payload.replace(b'"historical":false', b'"historical":true', 1)
+                    info = self.client.publish(row.topic, payload, qos=1)
+                    self._inflight[info.mid] = (row.seq, True)
+                    self._out.add(row.seq)
+                    self._replay_n += 1
+                    self.published_replay += 1
+                    self._cursor = row.seq
+                await asyncio.sleep(0)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self._delete_acked()
+            dropped = self.store.prune(self.clock.now_ms())
+            if dropped:
+                log.warning("store: dropped %d messages older than %.0f s", dropped, self.store.max_age_s)
+
+    # ------------------------------------------------------------ figures
+    @property
+    def unacked(self) -> int:
+        return len(self._inflight)
