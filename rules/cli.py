@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 from aquavolt.clock import clock_from_env
 from aquavolt.config import load_field, load_model
-from aquavolt.settings import MqttSettings
+from aquavolt.influx import Influx
+from aquavolt.settings import INFLUX_ENV, InfluxSettings, MqttSettings
 from rules.api import CustomerSink
 
 log = logging.getLogger("aquavolt.rules")
@@ -43,7 +45,10 @@ async def _main(args: argparse.Namespace) -> int:
     notifier = Notifier(load_model(args.notify, NotifyConfig)) if args.notify else None
     settings = MqttSettings.from_env(args.mqtt)
     clock = clock_from_env()
-    engine = Engine(loaded, settings, Path(args.state_dir), clock, notifier, tick_every_ms=args.tick_ms)
+    influx_url = args.influx or os.environ.get(INFLUX_ENV)
+    influx = Influx(InfluxSettings.from_url(influx_url)) if influx_url else None
+    engine = Engine(loaded, settings, Path(args.state_dir), clock, notifier, tick_every_ms=args.tick_ms,
+                    influx=influx)
     def publish(topic: str, payload: bytes, retain: bool = False) -> None:
         engine.client.publish(topic, payload, qos=1, retain=retain)
 
@@ -77,7 +82,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--state-dir", required=True,
                    help="folder for alarms.sqlite (alarm state, history, audit)")
     r.add_argument("--mqtt", default=None, help="MQTT URL (default $AQUAVOLT_MQTT_URL)")
-    r.add_argument("--influx", default=None, help="InfluxDB URL for rules that read history "
+    r.add_argument("--influx", default=None, help="InfluxDB URL where detector metrics are written "
                    "(default $AQUAVOLT_INFLUX_URL); alarm events reach InfluxDB through the collector")
     r.add_argument("--api-host", default="127.0.0.1")
     r.add_argument("--api-port", type=int, default=8470, help="operator API port (0: no API)")

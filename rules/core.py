@@ -20,15 +20,20 @@ from rules.api import Condition, Sample
 from rules.generic import build_generic_rules
 from rules.topology import build_suppressors
 
+STATUS_POINT = "_status"
+"""Device status fed to rules as a sample: value "online", "comm_fail" or "offline"."""
+
 
 @dataclass
 class Output:
     events: list[AlarmEvent] = field(default_factory=list)
     customer: list[Condition] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # InfluxDB line protocol from metrics rules
 
     def extend(self, other: Output) -> None:
         self.events += other.events
         self.customer += other.customer
+        self.lines += other.lines
 
 
 def field_rules(loaded: LoadedField) -> list[Any]:
@@ -51,6 +56,7 @@ class Core:
         self._dispatch: dict[tuple[str, str], tuple[int, ...]] = {}
         self._gateway_of = {d: g.id for d, (g, _dev) in loaded.field.devices.items()}
         self._bd_seq: dict[str, int] = {}
+        self._metrics = [i for i, r in enumerate(self.rules) if hasattr(r, "drain_lines")]
         self.readings = 0
 
     def _targets(self, device: str, point: str) -> tuple[int, ...]:
@@ -84,7 +90,13 @@ class Core:
             newest = max(newest, r.ts_ms)
         self.readings += len(b.readings)
         self.advance(newest, out)
+        self._drain(out)
         return out
+
+    def _drain(self, out: Output) -> None:
+        for i in self._metrics:
+            self.states[i], lines = self.rules[i].drain_lines(self.states[i])
+            out.lines += lines
 
     def samples(self, samples: list[Sample]) -> Output:
         """Samples in event-time order (replays, benchmarks, golden cases)."""
@@ -109,12 +121,15 @@ class Core:
         return out
 
     def device_status(self, st: DeviceStatus) -> Output:
+        """``comm_fail`` alarm; detectors also get the state as a ``_status`` sample."""
         out = Output()
+        self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms), out)
         if st.state is not DeviceState.OFFLINE:
             active = st.state is DeviceState.COMM_FAIL
             msg = f"no answer: {st.reason}" if active and st.reason else ("no answer" if active else "")
             self._conditions([Condition(st.device, "comm_fail", active, st.ts_ms, Priority.MEDIUM, msg)], out)
         self.advance(st.ts_ms, out)
+        self._drain(out)
         return out
 
     def gateway_status(self, st: GatewayStatus) -> Output:

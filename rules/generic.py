@@ -246,7 +246,7 @@ class DeviceWatch:
         self.priority = priority
 
     def wants(self, device: str, point: str) -> bool:
-        return device == self.device
+        return device == self.device and not point.startswith("_")  # not the _status pseudo-point
 
     def init(self) -> tuple[int | None, int | None, bool, frozenset[str], bool | None]:
         return None, None, False, frozenset(), None

@@ -23,6 +23,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from aquavolt.clock import Clock
 from aquavolt.config import LoadedField
 from aquavolt.errors import WireError
+from aquavolt.influx import Influx, InfluxError
+from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import connect_properties, make_client
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
@@ -59,7 +61,7 @@ class Stats:
 class Engine:
     def __init__(self, loaded: LoadedField, mqtt_settings: MqttSettings, state_dir: Path, clock: Clock,
                  notifier: Notifier | None = None, customer_sink: CustomerSink | None = None,
-                 tick_every_ms: int = 1000) -> None:
+                 tick_every_ms: int = 1000, influx: Influx | None = None) -> None:
         self.loaded = loaded
         self.settings = mqtt_settings
         self.topics = Topics(mqtt_settings.prefix)
@@ -72,6 +74,9 @@ class Engine:
         self.notifier = notifier
         self.customer_sink = customer_sink
         self.stats = Stats()
+        self.influx = influx
+        self._once = OnceLogger(log)
+        self._writes: set[asyncio.Task[None]] = set()
         self.connected = threading.Event()
         self._inbox: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
@@ -157,6 +162,20 @@ class Engine:
             self._handle(topic, payload, out)
         self.stats.rounds += 1
         self.emit(out.events, out.customer)
+        if out.lines and self.influx is not None and self._loop is not None:
+            task = self._loop.create_task(self._write(out.lines))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, lines: list[str]) -> None:
+        """Detector metrics (night flow, water balance) to InfluxDB; alarms go via the collector."""
+        assert self.influx is not None
+        try:
+            await asyncio.to_thread(self.influx.write, lines)
+            self._once.recovered("influx")
+        except InfluxError as exc:
+            self.stats.errors += 1
+            self._once.failure("influx", str(exc))
 
     async def _process(self) -> None:
         while True:
@@ -192,6 +211,8 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._inbox:
                 self.process_pending()
+            if self._writes:
+                await asyncio.gather(*self._writes, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             if self.notifier is not None:
