@@ -1,0 +1,135 @@
+"""Live fault injection: an HTTP endpoint (aiohttp, 127.0.0.1) and an MQTT topic.
+
+HTTP::
+
+    GET    /health            {"t": simulated now, "tick": n, "iso": "..."}
+    GET    /faults            {"now": t, "faults": [fault, ...]}
+    POST   /faults            a FaultSpec object (or a list): 201 with the created fault(s)
+    DELETE /faults/{id}       ends the fault now: 200 with the fault
+    GET    /devices/{id}      the device's current values by point name
+
+MQTT: ``{prefix}/sim/fault`` carries a FaultSpec object to add, or ``{"end": "<id>"}``.
+Offsets (``at``, ``duration``) count from now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from aquavolt.mqtt import make_client
+from aquavolt.settings import MqttSettings
+from simulators.faults import FaultError, FaultSpec
+from simulators.sim import Simulation
+
+log = logging.getLogger("aquavolt.sim.control")
+_SPECS = TypeAdapter(FaultSpec | list[FaultSpec])
+
+
+def apply_message(sim: Simulation, data: Any) -> list[dict[str, Any]]:
+    """Add the fault(s) of a decoded JSON message, or end one (``{"end": id}``)."""
+    if isinstance(data, dict) and set(data) == {"end"}:
+        return [sim.faults.end(str(data["end"]), sim.now()).to_json(sim.now())]
+    parsed = _SPECS.validate_python(data)
+    specs = parsed if isinstance(parsed, list) else [parsed]
+    return [sim.add_fault(s) for s in specs]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_app(sim: Simulation) -> web.Application:
+    async def health(_: web.Request) -> web.Response:
+        t = sim.sync()
+        return web.json_response({"t": t, "tick": sim.model.tick,
+                                  "iso": datetime.fromtimestamp(t, UTC).isoformat()})
+
+    async def list_faults(_: web.Request) -> web.Response:
+        now = sim.now()
+        return web.json_response({"now": now, "faults": [f.to_json(now) for f in sim.faults.faults.values()]})
+
+    async def post_fault(request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            out = apply_message(sim, data)
+        except json.JSONDecodeError as exc:
+            return _error(400, f"not JSON: {exc}")
+        except ValidationError as exc:
+            return _error(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        except FaultError as exc:
+            return _error(400, str(exc))
+        log.info("fault(s) added over HTTP: %s", [f["id"] for f in out])
+        return web.json_response(out if isinstance(data, list) else out[0], status=201)
+
+    async def delete_fault(request: web.Request) -> web.Response:
+        try:
+            fault = sim.faults.end(request.match_info["id"], sim.now())
+        except FaultError as exc:
+            return _error(404, str(exc))
+        return web.json_response(fault.to_json(sim.now()))
+
+    async def device(request: web.Request) -> web.Response:
+        dev = request.match_info["id"]
+        if dev not in sim.loaded.field.devices:
+            return _error(404, f"no device {dev!r}")
+        sim.sync()
+        return web.json_response(sim.values(dev))
+
+    app = web.Application()
+    app.add_routes([web.get("/health", health), web.get("/faults", list_faults),
+                    web.post("/faults", post_fault), web.delete("/faults/{id}", delete_fault),
+                    web.get("/devices/{id}", device)])
+    return app
+
+
+async def start_http(sim: Simulation, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    runner = web.AppRunner(make_app(sim), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+class MqttFaults:
+    """Subscribes to ``{prefix}/sim/fault``; messages are applied on the event loop."""
+
+    def __init__(self, sim: Simulation, settings: MqttSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.sim = sim
+        self.topic = f"{settings.prefix}/sim/fault"
+        self.loop = loop
+        self.settings = settings
+        self.client = make_client(settings, f"aquavolt-sim-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.subscribed = asyncio.Event()
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+        self.loop.call_soon_threadsafe(self.subscribed.set)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.loop.call_soon_threadsafe(self._apply, bytes(msg.payload))
+
+    def _apply(self, payload: bytes) -> None:
+        try:
+            out = apply_message(self.sim, json.loads(payload))
+        except (ValueError, ValidationError, FaultError) as exc:
+            log.error("rejected fault message on %s: %s", self.topic, exc)
+            return
+        log.info("fault(s) from MQTT: %s", [f["id"] for f in out])
+
+    def start(self) -> None:
+        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,117 @@
+"""Scenario files: a field, a start, a duration, a seed, faults, and the alarms the system
+must (``expect``) and must not (``forbid``) raise. Format in simulators/README.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from aquavolt.clock import parse_instant
+from aquavolt.config import LoadedField, load_field, load_model
+from aquavolt.errors import ConfigError, ConfigIssue
+from aquavolt.profiles import Frozen
+from simulators.faults import FaultError, FaultSpec, check_target, parse_offset, parse_when
+
+
+class Expect(Frozen):
+    """An alarm that must be raised: ``condition`` on ``asset``, by a deadline."""
+
+    condition: str = Field(description="Condition name (rules/api.py CONDITIONS), e.g. outage")
+    asset: str = Field(description="Asset id: device, zone, customer, transformer, feeder")
+    after: str | None = Field(None, description="Fault id the delay counts from (default: first)")
+    within: str | float | None = Field(None, description="Max delay after that fault (offset)")
+    by: str | float | None = Field(None, description="Latest instant: offset from start or ISO")
+
+    @model_validator(mode="after")
+    def _deadline(self) -> Expect:
+        if (self.within is None) == (self.by is None):
+            raise ValueError("give exactly one of within (after a fault) or by (latest time)")
+        for v in (self.within, self.by):
+            if v is not None and not (isinstance(v, str) and "T" in v):
+                parse_offset(v)
+        return self
+
+
+class Forbid(Frozen):
+    """A condition that must not be raised (on ``asset``, or on any asset when absent)."""
+
+    condition: str
+    asset: str | None = None
+
+
+class Scenario(Frozen):
+    field: str = Field(description="Field file, relative to the scenario file")
+    description: str = ""
+    start: str = Field(description="Simulated start instant, ISO 8601")
+    duration: str | float = Field(description="Simulated length: 36h, 7d, seconds")
+    acceleration: float = Field(1000.0, gt=0, description="Simulated seconds per wall second")
+    seed: int = 1
+    faults: list[FaultSpec] = Field(default_factory=list)
+    expect: list[Expect] = Field(default_factory=list)
+    forbid: list[Forbid] = Field(default_factory=list)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        parse_instant(v)
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str | float) -> str | float:
+        parse_offset(v)
+        return v
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    path: Path
+    scenario: Scenario
+    field: LoadedField
+
+    @property
+    def start(self) -> float:
+        return parse_instant(self.scenario.start)
+
+    @property
+    def end(self) -> float:
+        return self.start + parse_offset(self.scenario.duration)
+
+    def fault_start(self, fault_id: str | None) -> float:
+        faults = self.scenario.faults
+        for i, f in enumerate(faults):
+            if fault_id is None or (f.id or f"{f.kind.value}-{i + 1}") == fault_id:
+                return parse_when(f.at, self.start)
+        raise KeyError(fault_id)
+
+    def deadline(self, e: Expect) -> float:
+        """Latest simulated instant by which the expected alarm must be raised."""
+        if e.by is not None:
+            return parse_when(e.by, self.start)
+        assert e.within is not None
+        return self.fault_start(e.after) + parse_offset(e.within)
+
+
+def load_scenario(path: Path | str, field_path: Path | str | None = None) -> LoadedScenario:
+    """Load a scenario and its field (``field_path`` overrides, e.g. a relocated copy)."""
+    path = Path(path)
+    sc = load_model(path, Scenario)
+    loaded = load_field(field_path if field_path is not None else path.parent / sc.field)
+    issues = []
+    for i, spec in enumerate(sc.faults):
+        try:
+            check_target(spec, loaded)
+        except FaultError as exc:
+            issues.append(ConfigIssue(str(path), f"faults[{i}]", str(exc)))
+    ids = [f.id or f"{f.kind.value}-{i + 1}" for i, f in enumerate(sc.faults)]
+    for i, e in enumerate(sc.expect):
+        if e.after is not None and e.after not in ids:
+            issues.append(ConfigIssue(str(path), f"expect[{i}].after", f"no fault {e.after!r}"))
+        if e.within is not None and not sc.faults:
+            issues.append(ConfigIssue(str(path), f"expect[{i}].within", "no fault to count from"))
+    if issues:
+        raise ConfigError(issues)
+    return LoadedScenario(path, sc, loaded)
