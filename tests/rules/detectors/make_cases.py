@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -227,6 +227,55 @@ def case_water_balance() -> list[Row]:
     return rows
 
 
+def series_of_days(first: str, days: int, litres: Callable[[date], float | None]) -> list[tuple[str, str]]:
+    d0 = date.fromisoformat(first)
+    rows = []
+    for i in range(days):
+        d = d0 + timedelta(days=i)
+        v = litres(d)
+        rows.append((d.isoformat(), "" if v is None else f"{v:g}"))
+    return rows
+
+
+def daily_oc_alert() -> list[tuple[str, str]]:
+    # 420 days to 2026-03-14; 214 L/day, and 312 L/day from 1 to 14 March 2026 (a leak)
+    return series_of_days("2025-01-18", 421, lambda d: 312.0 if d >= date(2026, 3, 1) else 214.0)
+
+
+def daily_oc_short_history() -> list[tuple[str, str]]:
+    # four months of history (a new customer since 2025-11-15): 200 L/day, then 280 L/day
+    # from 1 March: no same period last year; compared with the 4 weeks before, +40 %
+    return series_of_days("2025-11-15", 120, lambda d: 280.0 if d >= date(2026, 3, 1) else 200.0)
+
+
+def daily_oc_holiday() -> list[tuple[str, str]]:
+    # period 2026-04-25..05-08 at 220 L/day vs 210 a year before, except a family gathering
+    # on the 1 May holiday (3000 L) and a holiday away from home on 1 May 2025 (20 L)
+    def lit(d: date) -> float:
+        if d == date(2026, 5, 1):
+            return 3000.0
+        if d == date(2025, 5, 1):
+            return 20.0
+        return 220.0 if d >= date(2026, 4, 25) else 210.0
+    return series_of_days("2025-03-01", 434, lit)
+
+
+def daily_oc_implausible() -> list[tuple[str, str]]:
+    # period 2026-06-01..14 at 230 L/day vs 220; a meter swap gives -150000 L on 06-03, a
+    # wrong read 52000 L on 06-09, 06-11 is estimated (empty), last year's 06-06 reads 0
+    def lit(d: date) -> float | None:
+        special = {date(2026, 6, 3): -150000.0, date(2026, 6, 9): 52000.0, date(2026, 6, 11): None,
+                   date(2025, 6, 7): 0.0}
+        if d in special:
+            return special[d]
+        return 230.0 if d >= date(2026, 6, 1) else 220.0
+    return series_of_days("2025-04-01", 440, lit)
+
+
+DAILY: dict[str, Callable[[], list[tuple[str, str]]]] = {
+    name.removeprefix("daily_"): fn for name, fn in globals().items() if name.startswith("daily_")
+}
+
 GENERATORS: dict[str, Callable[[], list[Row]]] = {
     name.removeprefix("case_"): fn for name, fn in globals().items() if name.startswith("case_")
 }
@@ -243,6 +292,14 @@ def main() -> None:
             for ts, dev, point, value, q in rows:
                 w.writerow([ts, dev, point, str(value).lower() if isinstance(value, bool) else value, q])
         print(f"{name}: {len(rows)} rows")
+    for name, gen in DAILY.items():
+        folder = CASES / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "daily.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["day", "litres"])
+            w.writerows(gen())
+        print(f"{name}: daily")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""Over-consumption against the same period last year, per customer (daily).
+
+:func:`compare` is the pure judgement, tested with golden cases. Period = the
+``period_days`` complete days before ``today``; each day is compared with the day
+``lag_days`` (364, weekdays aligned) earlier, and a day counts only when both it and its
+reference are plausible (more than zero, at most ``max_plausible_daily_l``, not estimated)
+and neither is a holiday (``holidays``). With less than ``min_history_days`` (13 months)
+of history, the reference is the average of the ``fallback_weeks`` weeks before the
+period, and the message says so. At least ``min_valid_days`` comparable days are needed.
+The alert fires when this year's daily average is at least ``ratio_threshold`` times the
+reference.
+
+:func:`daily_litres` reads the InfluxDB daily rollups (``rp_1d.telemetry_1d``, field
+``last`` of the ``volume_m3`` totaliser): the consumption of UTC day D is last(D) -
+last(D-1), in litres; a missing neighbour day leaves D unknown. :class:`OverConsumptionCheck`
+runs both for every customer and emits conditions on change only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from aquavolt.config import LoadedField
+from aquavolt.field import Customer
+from aquavolt.influx import Influx
+from aquavolt.rulecfg import OverConsumptionConfig, Priority
+from aquavolt.schema import ROLLUPS
+from rules.api import Condition
+
+Daily = dict[date, float | None]  # litres per day; None: estimated or unknown
+
+
+@dataclass(frozen=True)
+class Verdict:
+    customer: str
+    alert: bool
+    basis: str  # "same_period_last_year" | "recent_weeks" | "insufficient"
+    period_start: date
+    period_end: date  # inclusive
+    this_l_per_day: float | None
+    ref_l_per_day: float | None
+    ratio: float | None
+    days_used: int
+    days_excluded: int
+    message: str
+
+
+def _plausible(v: float | None, cfg: OverConsumptionConfig) -> bool:
+    return v is not None and 0 < v <= cfg.max_plausible_daily_l
+
+
+def _span(a: date, b: date) -> str:
+    if a.month == b.month:
+        return f"{a.day} to {b.day} {b:%B}"
+    return f"{a.day} {a:%B} to {b.day} {b:%B}"
+
+
+def compare(customer: str, daily: Daily, today: date, cfg: OverConsumptionConfig) -> Verdict:
+    """Judge one customer's consumption of the period ending yesterday."""
+    end = today - timedelta(days=1)
+    start = today - timedelta(days=cfg.period_days)
+    period = [start + timedelta(days=i) for i in range(cfg.period_days)]
+    holidays = {date.fromisoformat(h) for h in cfg.holidays}
+    known = [d for d, v in daily.items() if v is not None]
+    history_days = (end - min(known)).days + 1 if known else 0
+
+    def ok(d: date) -> bool:
+        return d not in holidays and _plausible(daily.get(d), cfg)
+
+    if history_days >= cfg.min_history_days:
+        basis = "same_period_last_year"
+        pairs = [(d, d - timedelta(days=cfg.lag_days)) for d in period]
+        used = [(d, r) for d, r in pairs if ok(d) and ok(r)]
+        this = [daily[d] or 0.0 for d, _ in used]
+        ref = [daily[r] or 0.0 for _, r in used]
+        n_used, n_excl = len(used), len(period) - len(used)
+    else:
+        basis = "recent_weeks"
+        before = [start - timedelta(days=i + 1) for i in range(cfg.fallback_weeks * 7)]
+        this = [daily[d] or 0.0 for d in period if ok(d)]
+        ref = [daily[d] or 0.0 for d in before if ok(d)]
+        n_used = len(this)
+        n_excl = len(period) - len(this)
+        if len(ref) < cfg.min_valid_days:
+            n_used = 0
+    if n_used < cfg.min_valid_days or not ref or not this:
+        return Verdict(customer, False, "insufficient", start, end, None, None, None, n_used, n_excl,
+                       f"Not enough comparable days for {customer} ({n_used} of {cfg.period_days})")
+    t = sum(this) / len(this)
+    r = sum(ref) / len(ref)
+    ratio = t / r
+    alert = ratio >= cfg.ratio_threshold
+    last_year = basis == "same_period_last_year"
+    against = "the same period last year" if last_year else f"your previous {cfg.fallback_weeks} weeks"
+    pct = (ratio - 1) * 100
+    way = "above" if pct >= 0 else "below"
+    msg = (f"Your consumption from {_span(start, end)} is {abs(pct):.0f} % {way} {against} "
+           f"({t:.0f} L/day vs {r:.0f} L/day).")
+    if not last_year:
+        msg += " There is less than 13 months of history to compare with last year."
+    if alert:
+        msg += " Please check your installation for leaks."
+    return Verdict(customer, alert, basis, start, end, round(t, 1), round(r, 1), round(ratio, 3),
+                   n_used, n_excl, msg)
+
+
+def condition_of(v: Verdict, ts_ms: int) -> Condition:
+    return Condition(
+        asset=v.customer, condition="over_consumption", active=v.alert, ts_ms=ts_ms, priority=Priority.LOW,
+        message=v.message, value=v.ratio, audience="customer", customer=v.customer,
+        details={"basis": v.basis, "period_start": v.period_start.isoformat(),
+                 "period_end": v.period_end.isoformat(), "this_l_per_day": v.this_l_per_day,
+                 "ref_l_per_day": v.ref_l_per_day, "ratio": v.ratio, "days_used": v.days_used,
+                 "days_excluded": v.days_excluded})
+
+
+# ---------------------------------------------------------------- InfluxDB adapter
+
+RP_1D, MEAS_1D = next((rp, m) for rp, _d, g, m in ROLLUPS if g == "1d")
+
+
+def daily_litres(influx: Influx, devices: list[str], first: date, last: date,
+                 point: str = "volume_m3") -> dict[str, Daily]:
+    """Daily consumption (litres) of each device from ``first`` to ``last`` (UTC days)."""
+    if not devices:
+        return {}
+    lo = datetime.combine(first - timedelta(days=1), datetime.min.time(), UTC)
+    hi = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+    regex = "|".join(d.replace(".", r"\.") for d in devices)
+    q = (f'SELECT "last" FROM "{RP_1D}"."{MEAS_1D}" WHERE "point" = \'{point}\' '
+         f'AND "device" =~ /^({regex})$/ '
+         f"AND time >= '{lo:%Y-%m-%dT%H:%M:%SZ}' AND time < '{hi:%Y-%m-%dT%H:%M:%SZ}' GROUP BY \"device\"")
+    totals: dict[str, dict[date, float]] = {}
+    for row in influx.rows(q):
+        if row.get("last") is None:
+            continue
+        day = datetime.fromtimestamp(row["time"] / 1000, UTC).date()
+        totals.setdefault(row["device"], {})[day] = float(row["last"])
+    out: dict[str, Daily] = {}
+    for dev in devices:
+        t = totals.get(dev, {})
+        days: Daily = {}
+        d = first
+        while d <= last:
+            a, b = t.get(d - timedelta(days=1)), t.get(d)
+            days[d] = (b - a) * 1000.0 if a is not None and b is not None else None
+            d += timedelta(days=1)
+        out[dev] = days
+    return out
+
+
+class OverConsumptionCheck:
+    """Runs :func:`compare` for every customer with a water meter, once per day.
+
+    The engine calls ``check(today, ts_ms)`` once a day after the daily rollup of the day
+    before is written (InfluxDB 1.x runs the 1d continuous query just after UTC midnight);
+    it returns the conditions that changed since the last call.
+    """
+
+    def __init__(self, loaded: LoadedField, influx: Influx) -> None:
+        self.cfg = loaded.field.rules.over_consumption
+        self.customers: list[Customer] = [c for c in loaded.field.customers if c.water_meter]
+        self.influx = influx
+        self.active: dict[str, bool] = {}
+
+    def check(self, today: date, ts_ms: int) -> list[Condition]:
+        cfg = self.cfg
+        first = today - timedelta(days=max(cfg.lag_days + cfg.period_days, cfg.min_history_days) + 1)
+        meters = [c.water_meter for c in self.customers if c.water_meter]
+        data = daily_litres(self.influx, meters, first, today - timedelta(days=1))
+        out = []
+        for c in self.customers:
+            v = compare(c.id, data.get(c.water_meter or "", {}), today, cfg)
+            if v.basis == "insufficient" or self.active.get(c.id, False) == v.alert:
+                continue
+            self.active[c.id] = v.alert
+            out.append(condition_of(v, ts_ms))
+        return out
