@@ -96,3 +96,30 @@ def json_of(m: Message) -> Any:
 def write_gateway_file(gw: Gateway, path: Path) -> Path:
     path.write_text(yaml.safe_dump(gw.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     return path
+
+
+class DurableSubscriber(Recorder):
+    """A Recorder with a persistent session (clean_start false, session expiry), so the
+    broker keeps its QoS 1 messages while it is disconnected or the broker restarts."""
+
+    def __enter__(self) -> DurableSubscriber:
+        from aquavolt.mqtt import connect_properties
+
+        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s,
+                            clean_start=False, properties=connect_properties(600))
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            self.client.loop_stop()
+            raise TimeoutError("no SUBACK")
+        return self
+
+
+def durable(broker: Mosquitto, prefix: str, name: str) -> DurableSubscriber:
+    return DurableSubscriber(broker.settings(), [f"{prefix}/gw/+/dev/+/data"], client_id=f"{name}-{prefix[:11]}")
+
+
+def seq_report(bs: list[Batch]) -> tuple[list[int], list[int]]:
+    """(sorted distinct seqs, missing seqs between the first and the last)."""
+    seqs = sorted({b.seq for b in bs})
+    missing = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs)) if seqs else []
+    return seqs, missing
