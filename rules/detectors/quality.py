@@ -19,6 +19,7 @@ Windows whose mean is an interruption (below 1 % of nominal) are left to the out
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aquavolt.config import LoadedField
@@ -119,7 +120,7 @@ class PowerQualityRule:
         return out
 
     def _set(self, state: QualityState, asset: str, cond: str, active: bool, ts: int, prio: Priority,
-             msg: str, value: float, details: dict[str, object]) -> list[Condition]:
+             msg: str, value: float, details: Mapping[str, object]) -> list[Condition]:
         key = f"{asset}/{cond}"
         if state.active.get(key, False) == active:
             return []
