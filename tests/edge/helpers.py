@@ -94,7 +94,7 @@ def json_of(m: Message) -> Any:
 
 
 def write_gateway_file(gw: Gateway, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(gw.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+    path.write_text(yaml.safe_dump(gw.model_dump(mode="json", exclude_none=True), sort_keys=False))
     return path
 
 
