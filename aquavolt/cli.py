@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas", help="folder (default docs/schemas)")
     p.set_defaults(func=_schemas)
 
-    from aquavolt.launcher import register_demo
+    from aquavolt.demo import register_demo
 
     register_demo(sub)
 

@@ -1,14 +1,16 @@
-"""``aquavolt demo``: a live simulated field, every component its own process.
+"""Run a whole field, every component its own process: the demo and replays stand on it.
 
-Starts a local Mosquitto and InfluxDB under a work folder, then the simulator, one edge
-agent per gateway, the collector and the rules engine, each as ``aquavolt <component> ...``
-in its own process, all on the same simulated clock. Components that are not installed are
-named and skipped. A process that dies is reported and restarted. Ctrl-C stops everything.
+:class:`Stack` starts a local Mosquitto and InfluxDB under a work folder (or uses the ones
+it is given), copies the field onto free ports, then starts the simulator, one edge agent
+per gateway, the collector and the rules engine as ``aquavolt <component> ...`` processes,
+all on one simulated clock. Components that are not installed are named and skipped. A
+process that dies is reported and restarted. The kernel imports no component: it only
+runs their commands.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,9 +21,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO
 
-from aquavolt.clock import SimClock, parse_instant
 from aquavolt.config import load_field
-from aquavolt.services import InfluxDB, Mosquitto
+from aquavolt.errors import ServiceError
+from aquavolt.relocate import relocate_file
+from aquavolt.services import InfluxDB, Mosquitto, free_port
+from aquavolt.settings import InfluxSettings, MqttSettings
+
+COMPONENTS = ("sim", "edge", "collector", "rules")
 
 
 def available_components() -> dict[str, str | None]:
@@ -38,6 +44,8 @@ def available_components() -> dict[str, str | None]:
 
 @dataclass
 class Child:
+    """A component process this stack started, known by its PID."""
+
     name: str
     argv: list[str]
     log_path: Path
@@ -49,6 +57,10 @@ class Child:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -63,83 +75,144 @@ class Child:
             self.log = None
 
 
-def plan(field_path: Path, workdir: Path, have: dict[str, str | None]) -> list[Child]:
-    loaded = load_field(field_path)
-    exe = [sys.executable, "-m", "aquavolt.cli"]
-    children: list[Child] = []
-    if have.get("sim") is None:
-        children.append(Child("sim", [*exe, "sim", "run", str(field_path)], workdir / "sim.log"))
-    if have.get("edge") is None:
-        for gw in loaded.field.gateways:
-            children.append(Child(
-                f"edge:{gw.id}",
-                [*exe, "edge", "run", str(field_path), "--gateway", gw.id,
-                 "--state-dir", str(workdir / "edge" / gw.id)],
-                workdir / f"edge-{gw.id}.log",
-            ))
-    if have.get("collector") is None:
-        children.append(Child("collector", [*exe, "collector", "run"], workdir / "collector.log"))
-    if have.get("rules") is None:
-        children.append(Child("rules", [*exe, "rules", "run", str(field_path),
-                                        "--state-dir", str(workdir / "rules")],
-                              workdir / "rules.log"))
-    return children
+@dataclass
+class StackOptions:
+    field: Path
+    workdir: Path
+    clock_spec: str
+    scenario: Path | None = None
+    mqtt_url: str | None = None
+    influx_url: str | None = None
+    database: str = "aquavolt"
+    components: tuple[str, ...] = COMPONENTS
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    field_path = Path(args.field).resolve()
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    have = available_components()
-    missing = sorted(n for n in ("sim", "edge", "collector", "rules") if have.get(n, "absent"))
-    if missing:
-        print(f"aquavolt demo: not yet available, skipped: {', '.join(missing)}")
-    mosq = Mosquitto(workdir / "mosquitto")
-    influx = InfluxDB(workdir / "influxdb")
-    mosq.start()
-    influx.start()
-    clock = SimClock(parse_instant(args.start), args.acceleration)
-    env = {**os.environ, "AQUAVOLT_MQTT_URL": mosq.url(), "AQUAVOLT_INFLUX_URL": influx.url + "/aquavolt",
-           "AQUAVOLT_CLOCK": clock.spec()}
-    print(f"aquavolt demo: Mosquitto on {mosq.url()}, InfluxDB on {influx.url} (database aquavolt)")
-    print(f"aquavolt demo: simulated clock from {args.start} at {args.acceleration:g}x; logs in {workdir}")
-    children = plan(field_path, workdir, have)
-    stop = False
+class Stack:
+    def __init__(self, opts: StackOptions) -> None:
+        self.opts = opts
+        self.workdir = opts.workdir.resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mosquitto: Mosquitto | None = None
+        self.influxdb: InfluxDB | None = None
+        self.children: list[Child] = []
+        self.field_path = self.workdir / "field.yaml"
+        self.api_port = free_port()
+        self.sim_http_port = free_port()
+        self.metrics_port = free_port()
+        self.have = available_components()
+        self.missing = [c for c in opts.components if self.have.get(c, "not installed")]
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+    @property
+    def mqtt_url(self) -> str:
+        if self.opts.mqtt_url:
+            return self.opts.mqtt_url
+        assert self.mosquitto is not None
+        return self.mosquitto.url()
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    for c in children:
-        c.start(env)
-        print(f"aquavolt demo: started {c.name} (pid {c.proc.pid if c.proc else '?'})")
-    deadline = time.monotonic() + args.duration_s if args.duration_s else None
-    try:
-        while not stop and (deadline is None or time.monotonic() < deadline):
-            for c in children:
-                if c.proc is not None and c.proc.poll() is not None:
-                    print(f"aquavolt demo: {c.name} exited with {c.proc.returncode}; restarting "
-                          f"(see {c.log_path})")
-                    c.stop()
-                    c.restarts += 1
-                    c.start(env)
-            time.sleep(0.5)
-    finally:
-        for c in reversed(children):
+    @property
+    def influx_url(self) -> str:
+        if self.opts.influx_url:
+            return self.opts.influx_url
+        assert self.influxdb is not None
+        return f"{self.influxdb.url}/{self.opts.database}"
+
+    def mqtt_settings(self) -> MqttSettings:
+        return MqttSettings.from_url(self.mqtt_url)
+
+    def influx_settings(self) -> InfluxSettings:
+        return InfluxSettings.from_url(self.influx_url)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AQUAVOLT_MQTT_URL": self.mqtt_url,
+                "AQUAVOLT_INFLUX_URL": self.influx_url, "AQUAVOLT_CLOCK": self.opts.clock_spec}
+
+    def start_servers(self) -> None:
+        if not self.opts.mqtt_url:
+            self.mosquitto = Mosquitto(self.workdir / "mosquitto")
+            self.mosquitto.start()
+        if not self.opts.influx_url:
+            self.influxdb = InfluxDB(self.workdir / "influxdb")
+            self.influxdb.start()
+
+    def prepare_field(self) -> Path:
+        relocate_file(self.opts.field, self.field_path, self.workdir / "serial")
+        return self.field_path
+
+    def plan(self) -> list[Child]:
+        loaded = load_field(self.field_path)
+        exe = [sys.executable, "-m", "aquavolt.cli"]
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        f = str(self.field_path)
+        out: list[Child] = []
+        if "sim" not in self.missing and "sim" in self.opts.components:
+            argv = [*exe, "sim", "run", f, "--state-dir", str(self.workdir / "sim"),
+                    "--http-port", str(self.sim_http_port)]
+            if self.opts.scenario:
+                argv += ["--scenario", str(self.opts.scenario)]
+            out.append(Child("sim", argv, logs / "sim.log"))
+        if "edge" not in self.missing and "edge" in self.opts.components:
+            for gw in loaded.field.gateways:
+                out.append(Child(f"edge:{gw.id}", [
+                    *exe, "edge", "run", f, "--gateway", gw.id,
+                    "--state-dir", str(self.workdir / "edge" / gw.id)], logs / f"edge-{gw.id}.log"))
+        if "collector" not in self.missing and "collector" in self.opts.components:
+            out.append(Child("collector", [
+                *exe, "collector", "run", "--state-dir", str(self.workdir / "collector"),
+                "--metrics-port", str(self.metrics_port)], logs / "collector.log"))
+        if "rules" not in self.missing and "rules" in self.opts.components:
+            out.append(Child("rules", [
+                *exe, "rules", "run", f, "--state-dir", str(self.workdir / "rules"),
+                "--api-port", str(self.api_port)], logs / "rules.log"))
+        return out
+
+    def start_children(self, ready_timeout_s: float = 90.0) -> None:
+        """Start the simulator first and wait until it serves, then everything else."""
+        self.children = self.plan()
+        env = self.env
+        sim = next((c for c in self.children if c.name == "sim"), None)
+        if sim is not None:
+            sim.start(env)
+            self.wait_ready(sim, ready_timeout_s)
+        for c in self.children:
+            if c is not sim:
+                c.start(env)
+
+    @staticmethod
+    def wait_ready(child: Child, timeout_s: float) -> None:
+        """Wait for the child's log to say ``ready`` (the simulator does once it serves)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not child.alive:
+                raise ServiceError(f"{child.name} exited at start: see {child.log_path}")
+            with contextlib.suppress(OSError):
+                if b"ready" in child.log_path.read_bytes()[-4096:]:
+                    return
+            time.sleep(0.1)
+        raise ServiceError(f"{child.name} not ready after {timeout_s:.0f} s: see {child.log_path}")
+
+    def start(self) -> None:
+        self.start_servers()
+        self.prepare_field()
+        self.start_children()
+
+    def supervise(self) -> list[tuple[str, int]]:
+        """Restart every child that died; return (name, exit code) of each restarted one."""
+        died = []
+        env = self.env
+        for c in self.children:
+            if c.proc is not None and c.proc.poll() is not None:
+                died.append((c.name, c.proc.returncode))
+                c.stop()
+                c.restarts += 1
+                c.start(env)
+        return died
+
+    def stop(self) -> None:
+        for c in reversed(self.children):
             c.stop()
-        influx.stop()
-        mosq.stop()
-    print(f"aquavolt demo: stopped. Data kept in {workdir}")
-    return 0
-
-
-def register_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="run a live simulated field (every component its own process)")
-    p.add_argument("field", help="field YAML file")
-    p.add_argument("--workdir", default="var/demo", help="where servers keep data and logs")
-    p.add_argument("--start", default="2026-06-01T00:00:00Z", help="simulated start instant")
-    p.add_argument("--acceleration", type=float, default=120.0, help="simulated seconds per second")
-    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds")
-    p.set_defaults(func=run_demo)
+        if self.influxdb is not None:
+            self.influxdb.stop()
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
