@@ -119,7 +119,7 @@ class OpcuaBusServer:
         t = self.sim.model.t if self.sim.model.snap is None else self.sim.model.snap.t
         ts = datetime.fromtimestamp(t, UTC)
         for dev in self.devices:
-            silent = self.sim.devices.answer(dev.id, t).mode == "silent"
+            silent = self.sim.devices.answer(dev.id, self.sim.now()).mode == "silent"
             values = self.sim.values(dev.id)
             for d_id, point, kind, nid in self.nodes:
                 if d_id != dev.id:
