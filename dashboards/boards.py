@@ -45,9 +45,9 @@ def overview(lf: LoadedField) -> dict[str, Any]:
     g.add(asset_map("Network map: assets by alarm state", location_q, q.active_per_asset(), lat, lon), 16, 18)
     g.add(figure("Active alarms by priority", [q.active_by_priority()], no_value="0",
                  bands=[(None, "green"), (1, "red")], aliases=("$tag_priority",)), 8, 9)
-    g.add(figure(f"Gateways online (of {len(f.gateways)})", [q.gateways_online()], no_value="0",
-                 bands=[(None, "red"), (len(f.gateways), "green")]), 8, 9)
-    g.newline()
+    g.place(figure(f"Gateways online (of {len(f.gateways)})", [q.gateways_online()], no_value="0",
+                   bands=[(None, "red"), (len(f.gateways), "green")]), 16, 9, 8, 9)
+    g.x, g.y, g.row_h = 0, 18, 0
     g.add(timeline("Gateways", [q.gateway_states()]), 12, 6)
     g.add(grid("Active alarms", [q.active_alarms()]), 12, 6)
     return finish(board, g)

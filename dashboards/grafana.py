@@ -92,6 +92,11 @@ class Grid:
         self.panels.append(panel)
         return panel
 
+    def place(self, panel: Any, x: int, y: int, w: int, h: int) -> Any:
+        """Put a panel at an explicit position (beside a tall one); the flow continues below."""
+        self.x, self.y, self.row_h = x, y, 0
+        return self.add(panel, w, h)
+
     def newline(self) -> None:
         if self.x:
             self.y += self.row_h

@@ -79,10 +79,13 @@ def water_balance(zones: Iterable[str]) -> str:
 # ---------------------------------------------------------------- alarms
 
 A = schema.ALARM_EVENT
+_UNTIL_END = "time <= ${__to}ms"
+"""Latest-state queries look back past the range start: an alarm raised, or a gateway born,
+before the range and not changed since is still in that state."""
 _ACTIVE = "(" + " OR ".join(f"\"state\" = '{s}'" for s in ACTIVE_STATES) + ")"
 _LAST_STATE = (
     f'SELECT last("state") AS "state", last("message") AS "message" FROM "{A}" '
-    f'WHERE $timeFilter GROUP BY "asset", "condition", "priority"'
+    f'WHERE {_UNTIL_END} GROUP BY "asset", "condition", "priority"'
 )
 
 
@@ -94,7 +97,7 @@ def active_alarms() -> str:
 def active_by_priority() -> str:
     """Active alarms (``active`` = 1: unack or acked) per priority; 0 once all have cleared."""
     return (
-        f'SELECT sum("active") FROM (SELECT last("active") AS "active" FROM "{A}" WHERE $timeFilter '
+        f'SELECT sum("active") FROM (SELECT last("active") AS "active" FROM "{A}" WHERE {_UNTIL_END} '
         f'GROUP BY "asset", "condition", "priority") GROUP BY "priority"'
     )
 
@@ -103,7 +106,7 @@ def active_per_asset() -> str:
     """Active alarms per asset (the map's marker colour); assets that never alarmed: no row."""
     return (
         f'SELECT sum("active") AS "active_alarms" FROM (SELECT last("active") AS "active" FROM "{A}" '
-        f'WHERE $timeFilter GROUP BY "asset", "condition") GROUP BY "asset"'
+        f'WHERE {_UNTIL_END} GROUP BY "asset", "condition") GROUP BY "asset"'
     )
 
 
@@ -163,7 +166,7 @@ def gateway_states() -> str:
 def gateways_online() -> str:
     return (
         f'SELECT sum("online") FROM (SELECT last("online") AS "online" FROM "{schema.GATEWAY_STATUS}" '
-        f'WHERE $timeFilter GROUP BY "gateway")'
+        f'WHERE {_UNTIL_END} GROUP BY "gateway")'
     )
 
 
