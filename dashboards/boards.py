@@ -61,9 +61,10 @@ def water(lf: LoadedField) -> dict[str, Any]:
         g.row(f"{z.name or z.id} ({z.id})")
         g.add(series(f"{z.id} inflow", [q.point_mean(z.inlet_meters, "flow_lps")], unit="lps",
                      description=f"Inlet meters {', '.join(z.inlet_meters)}"), 12, 8)
-        g.add(series(f"{z.id} minimum night flow and leakage estimate", [q.night_flow(z.id)], unit="lps",
-                     description="Each night's minimum 1-hour inflow, and the leakage estimate "
-                                 "(7-night 20th percentile less legitimate night use)", bars=True), 12, 8)
+        g.add(series(f"{z.id} minimum night flow and leak estimate", [q.night_flow(z.id)], unit="m3/h",
+                     description="Each night's minimum 1-hour inflow, the net night flow after "
+                                 "legitimate night use, and the estimated leak (rise of the net night "
+                                 "flow over the 7-night 20th-percentile baseline)", bars=True), 12, 8)
         if z.pressure_sensors:
             g.add(series(f"{z.id} pressure", [q.point_mean(z.pressure_sensors, "pressure_bar")],
                          unit="pressurebar"), 12, 7)

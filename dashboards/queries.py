@@ -12,7 +12,7 @@ Fields of the event and health measurements read here (see docs/influxdb-schema.
 - ``gateway_status`` (tag gateway): ``state`` (online/offline), ``online`` (1/0);
 - ``gateway_health`` (tag gateway): ``buffer_depth``, ``buffer_dropped``, ``readings_per_s``;
 - ``device_health`` (tags gateway, device): ``online`` (1/0), ``errors``, ``poll_latency_ms``;
-- ``night_flow`` (tag zone): ``mnf_lps``, ``leakage_lps``;
+- ``night_flow`` (tag zone): ``mnf_m3h``, ``nnf_m3h``, ``rise_m3h`` (written by the night-flow detector);
 - ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``.
 """
 
@@ -63,7 +63,8 @@ def latest(devices: Iterable[str], point: str) -> str:
 
 def night_flow(zone: str) -> str:
     return (
-        f'SELECT mean("mnf_lps") AS "minimum night flow", mean("leakage_lps") AS "leakage estimate" '
+        f'SELECT mean("mnf_m3h") AS "minimum night flow", mean("nnf_m3h") AS "net night flow", '
+        f'mean("rise_m3h") AS "leak estimate" '
         f"FROM \"{schema.NIGHT_FLOW}\" WHERE \"zone\" = '{zone}' AND $timeFilter GROUP BY time(1d) fill(none)"
     )
 

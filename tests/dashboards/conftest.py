@@ -108,7 +108,7 @@ def event_lines(lf: LoadedField, start_ms: int, end_ms: int) -> list[str]:
     for day in range(start_ms, end_ms, DAY_MS):
         for z in f.water.zones:
             out.append(schema.line(schema.NIGHT_FLOW, {"zone": z.id},
-                                   {"mnf_lps": 4.2, "leakage_lps": 2.9}, day + 3 * 3_600_000))
+                                   {"mnf_m3h": 4.2, "nnf_m3h": 3.1, "rise_m3h": 0.4}, day + 3 * 3_600_000))
             out.append(schema.line(schema.WATER_BALANCE, {"zone": z.id},
                                    {"input_m3": 900.0, "consumption_m3": 720.0, "losses_m3": 180.0}, day))
     out.extend(location_lines(f, start_ms))
