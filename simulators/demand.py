@@ -70,6 +70,13 @@ def _slots(hourly: list[float]) -> Array:
     return w / w.sum()
 
 
+def _before(slots: Array) -> Array:
+    """Exclusive running sum along the day: what came before each slot."""
+    out = np.zeros_like(slots)
+    np.cumsum(slots[:, :-1], axis=1, out=out[:, 1:])
+    return out
+
+
 def utc_offset_s(timezone: str, at: float) -> int:
     """The zone's UTC offset at ``at`` (held fixed for a run: no DST jumps in a day)."""
     from zoneinfo import ZoneInfo
@@ -124,7 +131,7 @@ class Demand:
         self._weekend_e = np.array([busy.get(k, (1.0, 1.0))[1] for k in kinds])
         self._cum: dict[int, tuple[Array, Array]] = {}
         self._recent: list[int] = []
-        self._slot_cache: dict[int, tuple[Array, Array, Array, Array]] = {}
+        self._slot_cache: dict[int, tuple[Array, Array, Array, Array, Array, Array]] = {}
 
     # ------------------------------------------------------------ days
     def local_day(self, t: float) -> int:
@@ -189,8 +196,9 @@ class Demand:
                 self._cum.pop(old, None)
         return w, e
 
-    def day_slots(self, day: int) -> tuple[Array, Array, Array, Array]:
-        """Water litres, energy kWh per customer per quarter hour (n, SLOTS), and their cumsums."""
+    def day_slots(self, day: int) -> tuple[Array, Array, Array, Array, Array, Array]:
+        """Water litres and energy kWh per customer per quarter hour (n, SLOTS), the sums before
+        each slot, and the day totals."""
         hit = self._slot_cache.get(day)
         if hit is not None:
             return hit
@@ -213,7 +221,8 @@ class Demand:
         eshape = self._eshape * rng.lognormal(0.0, 0.25, (self.n, SLOTS))
         eshape /= eshape.sum(axis=1, keepdims=True)
         energy_slots = eshape * energy[:, None]
-        out = (water, energy_slots, np.cumsum(water, axis=1), np.cumsum(energy_slots, axis=1))
+        # running sums *before* each slot: value(t) = before + slot * fraction never decreases
+        out = (water, energy_slots, _before(water), _before(energy_slots), water_total, energy)
         if len(self._slot_cache) > 4:
             self._slot_cache.pop(min(self._slot_cache))
         self._slot_cache[day] = out
@@ -223,12 +232,14 @@ class Demand:
     def at(self, t: float) -> Totals:
         day = self.local_day(t)
         cw, ce = self.cumulative_before(day)
-        sw, se, cumw, cume = self.day_slots(day)
+        sw, se, before_w, before_e, day_w, day_e = self.day_slots(day)
         into = t - self.day_start(day)
         slot = min(int(into // SLOT_S), SLOTS - 1)
         frac = (into - slot * SLOT_S) / SLOT_S
-        water = cw + cumw[:, slot] - sw[:, slot] * (1 - frac)
-        energy = ce + cume[:, slot] - se[:, slot] * (1 - frac)
+        # capped by tomorrow's starting value, computed with the very same additions as the
+        # day walk, so float rounding never makes a totaliser step back at midnight
+        water = np.maximum(np.minimum(cw + (before_w[:, slot] + sw[:, slot] * frac), cw + day_w), cw)
+        energy = np.maximum(np.minimum(ce + (before_e[:, slot] + se[:, slot] * frac), ce + day_e), ce)
         return Totals(water, energy, sw[:, slot] * (3600 / SLOT_S), se[:, slot] * (3600 / SLOT_S) * 1000)
 
     def water_meter_m3(self, water_l: Array) -> Array:

@@ -257,7 +257,7 @@ class FieldModel:
         v_ll = f.electricity.feeder_nominal_voltage_v
         load_kva = float(p_feeder.sum() / PF / 1000)
         sub_kva = f.electricity.substations[0].rating_kva if f.electricity.substations else 10000.0
-        busbar = v_ll * (1.0 + 0.004 * math.sin(2 * math.pi * (t % 86400) / 86400)) - 0.02 * load_kva
+        busbar = v_ll * (1.0 + 0.001 * math.sin(2 * math.pi * (t % 86400) / 86400)) - 0.02 * load_kva
         i_feeder = np.where(feeder_open, 0.0, p_feeder / (math.sqrt(3) * busbar * PF))
         drop = math.sqrt(3) * i_feeder[self.tx_feeder] * self.feeder_r_ohm[self.tx_feeder] * self.tx_pos
         v_tx_ll = np.where(dead_tx, 0.0, busbar - drop)
