@@ -31,6 +31,7 @@ from aquavolt.wire import (
     GatewayState,
     GatewayStatus,
     Health,
+    Quality,
     Topics,
     decode,
 )
@@ -40,7 +41,7 @@ Fields = dict[str, float | int | bool | str]
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}").fullmatch
 _POINT = re.compile(r"[a-z][a-z0-9_]{0,63}").fullmatch
 _QCODE = {q.value: code for q, code in schema.QUALITY_CODE.items()}
-_GOOD = schema.QUALITY_CODE[schema.Quality.GOOD]
+_GOOD = schema.QUALITY_CODE[Quality.GOOD]
 _BATCH_KEYS = frozenset(Batch.model_fields)
 _READING_KEYS = frozenset({"point", "value", "ts_ms", "quality"})
 _TS_LIMIT = 2**53
@@ -120,11 +121,11 @@ def telemetry_fast(payload: bytes, gateway: str, device: str) -> list[str] | Non
             return None
         tv = type(val)
         if tv is float or tv is int:
-            append(f"{pre}{point} value={_num(val)},quality={code}i {ts}")  # type: ignore[arg-type]
+            append(f"{pre}{point} value={_num(val)},quality={code}i {ts}")
         elif tv is bool:
             append(f"{pre}{point} value={1.0 if val else 0.0},quality={code}i {ts}")
         elif tv is str:
-            append(f'{pre}{point} text="{schema.escape_str(val)}",quality={code}i {ts}')  # type: ignore[arg-type]
+            append(f'{pre}{point} text="{schema.escape_str(val)}",quality={code}i {ts}')
         elif val is None and code != _GOOD:
             append(f"{pre}{point} quality={code}i {ts}")
         else:

@@ -68,7 +68,7 @@ class MqttSource:
         self._once = OnceLogger(log)
         c = make_client(settings, client_id)
         c.manual_ack_set(True)
-        c.reconnect_delay_set(0.2, 5)
+        c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
@@ -102,7 +102,7 @@ class MqttSource:
         log.info("connected to %s:%s as %s (session present: %s)", self.settings.host,
                  self.settings.port, self.client_id, flags.session_present)
         # retain handling 1: retained messages only for a new subscription, not at every reconnect
-        opts = SubscribeOptions(qos=1, retainHandling=1)  # type: ignore[no-untyped-call]
+        opts = SubscribeOptions(qos=1, retainHandling=1)
         client.subscribe([(f, opts) for f in self.filters])
         self.connected.set()
 
@@ -119,7 +119,8 @@ class MqttSource:
         self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self.inbox.append(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self.epoch))
+        payload = msg.payload if type(msg.payload) is bytes else bytes(msg.payload)
+        self.inbox.append(Inbound(msg.topic, payload, msg.mid, msg.qos, self.epoch))
         self.on_arrival()
         if len(self.inbox) >= self.max_inbox:
             self.waiting = True

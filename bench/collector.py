@@ -1,0 +1,220 @@
+"""Collector throughput, end to end, against InfluxDB's own rate measured in the same run.
+
+1. InfluxDB alone: a plain HTTP writer (one connection, batches of 5,000 points, no
+   compression) posts the same points the collector will write: ``influx_alone_points_per_s``.
+2. End to end: a paho publisher sends batches of 100 readings per message (QoS 1) to
+   Mosquitto; ``aquavolt collector run`` (its own process, default settings) writes them;
+   the clock stops when InfluxDB has accepted them all (checked by a count query):
+   ``readings_per_s``; ``ratio`` = readings_per_s / influx_alone_points_per_s.
+3. Sustained outage: InfluxDB stopped while the publisher goes on; the collector's RSS is
+   sampled throughout: ``peak_rss_mb`` (whole run), ``outage_peak_rss_mb``; then InfluxDB
+   comes back and the backlog drains (``outage_drained``).
+
+Usage: ``.venv/bin/python bench/collector.py [--messages 12000] [--outage-s 15]``.
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import psutil
+
+from aquavolt.influx import Influx
+from aquavolt.mqtt import make_client
+from aquavolt.services import InfluxDB, Mosquitto, free_port
+from aquavolt.wire import Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+T0_MS = 1_764_412_800_000
+DEVICES = 100
+READINGS = 100
+
+
+def payloads(n: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    topics = Topics()
+    out = []
+    for k in range(offset, offset + n):
+        dev = k % DEVICES
+        ts = T0_MS + (k // DEVICES) * 1000
+        rs = [{"point": f"p_{i}", "value": k * 0.5 + i, "ts_ms": ts, "quality": "good"}
+              for i in range(READINGS)]
+        body = {"v": 1, "gateway": "gw-bench", "device": f"dev-{dev}", "seq": k, "bd_seq": 0,
+                "historical": False, "readings": rs}
+        out.append((topics.data("gw-bench", f"dev-{dev}"), orjson.dumps(body)))
+    return out
+
+
+def lines_of(items: list[tuple[str, bytes]]) -> list[str]:
+    out = []
+    for _topic, payload in items:
+        d = orjson.loads(payload)
+        pre = f"telemetry,device={d['device']},gateway={d['gateway']},point="
+        out += [f"{pre}{r['point']} value={float(r['value'])!r},quality=192i {r['ts_ms']}"
+                for r in d["readings"]]
+    return out
+
+
+def influx_alone(influx: InfluxDB, db: str, lines: list[str], batch: int = 5000) -> float:
+    Influx(influx.settings(db)).create_database()
+    bodies = ["\n".join(lines[i:i + batch]).encode() for i in range(0, len(lines), batch)]
+    conn = http.client.HTTPConnection("127.0.0.1", influx.port, timeout=60)
+    t0 = time.perf_counter()
+    for body in bodies:
+        conn.request("POST", f"/write?db={db}&precision=ms", body=body,
+                     headers={"Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 204:
+            raise RuntimeError(f"InfluxDB answered {resp.status}")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return len(lines) / elapsed
+
+
+def publish(settings: object, items: list[tuple[str, bytes]], window: int = 2000) -> None:
+    client = make_client(settings, f"bench-pub-{time.monotonic_ns()}")  # type: ignore[arg-type]
+    client.max_inflight_messages_set(200)
+    client.connect(settings.host, settings.port)  # type: ignore[attr-defined]
+    client.loop_start()
+    infos = []
+    for topic, payload in items:
+        infos.append(client.publish(topic, payload, qos=1))
+        if len(infos) >= window:
+            for i in infos[: window // 2]:
+                i.wait_for_publish(60)
+            del infos[: window // 2]
+    for i in infos:
+        i.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(name="rss", daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.window_peak = 0
+        self.stop_flag = False
+
+    def run(self) -> None:
+        while not self.stop_flag:
+            try:
+                rss = self.proc.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+            self.window_peak = max(self.window_peak, rss)
+            time.sleep(0.1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=12000, help="100-reading messages end to end")
+    ap.add_argument("--outage-s", type=float, default=15.0)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-collector-"))
+    mosq = Mosquitto(work / "mosquitto")
+    influx = InfluxDB(work / "influxdb")
+    mosq.start()
+    influx.start()
+    proc: subprocess.Popen[bytes] | None = None
+    result: dict[str, object] = {}
+    try:
+        items = payloads(args.messages)
+        n = args.messages * READINGS
+        alone = influx_alone(influx, "alone", lines_of(items))
+        print(f"InfluxDB alone: {alone:,.0f} points/s", file=sys.stderr)
+
+        port = free_port()
+        log = open(work / "collector.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aquavolt.cli", "collector", "run", "--mqtt", mosq.url(),
+             "--influx", f"{influx.url}/e2e", "--state-dir", str(work / "collector"),
+             "--metrics-port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        rss = RssSampler(proc.pid)
+        rss.start()
+        deadline = time.monotonic() + 15
+        while "connected to" not in (work / "collector.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        pub = threading.Thread(target=publish, args=(mosq.settings(), items))
+        pub.start()
+        while metric(port, "aquavolt_collector_points_written_total") < n:
+            if time.perf_counter() - t0 > 90:
+                raise RuntimeError("end to end run did not finish in 90 s")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        pub.join()
+        written = Influx(influx.settings("e2e")).rows('SELECT count("value") FROM "telemetry"')
+        queryable = int(written[0]["count"]) if written else 0
+        rate = n / elapsed
+        print(f"end to end: {rate:,.0f} readings/s ({queryable} queryable)", file=sys.stderr)
+
+        # sustained outage: InfluxDB away, the publisher goes on
+        influx.stop()
+        rss.window_peak = 0
+        more = payloads(max(args.messages // 4, 100), offset=args.messages)
+        t_out = time.monotonic()
+        pub = threading.Thread(target=publish, args=(mosq.settings(), more))
+        pub.start()
+        while time.monotonic() - t_out < args.outage_s:
+            time.sleep(0.2)
+        outage_peak = rss.window_peak
+        influx.start()
+        pub.join()
+        target = n + len(more) * READINGS
+        deadline = time.monotonic() + 60
+        written_total = "aquavolt_collector_points_written_total"
+        while metric(port, written_total) < target and time.monotonic() < deadline:
+            time.sleep(0.2)
+        drained = metric(port, "aquavolt_collector_points_written_total") >= target
+        rss.stop_flag = True
+        result = {
+            "readings_per_s": round(rate),
+            "influx_alone_points_per_s": round(alone),
+            "ratio": round(rate / alone, 3),
+            "peak_rss_mb": round(rss.peak / 2**20, 1),
+            "outage_peak_rss_mb": round(outage_peak / 2**20, 1),
+            "outage_s": args.outage_s,
+            "outage_drained": drained,
+            "readings": n,
+            "queryable": queryable,
+            "readings_per_message": READINGS,
+        }
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        influx.stop()
+        mosq.stop()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
