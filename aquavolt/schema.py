@@ -33,6 +33,41 @@ ASSET_LOCATION: Final = "asset_location"
 """Where each asset of the field sits (tags asset, kind; fields latitude_deg, longitude_deg):
 written from the field file by ``aquavolt dashboards assets``, read by the overview map."""
 
+MEASUREMENTS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    # measurement: (tags, fields). Fields are floats unless listed in FIELD_TYPES.
+    TELEMETRY: (("gateway", "device", "point"), ("value", "text", "quality")),
+    GATEWAY_STATUS: (("gateway",), ("state", "online", "bd_seq", "devices", "software", "reason")),
+    DEVICE_STATUS: (("gateway", "device"), ("state", "online", "profile", "reason", "points")),
+    GATEWAY_HEALTH: (("gateway",), ("uptime_s", "readings_per_s", "devices", "buffer_depth",
+                                    "buffer_bytes", "buffer_oldest_age_s", "buffer_dropped")),
+    DEVICE_HEALTH: (("gateway", "device"), ("state", "online", "polls", "errors", "poll_latency_ms",
+                                            "last_good_ms", "last_error")),
+    ALARM_EVENT: (("asset", "condition", "priority"), ("alarm_id", "state", "transition", "active",
+                                                      "message", "value", "value_text", "by",
+                                                      "comment")),
+    CUSTOMER_ALERT: (("customer", "kind", "status"), ("id", "language", "text")),
+    COLLECTOR_STATS: (("collector",), ("messages_total", "readings_total", "points_written_total",
+                                       "batches_total", "write_retries_total", "deadletters_total",
+                                       "backlog_messages", "pending_points", "messages_per_s",
+                                       "points_per_s", "batch_latency_ms_mean",
+                                       "batch_latency_ms_max")),
+}
+"""What the collector writes: tags and fields per measurement (docs/influxdb-schema.md)."""
+
+FIELD_TYPES: Final[dict[str, str]] = {
+    # field name: "integer" or "string" (every other field is a float)
+    "text": "string", "quality": "integer", "state": "string", "online": "integer",
+    "bd_seq": "integer", "devices": "integer", "software": "string", "reason": "string",
+    "profile": "string", "points": "integer", "buffer_depth": "integer", "buffer_bytes": "integer",
+    "buffer_dropped": "integer", "polls": "integer", "errors": "integer", "last_good_ms": "integer",
+    "last_error": "string", "alarm_id": "string", "transition": "string", "active": "integer",
+    "message": "string", "value_text": "string", "by": "string", "comment": "string",
+    "id": "string", "language": "string", "messages_total": "integer", "readings_total": "integer",
+    "points_written_total": "integer", "batches_total": "integer", "write_retries_total": "integer",
+    "deadletters_total": "integer", "backlog_messages": "integer", "pending_points": "integer",
+}
+"""Line-protocol type of each non-float field, the same in every measurement that has it."""
+
 # Retention policies and rollups (continuous queries on InfluxDB 1.x).
 RP_RAW: Final = "autogen"
 ROLLUPS: Final = (

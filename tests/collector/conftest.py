@@ -181,3 +181,24 @@ def telemetry(influx: InfluxSettings) -> dict[tuple[str, str, str, int], float]:
 def cx() -> object:
     """These helpers, for the test modules (importlib mode: they cannot import conftest)."""
     return sys.modules[__name__]
+
+
+def check_schema(influx: InfluxSettings) -> set[str]:
+    """Every measurement written holds only the tags and fields aquavolt.schema declares,
+    with the declared types; returns the measurements seen."""
+    from aquavolt import schema
+
+    ix = Influx(influx)
+    seen = set()
+    for s in ix.query("SHOW FIELD KEYS"):
+        name = s["name"]
+        if name not in schema.MEASUREMENTS:
+            continue
+        seen.add(name)
+        tags, fields = schema.MEASUREMENTS[name]
+        for field, ftype in s["values"]:
+            assert field in fields, (name, field)
+            assert ftype == schema.FIELD_TYPES.get(field, "float"), (name, field, ftype)
+        tag_keys = ix.query(f'SHOW TAG KEYS FROM "{name}"')
+        assert {v[0] for v in tag_keys[0]["values"]} <= set(tags), name
+    return seen

@@ -86,6 +86,7 @@ def test_readings_in_equal_points_out(mosquitto: Mosquitto, influx_settings: Inf
     # collector_stats reaches InfluxDB too (every second here)
     q = 'SELECT count("points_written_total") FROM "collector_stats"'
     assert cx.wait_count(influx_settings, 1, q=q) >= 1
+    assert cx.check_schema(influx_settings) == {"telemetry", "collector_stats"}
     assert c.stop() == 0
 
 
@@ -142,3 +143,5 @@ def test_status_health_and_events(mosquitto: Mosquitto, influx_settings: InfluxS
     assert (ca["time"], ca["customer"], ca["kind"], ca["status"], ca["text"]) == \
         (t + 4, "c-0001", "continuous_flow", "queued", "Fuite probable")
     assert "phone" not in ca
+    assert cx.check_schema(influx_settings) >= {"gateway_status", "device_status", "gateway_health",
+                                                "device_health", "alarm_event", "customer_alert"}
