@@ -242,9 +242,14 @@ class Demand:
         energy = np.maximum(np.minimum(ce + (before_e[:, slot] + se[:, slot] * frac), ce + day_e), ce)
         return Totals(water, energy, sw[:, slot] * (3600 / SLOT_S), se[:, slot] * (3600 / SLOT_S) * 1000)
 
-    def water_meter_m3(self, water_l: Array) -> Array:
-        """What the customer meters show for a true volume (initial reading, under-registration)."""
+    def water_meter_m3(self, water_l: Array, i: int | None = None) -> Array:
+        """What the customer meters show for a true volume (initial reading, under-registration);
+        with ``i``, customer i only (``water_l`` still the whole array)."""
+        if i is not None:
+            return (self.water_start_l[i] + water_l[i] * UNDER_REGISTRATION) / 1000.0  # type: ignore[no-any-return]
         return (self.water_start_l + water_l * UNDER_REGISTRATION) / 1000.0
 
-    def energy_meter_kwh(self, energy_kwh: Array) -> Array:
+    def energy_meter_kwh(self, energy_kwh: Array, i: int | None = None) -> Array:
+        if i is not None:
+            return self.energy_start_kwh[i] + energy_kwh[i]  # type: ignore[no-any-return]
         return self.energy_start_kwh + energy_kwh

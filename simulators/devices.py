@@ -171,7 +171,7 @@ class Devices:
                      for fl in m.faults.active(snap.t, FaultKind.CUSTOMER_LEAK))
         flags = (1 if leak24 else 0) | (32 if battery < 20 else 0)
         return {"flow_lph": float(c.flow_lph[i]) * 0.98,
-                "volume_m3": float(m.demand.water_meter_m3(c.water_l[i : i + 1])[0]),
+                "volume_m3": float(m.demand.water_meter_m3(c.water_l, i)),
                 "reverse_volume_m3": 0.001 * (i % 13), "battery_pct": round(battery),
                 "temperature_c": round(17 + 5 * math.cos(2 * math.pi * (years % 1 - 0.55)), 1),
                 "alarm_flags": flags}
@@ -192,7 +192,7 @@ class Devices:
                     and snap.t < back.end + float(back.params.get("last_gasp_window_s", 900.0)))
         return {"voltage_v": volt, "current_a": current, "power_w": p,
                 "reactive_power_var": p * TAN_PHI,
-                "energy_kwh": float(m.demand.energy_meter_kwh(c.energy_kwh[i : i + 1])[0]),
+                "energy_kwh": float(m.demand.energy_meter_kwh(c.energy_kwh, i)),
                 "frequency_hz": 0.0 if dead else 50.0 + 0.01 * self._n(snap, "hz"),
                 "status_flags": (1 if gasp else 0) | (2 if restored else 0),
                 "last_gasp": gasp, "power_restored": restored,
