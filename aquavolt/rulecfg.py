@@ -161,6 +161,11 @@ class OverConsumptionConfig(Frozen):
     max_plausible_daily_l: float = Field(20000.0, description="Days above this are excluded")
     holidays: list[str] = Field(default_factory=list, description="ISO dates to exclude")
     min_valid_days: int = Field(7, ge=1, description="Comparable days needed for a verdict")
+    check_delay_s: float = Field(
+        3600.0, ge=0, lt=86400,
+        description="The daily check runs this long (event time) after midnight, local and UTC "
+        "(the 1d rollup of InfluxDB 1.x is computed just after UTC midnight)",
+    )
 
 
 class SmsConfig(Frozen):

@@ -169,6 +169,10 @@ class Core:
 
     def condition(self, c: Condition) -> Output:
         """A condition from outside the rules (tests, replays of detector output)."""
+        return self.conditions([c])
+
+    def conditions(self, conds: list[Condition]) -> Output:
+        """Conditions from outside the streaming rules (the daily over-consumption check)."""
         out = Output()
-        self._conditions([c], out)
+        self._conditions(conds, out)
         return out

@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,14 @@ from aquavolt.wire import (
 )
 from rules.api import Condition, CustomerSink
 from rules.core import Core, Output
+from rules.daily import DailySchedule
+from rules.detectors.overconsumption import OverConsumptionCheck
 from rules.notify import Notifier
 from rules.store import Store
 
 log = logging.getLogger("aquavolt.rules")
+DAILY_RETRY_S = 30.0
+"""Wall seconds before a daily check that failed (InfluxDB unreachable) is tried again."""
 
 
 @dataclass
@@ -55,6 +60,8 @@ class Stats:
     rounds: int = 0
     errors: int = 0
     last_error: str = ""
+    daily_checks: int = 0
+    daily_last_day: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +84,14 @@ class Engine:
         self.influx = influx
         self._once = OnceLogger(log)
         self._writes: set[asyncio.Task[None]] = set()
+        # over-consumption: daily, on event time, when the rollups can be read
+        self.daily: OverConsumptionCheck | None = None
+        if influx is not None and any(c.water_meter for c in loaded.field.customers):
+            self.daily = OverConsumptionCheck(loaded, influx)
+        cfg = loaded.field.rules.over_consumption
+        self.schedule = DailySchedule(loaded.field.timezone, cfg.check_delay_s)
+        self._daily_task: asyncio.Task[None] | None = None
+        self._daily_retry_at = 0.0
         self.connected = threading.Event()
         self._inbox: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
@@ -162,6 +177,7 @@ class Engine:
             self._handle(topic, payload, out)
         self.stats.rounds += 1
         self.emit(out.events, out.customer)
+        self._maybe_daily()
         if out.lines and self.influx is not None and self._loop is not None:
             task = self._loop.create_task(self._write(out.lines))
             self._writes.add(task)
@@ -176,6 +192,38 @@ class Engine:
         except InfluxError as exc:
             self.stats.errors += 1
             self._once.failure("influx", str(exc))
+
+    def _maybe_daily(self) -> None:
+        """Start the day's over-consumption check when the watermark says it is due."""
+        if self.daily is None or self._loop is None or self._daily_task is not None:
+            return
+        if self._loop.time() < self._daily_retry_at:
+            return
+        due = self.schedule.due(self.core.watermark)
+        if due is None:
+            return
+        self._daily_task = self._loop.create_task(self._run_daily(*due), name="over-consumption")
+
+    async def _run_daily(self, day: date, ts_ms: int) -> None:
+        """The check reads InfluxDB: it runs in the default executor, its verdicts on the loop."""
+        assert self.daily is not None and self._loop is not None
+        try:
+            conds = await asyncio.to_thread(self.daily.check, day, ts_ms)
+        except InfluxError as exc:
+            self.stats.errors += 1
+            self._once.failure("over-consumption", f"daily check of {day} failed: {exc}")
+            self._daily_retry_at = self._loop.time() + DAILY_RETRY_S
+            return
+        finally:
+            self._daily_task = None
+        self._once.recovered("over-consumption")
+        self.schedule.last = day
+        self.stats.daily_checks += 1
+        self.stats.daily_last_day = day.isoformat()
+        log.info("over-consumption check of %s: %d change(s)", day, len(conds))
+        if conds:
+            out = self.core.conditions(conds)
+            self.emit(out.events, out.customer)
 
     async def _process(self) -> None:
         while True:
@@ -192,6 +240,7 @@ class Engine:
         while True:
             await asyncio.sleep(period_s)
             self.emit(self.core.manager.expire(self.clock.now_ms()))
+            self._maybe_daily()
             if self.notifier is not None:
                 self.notifier.escalate(self.clock.now())
 
@@ -213,6 +262,11 @@ class Engine:
                 self.process_pending()
             if self._writes:
                 await asyncio.gather(*self._writes, return_exceptions=True)
+            if self._daily_task is not None:
+                await asyncio.gather(self._daily_task, return_exceptions=True)
+            stop_sink = getattr(self.customer_sink, "stop", None)
+            if stop_sink is not None:
+                await stop_sink()
             if runner is not None:
                 await runner.cleanup()
             if self.notifier is not None:
