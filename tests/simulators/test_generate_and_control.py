@@ -1,0 +1,133 @@
+"""Generated scale fields pass the kernel's check; the live fault endpoints (HTTP, MQTT) and
+the `sim run` command with a scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import aiohttp
+import yaml
+
+from aquavolt.config import load_field
+from aquavolt.mqtt import make_client
+from aquavolt.services import free_port
+from simulators.control import MqttFaults, start_http
+from simulators.generate import generate
+from simulators.sim import Simulation
+
+
+def test_generated_field_passes_check(tmp_path):
+    data = generate(600, pumps=3, substations=2, seed=5)
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump(data))
+    loaded = load_field(path)
+    f = loaded.field
+    assert len(f.customers) == 600
+    assert len(f.water.pumps) == 3 and len(f.electricity.substations) == 2
+    for gw in f.gateways:
+        for bus in gw.buses:
+            units = [d.unit_id for d in gw.devices if d.bus == bus.id and d.unit_id is not None]
+            assert len(units) == len(set(units)) and all(1 <= u <= 247 for u in units)
+    out = subprocess.run([sys.executable, "-m", "aquavolt.cli", "check", str(path)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+def test_http_fault_endpoint(demo, h):
+    clock = h.frozen_clock()
+    sim = Simulation(demo, 1, clock.now(), clock)
+    port = free_port()
+
+    async def main():
+        runner = await start_http(sim, port)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(f"{base}/faults", json={"kind": "pump_trip", "target": "pump-1", "id": "t1"})
+            assert r.status == 201 and (await r.json())["active"] is True
+            r = await s.post(f"{base}/faults", json={"kind": "zone_leak", "target": "nowhere"})
+            assert r.status == 400 and "nowhere" in (await r.json())["error"]
+            r = await s.post(f"{base}/faults", json={"kind": "sensor_drift", "target": "pump-1"})
+            assert r.status == 400  # needs point
+            listed = await (await s.get(f"{base}/faults")).json()
+            assert [f["id"] for f in listed["faults"]] == ["t1"]
+            clock.start += 20
+            values = await (await s.get(f"{base}/devices/pump-1")).json()
+            assert values["fault"] is True and values["fault_code"] == 17
+            r = await s.delete(f"{base}/faults/t1")
+            assert r.status == 200 and (await r.json())["active"] is False
+            assert (await s.delete(f"{base}/faults/nope")).status == 404
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_mqtt_fault_topic(demo, h, mosquitto, topic_prefix):
+    clock = h.frozen_clock()
+    sim = Simulation(demo, 1, clock.now(), clock)
+    settings = mosquitto.settings().model_copy(update={"prefix": topic_prefix})
+
+    async def main():
+        mq = MqttFaults(sim, settings, asyncio.get_running_loop())
+        mq.start()
+        await asyncio.wait_for(mq.subscribed.wait(), 10)
+        pub = make_client(settings, "test-sim-fault-pub")
+        pub.connect(settings.host, settings.port)
+        pub.loop_start()
+        pub.publish(f"{topic_prefix}/sim/fault", json.dumps(
+            {"kind": "customer_leak", "target": "c0002", "id": "leak", "rate_lph": 20}), qos=1).wait_for_publish(5)
+        for _ in range(200):
+            if "leak" in sim.faults.faults:
+                break
+            await asyncio.sleep(0.02)
+        pub.publish(f"{topic_prefix}/sim/fault", json.dumps({"end": "leak"}), qos=1).wait_for_publish(5)
+        for _ in range(200):
+            if sim.faults.faults.get("leak") and sim.faults.faults["leak"].end < float("inf"):
+                break
+            await asyncio.sleep(0.02)
+        pub.loop_stop()
+        pub.disconnect()
+        mq.stop()
+
+    asyncio.run(main())
+    assert sim.faults.faults["leak"].params["rate_lph"] == 20
+    assert sim.faults.faults["leak"].end < float("inf")
+
+
+def test_sim_run_command_serves_a_scenario(demo_path, tmp_path):
+    """`aquavolt sim run --scenario` in its own process: servers up, fault on time, clean exit."""
+    port = free_port()
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump({
+        "field": str(demo_path), "start": "2026-06-01T00:00:00Z", "duration": "2h", "acceleration": 3600,
+        "seed": 4, "faults": [{"kind": "pump_trip", "target": "pump-1", "at": "1h", "id": "trip"}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "aquavolt.cli", "sim", "run", "--scenario", str(sc),
+                             "--http-port", str(port), "--state-dir", str(tmp_path / "state"),
+                             "--exit-at-end"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready" in line:
+                break
+        text = "".join(lines)
+        assert "modbus_rtu gw-meters-a/rs485-a on" in text and "opcua gw-substation/rtu" in text
+        deadline = time.monotonic() + 20
+        seen = None
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/devices/pump-1", timeout=5) as r:
+                seen = json.loads(r.read())
+            if seen["fault"]:
+                break
+            time.sleep(0.1)
+        assert seen is not None and seen["fault"] is True and seen["fault_code"] == 17
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
