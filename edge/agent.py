@@ -113,6 +113,7 @@ class Agent:
         self.sem = asyncio.Semaphore(settings.max_parallel_devices)
         self.once = OnceLogger(log)
         self.task_crashes = 0
+        self.stopping = False
         self.readings_polled = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -121,7 +122,7 @@ class Agent:
         for bus in self.gw.buses:
             devs = [d for d in self.gw.devices if d.bus == bus.id]
             self.drivers[bus.id] = make_driver(bus, self.cfg.profiles, devs, self.gw, self.state_dir,
-                                               self.settings.register_gap)
+                                               self.settings.register_gap, self.settings.breaker_max_s)
         for dev in self.gw.devices:
             profile = self.cfg.profiles[dev.profile]
             groups: dict[str, list[PointBase]] = {}
@@ -174,10 +175,13 @@ class Agent:
         await self.shutdown()
 
     async def shutdown(self) -> None:
+        log.info("gateway %s: stopping", self.gw.id)
+        self.stopping = True
         self.notifier.stopping()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("gateway %s: polls stopped", self.gw.id)
         await self.commands.close()
         await self.link.stop((self.topics.gateway_status(self.gw.id),
                               self._gateway_status(GatewayState.OFFLINE, "clean stop")))
@@ -192,7 +196,7 @@ class Agent:
     async def _supervised(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run a task for ever: a crash is counted, logged with its traceback, and restarted."""
         delay = 0.5
-        while True:
+        while not self.stopping:
             try:
                 await factory()
                 return
@@ -210,7 +214,7 @@ class Agent:
         await asyncio.sleep(offset_wall_s)
         interval = rt.intervals_s[group]
         next_t = self.clock.now()
-        while True:
+        while not self.stopping:  # a cancel lost inside a library still ends the loop
             if rt.breaker.allow(time.monotonic()):
                 await self.poll_once(rt, group)
             next_t += interval
@@ -226,7 +230,8 @@ class Agent:
         async with self.sem:
             t0 = time.monotonic()
             try:
-                values = await asyncio.wait_for(rt.driver.read(rt.device, group, points), 60.0)
+                async with asyncio.timeout(60.0):  # not wait_for: on 3.11 it can swallow a cancel
+                    values = await rt.driver.read(rt.device, group, points)
             except (DeviceError, TimeoutError) as exc:
                 err = exc if isinstance(exc, DeviceError) else DeviceError(rt.device.id, "poll timed out")
                 self._device_failed(rt, err)
@@ -327,7 +332,7 @@ class Agent:
         return (self.readings_polled - last_n) / max(1e-6, now - last_t)
 
     async def _health_loop(self) -> None:
-        while True:
+        while not self.stopping:
             await self.clock.sleep(self.settings.health_interval_s)
             self.link.publish(self.topics.health(self.gw.id), encode(self.health()), qos=0)
             if self.task_crashes:
@@ -335,7 +340,7 @@ class Agent:
 
     async def _watchdog_loop(self) -> None:
         period = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else 5.0
-        while True:
+        while not self.stopping:
             self.notifier.watchdog()
             self.notifier.status(f"{len(self.devices)} devices, {self.store.depth} buffered, "
                                  f"mqtt {'up' if self.link.connected else 'down'}")

@@ -90,8 +90,10 @@ class CommandHandler:
         driver = rt.driver
         try:
             async with agent.sem:
-                await asyncio.wait_for(driver.write(rt.device, point, value), 10.0)
-                read = await asyncio.wait_for(driver.read_point(rt.device, point), 10.0)
+                async with asyncio.timeout(10.0):
+                    await driver.write(rt.device, point, value)
+                async with asyncio.timeout(10.0):
+                    read = await driver.read_point(rt.device, point)
         except CodecError as exc:
             return CommandOutcome.REFUSED, f"value cannot be encoded: {exc}", None
         except (DeviceError, TimeoutError) as exc:
