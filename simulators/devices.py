@@ -73,6 +73,7 @@ class Devices:
         self._cache_tick = -1
         self._stuck: dict[str, Value] = {}
         self._drift0: dict[str, float] = {}
+        model.on_tick.append(self._capture)
         rng_seed = model.seed
         self.tx_energy0 = {i: 1e5 + (zlib.crc32(f"{rng_seed}:tx{i}".encode()) % 900000)
                            for i in range(len(model.tx_ids))}
@@ -114,6 +115,21 @@ class Devices:
             if hit and (fl.end <= t if ended else fl.active(t)) and (best is None or fl.start > best.start):
                 best = fl
         return best
+
+    def _capture(self) -> None:
+        """A stuck sensor freezes on its value at the first tick of the fault."""
+        snap = self.m.snap
+        assert snap is not None
+        for fl in self.m.faults.of(FaultKind.SENSOR_STUCK, FaultKind.SENSOR_DRIFT):
+            if fl.id in self._stuck or fl.id in self._drift0 or not fl.active(snap.t):
+                continue
+            role, idx = self.role.get(fl.target, ("", None))
+            raw = getattr(self, f"_{role}")(snap, idx, fl.target) if role else {}
+            v = raw.get(fl.params["point"], 0)
+            if fl.kind is FaultKind.SENSOR_STUCK:
+                self._stuck[fl.id] = v
+            elif not isinstance(v, bool | str):
+                self._drift0[fl.id] = float(v)
 
     # ------------------------------------------------------------ values
     def values(self, device: str) -> dict[str, Value]:

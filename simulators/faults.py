@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -70,6 +71,13 @@ def parse_offset(text: str | float) -> float:
     return d * 86400 + h * 3600 + mi * 60 + s
 
 
+def iso_text(v: object) -> object:
+    """YAML reads unquoted timestamps as datetimes: back to ISO text (naive means UTC)."""
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
+    return v
+
+
 def parse_when(text: str | float, origin: float) -> float:
     """An ISO instant, or an offset from ``origin``."""
     if isinstance(text, str) and "T" in text:
@@ -98,6 +106,11 @@ class FaultSpec(Frozen):
     last_gasp_window_s: float | None = Field(
         None, ge=0, description="outages: seconds meters still answer with last_gasp set"
     )
+
+    @field_validator("at", "duration", mode="before")
+    @classmethod
+    def _iso(cls, v: object) -> object:
+        return iso_text(v)
 
     @field_validator("at", "duration")
     @classmethod

@@ -10,6 +10,7 @@ temperature) integrate with explicit Euler steps. Everything is vectorised over 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,7 @@ class FieldModel:
         self.t = start
         self.snap: Snapshot | None = None
         self._fault_base: dict[tuple[str, float], tuple[Array, Array]] = {}
+        self.on_tick: list[Callable[[], None]] = []  # called after every tick (sensor faults)
 
     # ------------------------------------------------------------ helpers
     def background_lps(self) -> Array:
@@ -159,6 +161,8 @@ class FieldModel:
         while self.tick < target:
             self.tick += 1
             self._step(self.start + self.tick * self.step_s)
+            for hook in self.on_tick:
+                hook()
             moved = True
         return moved
 

@@ -13,11 +13,16 @@ from aquavolt.clock import parse_instant
 from aquavolt.config import LoadedField, load_field, load_model
 from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.profiles import Frozen
-from simulators.faults import FaultError, FaultSpec, check_target, parse_offset, parse_when
+from simulators.faults import FaultError, FaultSpec, check_target, iso_text, parse_offset, parse_when
 
 
 class Expect(Frozen):
     """An alarm that must be raised: ``condition`` on ``asset``, by a deadline."""
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _iso(cls, v: object) -> object:
+        return iso_text(v)
 
     condition: str = Field(description="Condition name (rules/api.py CONDITIONS), e.g. outage")
     asset: str = Field(description="Asset id: device, zone, customer, transformer, feeder")
@@ -35,6 +40,21 @@ class Expect(Frozen):
         return self
 
 
+DETECTOR_CONDITIONS = frozenset({
+    "stale", "bad_quality", "comm_fail", "gateway_offline", "night_flow_rise", "burst",
+    "continuous_flow", "outage", "voltage_band", "imbalance", "overload", "over_consumption",
+})
+"""Condition names of the rules engine's detectors (rules/api.py CONDITIONS); the generic
+rules add ``{point}``, ``{point}_high``, ``{point}_low`` and ``{point}_rate``."""
+
+
+def known_condition(name: str, points: set[str]) -> bool:
+    if name in DETECTOR_CONDITIONS or name in points:
+        return True
+    base, _, suffix = name.rpartition("_")
+    return suffix in ("high", "low", "rate") and base in points
+
+
 class Forbid(Frozen):
     """A condition that must not be raised (on ``asset``, or on any asset when absent)."""
 
@@ -49,9 +69,15 @@ class Scenario(Frozen):
     duration: str | float = Field(description="Simulated length: 36h, 7d, seconds")
     acceleration: float = Field(1000.0, gt=0, description="Simulated seconds per wall second")
     seed: int = 1
+    history_days: int = Field(0, ge=0, description="Days of history to backfill before the run")
     faults: list[FaultSpec] = Field(default_factory=list)
     expect: list[Expect] = Field(default_factory=list)
     forbid: list[Forbid] = Field(default_factory=list)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _iso(cls, v: object) -> object:
+        return iso_text(v)
 
     @field_validator("start")
     @classmethod
@@ -95,11 +121,14 @@ class LoadedScenario:
         return self.fault_start(e.after) + parse_offset(e.within)
 
 
-def load_scenario(path: Path | str, field_path: Path | str | None = None) -> LoadedScenario:
-    """Load a scenario and its field (``field_path`` overrides, e.g. a relocated copy)."""
+def load_scenario(path: Path | str, field_path: Path | str | None = None,
+                  loaded: LoadedField | None = None) -> LoadedScenario:
+    """Load a scenario and its field (``field_path`` overrides, e.g. a relocated copy;
+    ``loaded``: a field already loaded)."""
     path = Path(path)
     sc = load_model(path, Scenario)
-    loaded = load_field(field_path if field_path is not None else path.parent / sc.field)
+    if loaded is None:
+        loaded = load_field(field_path if field_path is not None else path.parent / sc.field)
     issues = []
     for i, spec in enumerate(sc.faults):
         try:
