@@ -80,6 +80,33 @@ class StaleDefaults(Frozen):
     priority: Priority = Priority.LOW
 
 
+class CommFailConfig(Frozen):
+    """Loss of communication: a hold-off per device, one alarm per bus or gateway.
+
+    The hold-off lets the outage roll-up (``OutageConfig.debounce_s``, 45 s) declare the
+    outage first, so that the meters' loss of communication is suppressed by it instead of
+    being annunciated meter by meter. When ``rollup_fraction`` of the devices of one bus (or
+    of one gateway with several buses) fail together, one ``comm_fail`` alarm is raised on
+    the bus (``{gateway}.{bus}``) or the gateway, and the devices' own are suppressed.
+    """
+
+    on_delay_s: float = Field(
+        60.0, ge=0, description="A device's comm_fail must last this long (above the 45 s outage debounce)"
+    )
+    rollup_fraction: float = Field(
+        0.8, gt=0, le=1, description="Share of a bus's (gateway's) devices failing together"
+    )
+    rollup_min_devices: int = Field(2, ge=2, description="Buses with fewer devices are not rolled up")
+    rollup_off_delay_s: float = Field(
+        30.0, ge=0, description="The bus alarm clears after this long below the fraction"
+    )
+    release_after_s: float = Field(
+        60.0, ge=0, description="After an upstream fault (outage, bus, gateway) clears, its devices' "
+        "loss-of-data alarms stay suppressed this long: they need a poll or two to answer again",
+    )
+    priority: Priority = Priority.MEDIUM
+
+
 class NightFlowConfig(Frozen):
     """Minimum night flow (UKWIR practice; ../docs/detection.md)."""
 
@@ -183,6 +210,7 @@ class RulesConfig(Frozen):
     rates: list[RateRule] = Field(default_factory=list)
     discrete: list[DiscreteRule] = Field(default_factory=list)
     stale: StaleDefaults = StaleDefaults()
+    comm_fail: CommFailConfig = CommFailConfig()
     night_flow: NightFlowConfig = NightFlowConfig()
     continuous_flow: ContinuousFlowConfig = ContinuousFlowConfig()
     burst: BurstConfig = BurstConfig()

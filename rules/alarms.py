@@ -84,10 +84,14 @@ class AlarmError(Exception):
 
 
 class AlarmManager:
-    def __init__(self, suppressors: dict[str, list[Suppressor]] | None = None) -> None:
+    def __init__(self, suppressors: dict[str, list[Suppressor]] | None = None, release_ms: int = 0) -> None:
         self.alarms: dict[str, Alarm] = {}
         self.seq = 0
         self.suppressors = suppressors or {}
+        # After an upstream fault clears, its dependents stay suppressed ``release_ms`` (event
+        # time): devices need a poll or two to answer again. Suppressor id -> when it cleared.
+        self.release_ms = release_ms
+        self._cleared: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}  # suppressor alarm id -> devices, in field order
         for dev, sups in self.suppressors.items():
             for a, c in sups:
@@ -133,24 +137,45 @@ class AlarmManager:
         out.append(self._event(a, transition, ts))
         self._propagate(a, ts, out)
 
-    def _topo(self, a: Alarm) -> str:
+    def _topo(self, a: Alarm, ts: int) -> str:
         if a.condition not in SUPPRESSIBLE or not (a.active or a.topo_suppr):
             return ""  # an alarm at rest needs no hiding; a hidden one stays hidden until its cause ends
         for asset, cond in self.suppressors.get(a.asset, ()):
             if asset == a.asset and cond == a.condition:
                 continue
-            sup = self.alarms.get(f"{asset}/{cond}")
+            sid = f"{asset}/{cond}"
+            sup = self.alarms.get(sid)
             if sup is not None and sup.active:
                 return sup.alarm_id
+            cleared = self._cleared.get(sid)
+            if cleared is not None and ts < cleared + self.release_ms:
+                return sid  # its cause ended moments ago (or this was noticed late): released by tick()
         return ""
 
-    def _propagate(self, sup: Alarm, ts: int, out: list[AlarmEvent]) -> None:
-        for dev in self._dependents.get(sup.alarm_id, ()):
+    def tick(self, now_ms: int) -> list[AlarmEvent]:
+        """Release the dependents of upstream faults that cleared ``release_ms`` ago."""
+        out: list[AlarmEvent] = []
+        if not self._cleared:
+            return out
+        for sid, t in list(self._cleared.items()):
+            if now_ms >= t + self.release_ms:
+                del self._cleared[sid]
+                self._propagate(self.alarms[sid], t + self.release_ms, out, releasing=True)
+        return out
+
+    def _propagate(self, sup: Alarm, ts: int, out: list[AlarmEvent], releasing: bool = False) -> None:
+        deps = self._dependents.get(sup.alarm_id, ())
+        if deps and self.release_ms and not releasing:
+            if sup.active:
+                self._cleared.pop(sup.alarm_id, None)
+            else:
+                self._cleared.setdefault(sup.alarm_id, ts)
+        for dev in deps:
             for cond in SUPPRESSIBLE_ORDER:
                 a = self.alarms.get(f"{dev}/{cond}")
                 if a is None or a is sup:
                     continue
-                why = self._topo(a)
+                why = self._topo(a, ts)
                 if why != a.topo_suppr:
                     a.topo_suppr = why
                     self._settle(a, "suppressed" if why else "unsuppressed", ts, out)
@@ -188,7 +213,7 @@ class AlarmManager:
             transition = "suppressed" if c.suppressed_by else "unsuppressed"
         if not transition:
             return out
-        a.topo_suppr = self._topo(a)
+        a.topo_suppr = self._topo(a, c.ts_ms)
         before = len(out)
         self._settle(a, transition, c.ts_ms, out)
         if transition in ("raised", "cleared") and len(out) == before:

@@ -35,6 +35,8 @@ class Sample:
     ts_ms: int
     quality: Quality = Quality.GOOD
     historical: bool = False
+    note: str = ""
+    """Free text from the source: the reason of a device status (``_status`` samples)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,8 @@ CONDITIONS: dict[str, str] = {
     "{point}": "discrete rule: the point is in its alarm state, e.g. fault (asset: device)",
     "stale": "no data for N poll intervals (asset: device)",
     "bad_quality": "the device reports bad quality (asset: device)",
-    "comm_fail": "the device stopped answering: loss of communication (asset: device)",
+    "comm_fail": "loss of communication after a hold-off (asset: device; rolled up: "
+                 "'{gateway}.{bus}' when most devices of a bus fail, the gateway id for most of a gateway's)",
     "gateway_offline": "the gateway's will or status says offline (asset: gateway)",
     # detectors
     "night_flow_rise": "minimum night flow rose against the zone's baseline (asset: zone)",

@@ -14,9 +14,10 @@ from typing import Any
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import Priority
-from aquavolt.wire import AlarmEvent, Batch, DeviceState, DeviceStatus, GatewayState, GatewayStatus
+from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayState, GatewayStatus
 from rules.alarms import AlarmManager
 from rules.api import Condition, Sample
+from rules.comm import build_comm_rules
 from rules.generic import build_generic_rules
 from rules.topology import build_suppressors
 
@@ -40,7 +41,7 @@ def field_rules(loaded: LoadedField) -> list[Any]:
     """Generic rules plus the detectors ``rules.detectors.build_detectors`` gives."""
     from rules.detectors import build_detectors
 
-    return build_generic_rules(loaded) + list(build_detectors(loaded))
+    return build_comm_rules(loaded) + build_generic_rules(loaded) + list(build_detectors(loaded))
 
 
 class Core:
@@ -49,7 +50,8 @@ class Core:
         self.loaded = loaded
         self.rules = field_rules(loaded) if rules is None else rules
         self.states: list[Any] = [r.init() for r in self.rules]
-        self.manager = manager or AlarmManager(build_suppressors(loaded))
+        release_ms = int(loaded.field.rules.comm_fail.release_after_s * 1000)
+        self.manager = manager or AlarmManager(build_suppressors(loaded), release_ms)
         self.watermark = 0
         self.tick_every_ms = tick_every_ms
         self._last_tick = -(2**62)
@@ -138,16 +140,14 @@ class Core:
             states[i], conds = r.tick(states[i], now)
             if conds:
                 self._conditions(conds, out)
+        out.events += self.manager.tick(now)  # releases after an upstream fault cleared
         return out
 
     def device_status(self, st: DeviceStatus) -> Output:
-        """``comm_fail`` alarm; detectors also get the state as a ``_status`` sample."""
+        """The state goes to rules as a ``_status`` sample: ``rules.comm`` raises ``comm_fail``
+        (per device after a hold-off, or one per bus or gateway), detectors use it as evidence."""
         out = Output()
-        self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms), out)
-        if st.state is not DeviceState.OFFLINE:
-            active = st.state is DeviceState.COMM_FAIL
-            msg = f"no answer: {st.reason}" if active and st.reason else ("no answer" if active else "")
-            self._conditions([Condition(st.device, "comm_fail", active, st.ts_ms, Priority.MEDIUM, msg)], out)
+        self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms, note=st.reason), out)
         self.advance(st.ts_ms, out)
         self._drain(out)
         return out

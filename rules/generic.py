@@ -21,6 +21,8 @@ from aquavolt.rulecfg import DiscreteRule, LimitRule, Priority, RateRule
 from aquavolt.wire import Quality
 from rules.api import Condition, Sample
 
+STATUS_POINT = "_status"  # the device status pseudo-point (rules.core)
+
 # A debounced two-state output: (active: bool | None (unknown), pending_since_ms | None)
 Deb = tuple[bool | None, int | None]
 UNKNOWN: Deb = (None, None)
@@ -236,7 +238,10 @@ class DiscreteBinding:
 class DeviceWatch:
     """Stale (no data for ``intervals`` poll intervals) and bad quality, for one device.
 
-    State: (last_ts | None, first_tick_ms | None, stale: bool, bad_points: frozenset, bad: bool).
+    State: (last_ts | None, first_tick_ms | None, stale: bool, bad_points: frozenset, bad: bool,
+    silent: bool). ``silent``: the device's status says ``comm_fail`` (its ``_status``
+    pseudo-point); no stale alarm then, the loss of communication is the one alarm, even
+    while its own ``comm_fail`` is still held off (``rules.comm``).
     """
 
     def __init__(self, device: str, interval_s: float, intervals: float, priority: Priority) -> None:
@@ -246,17 +251,19 @@ class DeviceWatch:
         self.priority = priority
 
     def wants(self, device: str, point: str) -> bool:
-        return device == self.device and not point.startswith("_")  # not the _status pseudo-point
+        return device == self.device
 
-    def init(self) -> tuple[int | None, int | None, bool, frozenset[str], bool | None]:
-        return None, None, False, frozenset(), None
+    def init(self) -> tuple[int | None, int | None, bool, frozenset[str], bool | None, bool]:
+        return None, None, False, frozenset(), None, False
 
     def step(self, state: Any, s: Sample) -> tuple[Any, list[Condition]]:
-        last, first, stale, bad_pts, bad = state
+        last, first, stale, bad_pts, bad, _silent = state
+        if s.point == STATUS_POINT:
+            return (last, first, stale, bad_pts, bad, s.value == "comm_fail"), []
         ts = s.ts_ms if last is None or s.ts_ms > last else last
         is_bad = s.quality is Quality.BAD
         if not stale and bad is not None and not is_bad and s.point not in bad_pts:
-            return (ts, first, False, bad_pts, bad), []
+            return (ts, first, False, bad_pts, bad, False), []
         out: list[Condition] = []
         if stale:
             out.append(Condition(self.device, "stale", False, s.ts_ms, self.priority))
@@ -268,20 +275,20 @@ class DeviceWatch:
         if now_bad is not bad:
             msg = "bad quality: " + ", ".join(sorted(bad_pts)) if now_bad else ""
             out.append(Condition(self.device, "bad_quality", now_bad, s.ts_ms, Priority.LOW, msg))
-        return (ts, first, False, bad_pts, now_bad), out
+        return (ts, first, False, bad_pts, now_bad, False), out
 
     def tick(self, state: Any, now_ms: int) -> tuple[Any, list[Condition]]:
-        last, first, stale, bad_pts, bad = state
-        if stale:
+        last, first, stale, bad_pts, bad, silent = state
+        if stale or silent:
             return state, []
         if first is None:
             first = now_ms
         ref = first if last is None else last
         if now_ms - ref > self.limit_ms:
             msg = f"no data for {self.limit_ms / 1000:g} s"
-            return (last, first, True, bad_pts, bad), [
+            return (last, first, True, bad_pts, bad, silent), [
                 Condition(self.device, "stale", True, ref + self.limit_ms, self.priority, msg)]
-        return (last, first, stale, bad_pts, bad), []
+        return (last, first, stale, bad_pts, bad, silent), []
 
 
 def poll_interval_s(loaded: LoadedField, device: str) -> float:

@@ -99,7 +99,9 @@ class Store:
         return [orjson.loads(p) for (p,) in self.db.execute(sql, args)]
 
     def raised_events(self, since_ms: int, until_ms: int) -> list[tuple[int, str, str]]:
-        """(ts_ms, alarm_id, priority) of every activation in the window, for performance figures."""
+        """(ts_ms, alarm_id, priority) of every annunciated activation in the window, for performance
+        figures (an activation hidden by suppression, shelving or out of service is not counted)."""
         return self.db.execute(
-            "SELECT ts_ms, alarm_id, priority FROM events WHERE transition = 'raised' AND ts_ms >= ? "
+            "SELECT ts_ms, alarm_id, priority FROM events WHERE transition = 'raised' "
+            "AND state NOT IN ('suppressed', 'shelved', 'out_of_service') AND ts_ms >= ? "
             "AND ts_ms < ? ORDER BY ts_ms", (since_ms, until_ms)).fetchall()

@@ -1,14 +1,17 @@
 """Suppression by topology: which alarms hide a device's loss-of-data alarms.
 
 One fault, one alarm: a meter's ``comm_fail``, ``stale`` and ``bad_quality`` are suppressed
-while its transformer or feeder has an active ``outage``, its feeder's breaker is open, or
-its gateway is offline; ``stale`` and ``bad_quality`` also while the device itself is in
-``comm_fail`` (the loss of communication is the one alarm).
+while its transformer or feeder has an active ``outage``, its feeder's breaker is open, its
+gateway is offline, or its bus or gateway has a rolled-up ``comm_fail`` (``rules.comm``:
+asset ``{gateway}.{bus}`` or the gateway id); ``stale`` and ``bad_quality`` also while the
+device itself is in ``comm_fail`` (the loss of communication is the one alarm). A bus's
+``comm_fail`` is suppressed by its gateway's ``comm_fail`` or ``gateway_offline``.
 """
 
 from __future__ import annotations
 
 from aquavolt.config import LoadedField
+from rules.comm import groups as comm_groups
 
 SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
 SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)
@@ -45,4 +48,11 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
     for dev, (gw, _d) in f.devices.items():
         add(dev, (gw.id, "gateway_offline"))
         add(dev, (dev, "comm_fail"))
+    # loss of communication rolled up to a bus or a gateway (rules.comm)
+    for asset, kind, gw_id, devices in comm_groups(loaded):
+        for dev in devices:
+            add(dev, (asset, "comm_fail"))
+        add(asset, (gw_id, "gateway_offline"))
+        if kind == "bus":
+            add(asset, (gw_id, "comm_fail"))
     return upstream

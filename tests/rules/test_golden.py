@@ -19,7 +19,7 @@ REQUIRED = {
     "limit-high-deadband", "limit-low-delays", "limit-delay-by-watermark", "rate-of-change",
     "discrete-states", "stale", "bad-quality", "comm-and-gateway", "suppression-by-state",
     "suppression-by-topology", "shelve-expiry", "ack-what-was-seen", "chattering",
-    "out-of-service-and-comment",
+    "out-of-service-and-comment", "comm-fail-hold-off-outage", "comm-fail-bus-rollup",
 }
 
 
@@ -78,3 +78,18 @@ def test_recurrence_updates_one_alarm() -> None:
     assert list(core.manager.alarms) == ["pump-1/fault"]
     assert core.manager.alarms["pump-1/fault"].count == 3
     assert not core.manager.alarms["pump-1/fault"].chattering
+
+
+def test_outage_gives_one_alarm_not_one_per_meter() -> None:
+    """Hold-off and release: no meter's comm_fail is annunciated (raised or unsuppressed into
+    unack) while its transformer's outage explains it, nor just after."""
+    rows = run_case(CASES / "comm-fail-hold-off-outage")
+    shown = [r for r in rows if r["state"] == "unack"]
+    assert [(r["alarm_id"], r["ts_ms"]) for r in shown] == [
+        ("tx-1/outage", 100_500), ("tx-1/outage", 600_100), ("em-2/comm_fail", 760_000)]  # em-2 stayed silent
+
+
+def test_bus_and_gateway_loss_give_one_alarm_each() -> None:
+    rows = run_case(CASES / "comm-fail-bus-rollup")
+    shown = [(r["alarm_id"], r["transition"]) for r in rows if r["state"] == "unack"]
+    assert shown == [("gw-1.conc/comm_fail", "raised"), ("gw-1/comm_fail", "raised")]

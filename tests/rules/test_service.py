@@ -30,6 +30,7 @@ rules:
   limits:
   - {device: tank-1, point: level_m, high: 5.0, deadband: 0.3, priority: medium}
   stale: {intervals: 100000}
+  comm_fail: {on_delay_s: 0}
 """
 
 
