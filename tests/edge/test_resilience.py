@@ -85,8 +85,10 @@ def test_dead_unit_on_a_serial_bus_does_not_stall_the_bus(mosquitto, topic_prefi
     run_until(agent, lambda: False, timeout_s=0.1, during=wait)
     for dev in ("a", "b"):
         # 4 s at 0.25 s, two groups: 32 polls if nothing ever waited; the breaker keeps the
-        # dead unit to a rare 0.3 s probe
-        assert agent.devices[dev].polls >= 24, (dev, agent.devices[dev].polls)
+        # dead unit to a rare 0.3 s probe. A bus that waited for the dead unit's 0.3 s timeout
+        # on every cycle would manage about 4 / 0.55 * 2 = 14: 20 leaves room for a loaded
+        # machine and still tells the two apart.
+        assert agent.devices[dev].polls >= 20, (dev, agent.devices[dev].polls)
     assert agent.devices["gone"].comm_fail
 
 
