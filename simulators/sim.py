@@ -57,6 +57,7 @@ class Simulation:
         self.model = FieldModel(loaded, seed, start, self.faults, step_s)
         self.devices = Devices(self.model)
         self._images: dict[str, tuple[int, int, Image]] = {}
+        self._encoded: dict[str, dict[str, tuple[Value, list[int]]]] = {}
         self.model.advance(start)
 
     def now(self) -> float:
@@ -86,8 +87,15 @@ class Simulation:
         assert isinstance(prof, ModbusProfile)
         vals = self.values(device)
         img: Image = {t: {} for t in RegisterType}
+        memo = self._encoded.setdefault(device, {})
         for p in prof.points:
-            regs = encode_point(prof, p, vals[p.name])
+            v = vals[p.name]
+            last = memo.get(p.name)
+            if last is not None and last[0] == v and type(last[0]) is type(v):
+                regs = last[1]  # unchanged since the last encoding (flags, slot flows, strings)
+            else:
+                regs = encode_point(prof, p, v)
+                memo[p.name] = (v, regs)
             base = prof.protocol_address(p)
             table = img[p.table]
             for k, r in enumerate(regs):
