@@ -88,3 +88,20 @@ def test_scenario_fault_shows_at_its_time(path, loaded):
     else:
         assert faulty.values(dev) != clean.values(dev), (path.stem, dev)
     assert math.isfinite(sc.end)
+
+
+def test_readme_samples_are_valid():
+    import json
+    import re
+
+    import yaml
+
+    from simulators.faults import FaultSpec
+    from simulators.scenario import Scenario
+
+    text = (Path(__file__).resolve().parents[2] / "simulators" / "README.md").read_text()
+    sample = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    sc = Scenario.model_validate(yaml.safe_load(sample))
+    assert sc.faults[0].kind is FaultKind.BURST and len(sc.expect) == 2
+    fault = re.search(r"```json\n(.*?)```", text, re.S).group(1)
+    assert FaultSpec.model_validate(json.loads(fault)).kind is FaultKind.ZONE_LEAK
