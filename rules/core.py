@@ -100,11 +100,12 @@ class Core:
         newest = self.watermark
         for r in b.readings:  # the hot loop: sample() inlined
             ts = r.ts_ms
-            targets = dispatch.get((dev, r.point))
+            point = r.point
+            targets = dispatch.get((dev, point))
             if targets is None:
-                targets = self._targets(dev, r.point)
+                targets = self._targets(dev, point)
             if targets:
-                s = Sample(gw, dev, r.point, r.value, ts, r.quality, hist)
+                s = Sample(gw, dev, point, r.value, ts, r.quality, hist)
                 for i in targets:
                     states[i], conds = rules[i].step(states[i], s)
                     if conds:
@@ -112,13 +113,15 @@ class Core:
             newest = max(newest, ts)
         self.readings += len(b.readings)
         self.advance(newest, out)
-        self._drain(out)
         return out
 
-    def _drain(self, out: Output) -> None:
+    def drain(self, out: Output) -> Output:
+        """Collect the InfluxDB lines the metrics rules produced. ``advance`` does it after its
+        ticks; the service calls it once after every processing round (lines made by samples)."""
         for i in self._metrics:
             self.states[i], lines = self.rules[i].drain_lines(self.states[i])
             out.lines += lines
+        return out
 
     def samples(self, samples: list[Sample]) -> Output:
         """Samples in event-time order (replays, benchmarks, golden cases)."""
@@ -141,6 +144,7 @@ class Core:
             if conds:
                 self._conditions(conds, out)
         out.events += self.manager.tick(now)  # releases after an upstream fault cleared
+        self.drain(out)
         return out
 
     def device_status(self, st: DeviceStatus) -> Output:
@@ -149,7 +153,6 @@ class Core:
         out = Output()
         self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms, note=st.reason), out)
         self.advance(st.ts_ms, out)
-        self._drain(out)
         return out
 
     def gateway_status(self, st: GatewayStatus) -> Output:

@@ -175,6 +175,7 @@ class Engine:
             topic, payload = self._inbox.popleft()
             self.stats.messages += 1
             self._handle(topic, payload, out)
+        self.core.drain(out)
         self.stats.rounds += 1
         self.emit(out.events, out.customer)
         self._maybe_daily()

@@ -35,20 +35,35 @@ class MetricsRule(Protocol[S]):
 
 
 class LocalTime:
-    """Calendar arithmetic in the field's time zone (night windows, days, slots)."""
+    """Calendar arithmetic in the field's time zone (night windows, days, slots).
+
+    Detectors ask it for every sample, so the bounds of the latest local day are kept: on a
+    day of 24 hours (no clock change) the local hour and slot are plain arithmetic."""
 
     def __init__(self, tz_name: str) -> None:
         self.tz = ZoneInfo(tz_name)
+        self._lo = self._hi = 0  # [lo, hi): epoch ms of the cached local day
+        self._day = date.min
+        self._midnights: dict[date, int] = {}
 
     def dt(self, ts_ms: int) -> datetime:
         return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).astimezone(self.tz)
 
+    def _bounds(self, ts_ms: int) -> date:
+        if not self._lo <= ts_ms < self._hi:
+            d = self.dt(ts_ms).date()
+            self._lo, self._hi, self._day = self.midnight(d), self.midnight(d + timedelta(days=1)), d
+        return self._day
+
     def hour(self, ts_ms: int) -> float:
+        self._bounds(ts_ms)
+        if self._hi - self._lo == 86_400_000:
+            return ((ts_ms - self._lo) // 1000) / 3600
         d = self.dt(ts_ms)
         return d.hour + d.minute / 60 + d.second / 3600
 
     def day(self, ts_ms: int) -> date:
-        return self.dt(ts_ms).date()
+        return self._bounds(ts_ms)
 
     def at(self, day: date, hour: float) -> int:
         """Epoch ms of ``hour`` (fractional) on a local ``day``."""
@@ -56,10 +71,18 @@ class LocalTime:
         return int((base + timedelta(hours=hour)).timestamp() * 1000)
 
     def midnight(self, day: date) -> int:
-        return self.at(day, 0.0)
+        m = self._midnights.get(day)
+        if m is None:
+            if len(self._midnights) > 4096:
+                self._midnights.clear()
+            m = self._midnights[day] = self.at(day, 0.0)
+        return m
 
     def slot(self, ts_ms: int, slot_s: int) -> int:
         """Index of the time-of-day slot (local time) of ``slot_s`` seconds."""
+        self._bounds(ts_ms)
+        if self._hi - self._lo == 86_400_000:
+            return ((ts_ms - self._lo) // 1000) // slot_s
         d = self.dt(ts_ms)
         return (d.hour * 3600 + d.minute * 60 + d.second) // slot_s
 

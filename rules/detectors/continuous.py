@@ -90,6 +90,8 @@ class ContinuousFlowRule:
         """Judge every hour completed (a read at or after its end) not judged yet."""
         out: list[Condition] = []
         done_to = now_ms - now_ms % HOUR_MS  # hours starting before this are complete
+        if 0 < m.evaluated_to >= done_to:
+            return []  # no hour completed since the last judgement (most reads)
         if m.evaluated_to == 0:
             m.evaluated_to = min(m.hours) if m.hours else done_to
         n = self.cfg.hours

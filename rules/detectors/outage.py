@@ -58,6 +58,9 @@ class OutageState:
     meters: dict[str, _Meter] = field(default_factory=dict)
     active: dict[str, _Outage] = field(default_factory=dict)  # asset -> outage
     feeder_back: dict[str, int] = field(default_factory=dict)  # feeder -> last return of its voltage
+    hot: dict[str, set[str]] = field(default_factory=dict)
+    """Feeder -> the meters and assets under it with evidence (gasp, silence, dead voltage).
+    Only feeders with evidence or an active outage are judged: a clean feeder yields nothing."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,12 @@ class OutageRule:
                     fd.id, "feeder", fd.device, f.electricity.feeder_nominal_voltage_v, tuple(f_cust), (),
                     children=tuple(t.id for t in fd.transformers))
         self.voltage_devices = {a.device: a for a in self.assets.values() if a.device}
+        self.feeders = [a for a in self.assets.values() if a.kind == "feeder"]
+        self.feeder_of = {a.id: (a.parent or a.id) for a in self.assets.values()}
+        self.meter_feeder = {m: self.feeder_of[tx] for m, tx in self.meter_tx.items()}
+        self.meter_dead_v = {m: self.cfg.dead_fraction * self.assets[tx].nominal_v
+                             for m, tx in self.meter_tx.items()}
+        self.family = {fd.id: (fd.id, *fd.children) for fd in self.feeders}
 
     def wants(self, device: str, point: str) -> bool:
         if device in self.voltage_devices:
@@ -107,18 +116,36 @@ class OutageRule:
     # ------------------------------------------------------------------ inputs
 
     def step(self, state: OutageState, sample: Sample) -> tuple[OutageState, list[Condition]]:
-        if sample.device in self.voltage_devices:
-            asset = self.voltage_devices[sample.device]
+        asset = self.voltage_devices.get(sample.device)
+        if asset is not None:
             if sample.point in PHASES:
                 self._volts(state, asset, sample)
             elif sample.value != "online" and asset.id in state.volts:
                 state.volts[asset.id].live_ts = None  # silent: its supply is no longer proven
-        elif sample.device in self.meter_tx:
+        else:
+            if sample.device not in state.meters and sample.point == "voltage_v":
+                v = number(sample)  # the common case: a live reading of a meter without evidence
+                if v is None or v >= self.meter_dead_v[sample.device]:
+                    return state, (self._evaluate(state, sample.ts_ms) if state.hot or state.active else [])
             self._meter(state, sample)
+        if not state.hot and not state.active:
+            return state, []
         return state, self._evaluate(state, sample.ts_ms)
 
     def tick(self, state: OutageState, now_ms: int) -> tuple[OutageState, list[Condition]]:
+        if not state.hot and not state.active:
+            return state, []
         return state, self._evaluate(state, now_ms)
+
+    def _flag(self, state: OutageState, feeder: str, key: str, on: bool) -> None:
+        if on:
+            state.hot.setdefault(feeder, set()).add(key)
+        else:
+            hot = state.hot.get(feeder)
+            if hot is not None:
+                hot.discard(key)
+                if not hot:
+                    del state.hot[feeder]
 
     def _volts(self, state: OutageState, asset: _Asset, sample: Sample) -> None:
         v = number(sample)
@@ -133,9 +160,17 @@ class OutageRule:
                 state.feeder_back[asset.id] = sample.ts_ms
             vs.dead_since = None
             vs.live_ts = sample.ts_ms
+        self._flag(state, self.feeder_of[asset.id], asset.id, vs.dead_since is not None)
 
     def _meter(self, state: OutageState, sample: Sample) -> None:
         m = state.meters.setdefault(sample.device, _Meter())
+        self._meter_update(m, sample)
+        flagged = m.gasp_ts is not None or m.silent_ts is not None
+        self._flag(state, self.meter_feeder[sample.device], sample.device, flagged)
+        if not flagged:
+            del state.meters[sample.device]  # no evidence: the same as never heard of
+
+    def _meter_update(self, m: _Meter, sample: Sample) -> None:
         if sample.point == STATUS_POINT:
             if sample.value == "comm_fail":
                 m.silent_ts = m.silent_ts if m.silent_ts is not None else sample.ts_ms
@@ -197,7 +232,10 @@ class OutageRule:
 
     def _evaluate(self, state: OutageState, now: int) -> list[Condition]:
         out: list[Condition] = []
-        for fd in (a for a in self.assets.values() if a.kind == "feeder"):
+        active = state.active
+        for fd in self.feeders:
+            if fd.id not in state.hot and not any(a in active for a in self.family[fd.id]):
+                continue  # no evidence and no outage: nothing to judge
             txs = [self.assets[t] for t in fd.children]
             tx_out = {t.id: self._tx_out(state, t, now) for t in txs}
             found: tuple[int, str] | None = None
