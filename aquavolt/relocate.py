@@ -18,7 +18,8 @@ from aquavolt.services import free_port
 
 def relocate_data(data: dict[str, Any], serial_dir: Path) -> dict[str, Any]:
     """A deep copy of field data with every bus moved to a free port or a path under
-    ``serial_dir``; ports shared by several buses stay shared. ``profiles_dir`` is kept."""
+    ``serial_dir`` (serial lines without parity, as pseudo-terminals need); ports shared by
+    several buses stay shared. ``profiles_dir`` is kept."""
     out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data))
     ports: dict[int, int] = {}
 
@@ -34,7 +35,10 @@ def relocate_data(data: dict[str, Any], serial_dir: Path) -> dict[str, Any]:
                 bus["host"] = "127.0.0.1"
                 bus["port"] = port_for(int(bus.get("port", 502)))
             elif kind == "modbus_rtu":
+                # The simulator serves serial lines on pseudo-terminals, which refuse even and
+                # odd parity (tcsetattr EINVAL): the copy runs them without parity.
                 bus["serial_port"] = str(serial_dir / f"{gw['id']}-{bus['id']}")
+                bus["parity"] = "N"
             elif kind == "opcua":
                 parts = urlsplit(bus["endpoint"])
                 new = port_for(parts.port or 4840)

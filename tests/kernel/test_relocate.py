@@ -16,7 +16,7 @@ def test_relocated_demo_is_valid_and_moved(tmp_path: Path) -> None:
             if isinstance(b1, ModbusTcpBus):
                 assert isinstance(b0, ModbusTcpBus) and b1.port != b0.port
             elif isinstance(b1, ModbusRtuBus):
-                assert b1.serial_port.startswith(str(tmp_path))
+                assert b1.serial_port.startswith(str(tmp_path)) and b1.parity == "N"
             else:
                 assert isinstance(b1, OpcuaBus) and isinstance(b0, OpcuaBus)
                 assert b1.endpoint != b0.endpoint and b1.endpoint.endswith("/aquavolt/rtu")
