@@ -12,7 +12,7 @@ import itertools
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -100,6 +100,18 @@ class OpcuaPoint(PointBase):
     type: Literal["double", "float", "int32", "uint32", "int64", "bool", "string"] = "double"
 
 
+P = TypeVar("P", bound=PointBase)
+
+
+def _unique_names(points: list[P]) -> list[P]:
+    seen: set[str] = set()
+    for p in points:
+        if p.name in seen:
+            raise ValueError(f"point name {p.name!r} appears twice")
+        seen.add(p.name)
+    return points
+
+
 class ProfileBase(Frozen):
     id: Name = Field(description="Profile id, referenced by devices")
     vendor: str = ""
@@ -120,15 +132,7 @@ class ModbusProfile(ProfileBase):
     )
     points: list[ModbusPoint] = Field(min_length=1)
 
-    @field_validator("points")
-    @classmethod
-    def _unique(cls, points: list[ModbusPoint]) -> list[ModbusPoint]:
-        seen: set[str] = set()
-        for p in points:
-            if p.name in seen:
-                raise ValueError(f"point name {p.name!r} appears twice")
-            seen.add(p.name)
-        return points
+    _unique = field_validator("points")(_unique_names)
 
     @model_validator(mode="after")
     def _no_overlap(self) -> ModbusProfile:
@@ -161,15 +165,7 @@ class OpcuaProfile(ProfileBase):
     protocol: Literal["opcua"] = "opcua"
     points: list[OpcuaPoint] = Field(min_length=1)
 
-    @field_validator("points")
-    @classmethod
-    def _unique(cls, points: list[OpcuaPoint]) -> list[OpcuaPoint]:
-        seen: set[str] = set()
-        for p in points:
-            if p.name in seen:
-                raise ValueError(f"point name {p.name!r} appears twice")
-            seen.add(p.name)
-        return points
+    _unique = field_validator("points")(_unique_names)
 
     @cached_property
     def by_name(self) -> dict[str, OpcuaPoint]:
