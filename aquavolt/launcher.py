@@ -11,6 +11,7 @@ runs their commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,13 +22,18 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO
 
+from aquavolt.clock import SimClock, clock_from_spec
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
+from aquavolt.influx import Influx, InfluxError
 from aquavolt.relocate import relocate_file
+from aquavolt.schema import ROLLUPS, TELEMETRY
 from aquavolt.services import InfluxDB, Mosquitto, free_port
 from aquavolt.settings import InfluxSettings, MqttSettings
 
 COMPONENTS = ("sim", "edge", "collector", "rules")
+ROLLUP_STEP_S = {"1h": 3600, "1d": 86400}
+"""Rollups a simulated run keeps up to date itself (the 1-minute one is left to the CQ)."""
 
 
 def available_components() -> dict[str, str | None]:
@@ -62,9 +68,14 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) without waiting."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -73,6 +84,55 @@ class Child:
         if self.log is not None:
             self.log.close()
             self.log = None
+
+
+class SimRollups:
+    """The hourly and daily rollups of a run on a simulated clock.
+
+    InfluxDB's continuous queries run on the wall clock and only look at the last interval
+    of wall time, so under an accelerated clock they never see the simulated days: the
+    daily over-consumption check (which reads ``rp_1d.telemetry_1d``) would find nothing.
+    This does what the CQ would, with the same ``SELECT ... INTO``, for each simulated
+    interval once it is over plus a lag (readings reach InfluxDB about half a wall second
+    after their time: ``lag_s`` defaults to that many simulated seconds, 60 s at least)."""
+
+    def __init__(self, influx: Influx, clock: SimClock, lag_s: float | None = None) -> None:
+        self.influx = influx
+        self.clock = clock
+        self.db = influx.s.database
+        self.lag_s = lag_s if lag_s is not None else min(max(60.0, clock.acceleration * 0.5), 1800.0)
+        self.done: dict[str, int] = {}
+        self.queries = 0
+        self.errors = 0
+
+    def statement(self, rp: str, interval: str, meas: str, t0: int, t1: int) -> str:
+        return (f'SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max", '
+                f'sum("value") AS "sum", count("value") AS "count", last("value") AS "last" '
+                f'INTO "{self.db}"."{rp}"."{meas}" FROM "{self.db}"."autogen"."{TELEMETRY}" '
+                f"WHERE time >= {t0}s AND time < {t1}s GROUP BY time({interval}), *")
+
+    def pump(self) -> int:
+        """Roll up every interval that ended (plus the lag) since the last call; return how
+        many statements ran."""
+        now = self.clock.now() - self.lag_s
+        ran = 0
+        for rp, _dur, interval, meas in ROLLUPS:
+            step = ROLLUP_STEP_S.get(interval)
+            if step is None:
+                continue
+            upto = int(now // step * step)
+            since = self.done.setdefault(interval, int(self.clock.start // step * step))
+            if upto <= since:
+                continue
+            try:
+                self.influx.query(self.statement(rp, interval, meas, since, upto))
+            except InfluxError:
+                self.errors += 1  # InfluxDB busy or restarting: the next call tries again
+                continue
+            self.done[interval] = upto
+            ran += 1
+        self.queries += ran
+        return ran
 
 
 @dataclass
@@ -85,6 +145,9 @@ class StackOptions:
     influx_url: str | None = None
     database: str = "aquavolt"
     components: tuple[str, ...] = COMPONENTS
+    extra_args: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """More arguments per component (``sim``, ``edge``, ``collector``, ``rules``), appended to
+    its command line, e.g. ``{"rules": ["--tokens", "operators.yaml"]}``."""
 
 
 class Stack:
@@ -99,6 +162,7 @@ class Stack:
         self.api_port = free_port()
         self.sim_http_port = free_port()
         self.metrics_port = free_port()
+        self.rollups: SimRollups | None = None
         self.have = available_components()
         self.missing = [c for c in opts.components if self.have.get(c, "not installed")]
 
@@ -165,11 +229,16 @@ class Stack:
             out.append(Child("rules", [
                 *exe, "rules", "run", f, "--state-dir", str(self.workdir / "rules"),
                 "--api-port", str(self.api_port)], logs / "rules.log"))
+        for c in out:
+            c.argv += self.opts.extra_args.get(c.name.split(":", 1)[0], [])
         return out
 
     def start_children(self, ready_timeout_s: float = 90.0) -> None:
         """Start the simulator first and wait until it serves, then everything else."""
         self.children = self.plan()
+        clock = clock_from_spec(self.opts.clock_spec)
+        if isinstance(clock, SimClock):
+            self.rollups = SimRollups(Influx(self.influx_settings()), clock)
         env = self.env
         sim = next((c for c in self.children if c.name == "sim"), None)
         if sim is not None:
@@ -198,7 +267,10 @@ class Stack:
         self.start_children()
 
     def supervise(self) -> list[tuple[str, int]]:
-        """Restart every child that died; return (name, exit code) of each restarted one."""
+        """Restart every child that died (return (name, exit code) of each restarted one);
+        bring the rollups of a simulated run up to date."""
+        if self.rollups is not None:
+            self.rollups.pump()
         died = []
         env = self.env
         for c in self.children:
@@ -209,9 +281,13 @@ class Stack:
                 c.start(env)
         return died
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every child at once (SIGTERM, SIGKILL after ``timeout_s``), then the servers."""
+        for c in self.children:
+            c.terminate()
+        deadline = time.monotonic() + timeout_s
         for c in reversed(self.children):
-            c.stop()
+            c.stop(max(0.1, deadline - time.monotonic()))
         if self.influxdb is not None:
             self.influxdb.stop()
         if self.mosquitto is not None:
