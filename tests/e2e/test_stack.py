@@ -1,0 +1,31 @@
+"""The stack's own duties on a simulated clock, against a real InfluxDB: the hourly and
+daily rollups that InfluxDB's wall-clock continuous queries cannot compute for simulated
+days (the over-consumption check reads the daily one)."""
+
+from __future__ import annotations
+
+import time
+
+from aquavolt.clock import SimClock, parse_instant
+from aquavolt.influx import Influx
+from aquavolt.launcher import SimRollups
+from aquavolt.schema import continuous_queries
+
+
+def test_simulated_days_are_rolled_up_once_over(influx_settings):
+    influx = Influx(influx_settings)
+    influx.execute(continuous_queries(influx_settings.database))
+    t0 = int(parse_instant("2026-06-01T00:00:00Z"))
+    # A totaliser read every 15 minutes for two days and a half: 1 m3 per hour.
+    lines = [f"telemetry,device=wm-1,gateway=gw,point=volume_m3 value={k / 4},quality=192i {t0 + k * 900}"
+             for k in range(4 * 60)]
+    influx.write([ln + "000" for ln in lines])  # ms precision
+    # Simulated now: day 3, 06:00 (a clock started at t0 that many seconds ago, at 1x).
+    clock = SimClock(t0, 1.0, epoch=time.time() - (2 * 86400 + 6 * 3600))
+    pump = SimRollups(influx, clock, lag_s=60.0)
+    assert pump.pump() == 2
+    assert pump.pump() == 0  # nothing new is over
+    days = influx.rows('SELECT "last", "count" FROM "rp_1d"."telemetry_1d" WHERE point = \'volume_m3\'')
+    assert [(d["count"], d["last"]) for d in days] == [(96, 95 / 4), (96, 191 / 4)]
+    hours = influx.rows('SELECT count("last") FROM "rp_1h"."telemetry_1h"')
+    assert hours[0]["count"] == 2 * 24 + 5  # day 3 up to 05:00: the 05:00 hour ends inside the lag
