@@ -79,8 +79,17 @@ class Report:
             else:
                 lines.append(f"  MISSED  {e.condition} on {e.asset}: not raised by {e.deadline}")
         for u in self.unexpected:
-            tag = "FALSE   " if u.forbidden else "extra   "
-            lines.append(f"  {tag}{u.alarm_id} raised {u.raised_at} ({u.priority}) {u.message}")
+            if u.forbidden:
+                lines.append(f"  FALSE   {u.alarm_id} raised {u.raised_at} ({u.priority}) {u.message}")
+        extras: dict[str, list[Unexpected]] = {}
+        for u in self.unexpected:
+            if not u.forbidden:
+                extras.setdefault(u.alarm_id.rpartition("/")[2], []).append(u)
+        for cond, us in sorted(extras.items(), key=lambda kv: -len(kv[1])):
+            assets = {u.alarm_id.rpartition("/")[0] for u in us}
+            first = us[0]
+            lines.append(f"  extra   {cond}: {len(us)} raised on {len(assets)} asset(s), not judged; "
+                         f"first {first.alarm_id} at {first.raised_at}: {first.message}")
         verdict = "PASS" if self.passed else f"FAIL ({self.misses} missed, {self.false_alarms} false)"
         lines.append(f"  {verdict}")
         return "\n".join(lines)

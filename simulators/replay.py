@@ -26,8 +26,6 @@ from aquavolt.wire import AlarmEvent, Topics, decode
 from simulators.judge import Report, judge
 from simulators.scenario import load_scenario
 
-NEEDS_HISTORY = {"over_consumption"}
-
 
 def _say(text: str) -> None:
     print(f"aquavolt replay: {text}", flush=True)
@@ -44,7 +42,6 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                                influx_url=args.influx))
     if stack.missing:
         raise SystemExit(f"aquavolt replay: components missing: {', '.join(stack.missing)}")
-    conditions = {e.condition for e in sc.scenario.expect} | {f.condition for f in sc.scenario.forbid}
     stop = False
 
     def _stop(*_: object) -> None:
@@ -55,9 +52,7 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     try:
         stack.start_servers()
         stack.prepare_field()
-        backfill_days = args.backfill_days
-        if backfill_days is None:
-            backfill_days = 400 if conditions & NEEDS_HISTORY else 0
+        backfill_days = sc.scenario.history_days if args.backfill_days is None else args.backfill_days
         if backfill_days:
             _say(f"writing {backfill_days} days of meter history")
             subprocess.run([sys.executable, "-m", "aquavolt.cli", "sim", "backfill", str(stack.field_path),
@@ -109,5 +104,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--warmup-s", type=float, default=15.0, help="wall seconds before simulated start")
     p.add_argument("--grace-s", type=float, default=120.0, help="simulated seconds after the end")
     p.add_argument("--backfill-days", type=int, default=None,
-                   help="history to write first (default: 400 when over-consumption is judged)")
+                   help="days of meter history to write first (default: the scenario's history_days)")
     p.set_defaults(func=run_replay)
