@@ -45,7 +45,8 @@ def test_transitions_covered() -> None:
 
 
 @pytest.mark.parametrize("name", ["limit-low-delays", "limit-delay-by-watermark", "stale",
-                                  "discrete-states", "suppression-by-state"])
+                                  "discrete-states", "suppression-by-state", "comm-fail-hold-off-outage",
+                                  "comm-fail-bus-rollup"])
 def test_tick_granularity_does_not_change_event_times(name: str) -> None:
     """A replay batching time differently (1000x) raises the same alarms at the same event times."""
     events = yaml.safe_load((CASES / name / "input.yaml").read_text())
