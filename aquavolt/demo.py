@@ -9,6 +9,7 @@ prints a summary.
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import subprocess
 import sys
@@ -25,22 +26,27 @@ from aquavolt.launcher import Stack, StackOptions
 from aquavolt.liveview import LiveView
 
 
-def _scenario_clock(path: Path | None) -> tuple[str | None, float | None]:
+def _scenario_settings(path: Path | None) -> dict[str, Any]:
+    """The scenario's start, acceleration and history_days (the kernel does not import the
+    simulator's scenario model: only these three keys are read here)."""
     if path is None:
-        return None, None
+        return {}
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    return data.get("start"), data.get("acceleration")
+    return {k: data[k] for k in ("start", "acceleration", "history_days") if k in data}
 
 
 def run_demo(args: argparse.Namespace) -> int:
     scenario = Path(args.scenario).resolve() if args.scenario else None
-    sc_start, sc_accel = _scenario_clock(scenario)
-    start_text = args.start or sc_start or "2026-06-01T00:00:00Z"
-    accel = args.acceleration or sc_accel or 120.0
+    sc = _scenario_settings(scenario)
+    start_text = args.start or sc.get("start") or "2026-06-01T00:00:00Z"
+    if not isinstance(start_text, str):  # YAML reads an unquoted instant as a datetime
+        start_text = start_text.strftime("%Y-%m-%dT%H:%M:%SZ")
+    accel = args.acceleration or sc.get("acceleration") or 120.0
+    backfill_days = args.backfill_days if args.backfill_days is not None else int(sc.get("history_days", 0))
     clock = SimClock(parse_instant(start_text), accel)
     stack = Stack(StackOptions(field=Path(args.field).resolve(), workdir=Path(args.workdir),
                                clock_spec=clock.spec(), scenario=scenario))
-    say = print
+    say = functools.partial(print, flush=True)
     if stack.missing:
         say(f"aquavolt demo: not available, skipped: {', '.join(stack.missing)}")
     stop = False
@@ -50,28 +56,31 @@ def run_demo(args: argparse.Namespace) -> int:
         stop = True
 
     old = signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    stack.start_servers()
-    stack.prepare_field()
-    if args.backfill_days and "sim" not in stack.missing:
-        say(f"aquavolt demo: writing {args.backfill_days} days of meter history (year-over-year needs it)...")
-        subprocess.run([sys.executable, "-m", "aquavolt.cli", "sim", "backfill", str(stack.field_path),
-                        "--end", start_text, "--days", str(args.backfill_days)],
-                       env=stack.env, check=False, stdout=subprocess.DEVNULL)
-    # Simulated time starts once every process had time to start (the clock is shared).
-    clock = SimClock(clock.start, accel, epoch=time.time() + args.warmup_s)
-    stack.opts.clock_spec = clock.spec()
-    stack.start_children()
-    for c in stack.children:
-        say(f"aquavolt demo: started {c.name} (pid {c.proc.pid if c.proc else '?'})")
-    say(f"aquavolt demo: MQTT {stack.mqtt_url}  InfluxDB {stack.influx_url}  operator API "
-        f"http://127.0.0.1:{stack.api_port}  logs {stack.workdir / 'logs'}")
-    view = LiveView(stack.mqtt_settings())
-    view.start()
-    tty = sys.stdout.isatty() and not args.plain
-    deadline = time.monotonic() + args.duration_s if args.duration_s else None
-    last_plain = 0.0
+    old_term = signal.signal(signal.SIGTERM, _stop)
+    view: LiveView | None = None
+    summary = ""
     try:
+        stack.start_servers()
+        stack.prepare_field()
+        if backfill_days and "sim" not in stack.missing and not stop:
+            _backfill(stack, start_text, backfill_days)
+        # Simulated time starts once every process had time to start (the clock is shared).
+        clock = SimClock(clock.start, accel, epoch=time.time() + args.warmup_s)
+        stack.opts.clock_spec = clock.spec()
+        if not stop:
+            stack.start_children()
+        for c in stack.children:
+            say(f"aquavolt demo: started {c.name} (pid {c.proc.pid if c.proc else '?'})")
+        for srv in (stack.mosquitto, stack.influxdb):
+            if srv is not None:
+                say(f"aquavolt demo: server {srv.name} (pid {srv.pid})")
+        say(f"aquavolt demo: MQTT {stack.mqtt_url}  InfluxDB {stack.influx_url}  operator API "
+            f"http://127.0.0.1:{stack.api_port}  logs {stack.workdir / 'logs'}")
+        view = LiveView(stack.mqtt_settings())
+        view.start()
+        tty = sys.stdout.isatty() and not args.plain
+        deadline = time.monotonic() + args.duration_s if args.duration_s else None
+        last_plain = 0.0
         while not stop and (deadline is None or time.monotonic() < deadline):
             for name, rc in stack.supervise():
                 say(f"aquavolt demo: {name} died (exit {rc}); restarted")
@@ -84,30 +93,53 @@ def run_demo(args: argparse.Namespace) -> int:
                 say(view.render(now).replace("\n", "\n  "))
             time.sleep(1.0)
     finally:
-        view.stop()
-        summary = _summary(stack, view)
+        if view is not None:
+            view.stop()
+            summary = _summary(stack, view)
         stack.stop()
         signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, old_term)
     say(summary)
+    say("aquavolt demo: every process stopped")
     return 0
 
 
+def _backfill(stack: Stack, end: str, days: int) -> None:
+    print(f"aquavolt demo: writing {days} days of meter history (year-over-year needs it)...", flush=True)
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "aquavolt.cli", "sim", "backfill", str(stack.field_path),
+                           "--end", end, "--days", str(days)],
+                          env=stack.env, check=False, stdout=subprocess.DEVNULL)
+    print(f"aquavolt demo: history written in {time.monotonic() - t0:.0f} s"
+          + ("" if done.returncode == 0 else f" (backfill exit {done.returncode})"), flush=True)
+
+
 def _summary(stack: Stack, view: LiveView) -> str:
+    influx = Influx(stack.influx_settings())
     try:
-        rows = Influx(stack.influx_settings()).rows('SELECT count("value") FROM "telemetry"')
+        rows = influx.rows('SELECT count("value") FROM "telemetry"')
         stored = int(rows[0]["count"]) if rows else 0
-    except InfluxError as exc:
-        stored = -1
-        _ = exc
+        rows = influx.rows('SELECT count("active") FROM "alarm_event" WHERE "transition" = \'raised\'')
+        alarm_rows = int(rows[0]["count"]) if rows else 0
+    except InfluxError:
+        stored = alarm_rows = -1
     raised = view.seen.raised
+    by_condition: dict[str, int] = {}
+    for a in raised:
+        by_condition[a.condition] = by_condition.get(a.condition, 0) + 1
     lines = [
         "",
         "aquavolt demo: summary",
         f"  readings seen on MQTT: {view.seen.readings:,}; points in InfluxDB telemetry: {stored:,}",
-        f"  alarms raised: {len(raised)}",
+        f"  alarm events raised in InfluxDB alarm_event: {alarm_rows:,}",
+        f"  alarms raised: {len(raised)} ("
+        + ", ".join(f"{c} {n}" for c, n in sorted(by_condition.items(), key=lambda kv: -kv[1])) + ")",
     ]
+    # Incidents first: what an operator acts on (stale data and bad quality are counted above).
+    important = [a for a in raised if a.priority in ("critical", "high", "medium")
+                 and a.condition not in ("stale", "bad_quality", "comm_fail")]
     lines += [f"    {datetime.fromtimestamp(a.ts_ms / 1000, UTC):%Y-%m-%d %H:%M} {a.priority:<8} "
-              f"{a.alarm_id}: {a.message}" for a in raised[:30]]
+              f"{a.alarm_id}: {a.message}" for a in important[:30]]
     lines += [
         f"  SMS that would have been sent: {len(view.seen.sms)}",
         f"  data: {stack.workdir} (InfluxDB data in influxdb/, logs in logs/)",
@@ -126,7 +158,8 @@ def register_demo(sub: Any) -> None:
     p.add_argument("--start", default=None, help="simulated start instant (default: the scenario's)")
     p.add_argument("--acceleration", type=float, default=None, help="simulated seconds per second")
     p.add_argument("--warmup-s", type=float, default=15.0, help="wall seconds before simulated start")
-    p.add_argument("--backfill-days", type=int, default=0, help="days of history to write first")
+    p.add_argument("--backfill-days", type=int, default=None,
+                   help="days of meter history to write first (default: the scenario's history_days)")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds")
     p.add_argument("--plain", action="store_true", help="plain periodic lines, no screen refresh")
     p.add_argument("--plain-every-s", type=float, default=10.0)
