@@ -22,6 +22,15 @@ STATUS_POINT = "_status"
 
 S = TypeVar("S")
 
+SQRT3 = math.sqrt(3.0)
+
+
+def feeder_phase_nominal_v(line_to_line_v: float) -> float:
+    """The phase-to-neutral nominal of an MV feeder. ``feeder_nominal_voltage_v`` is the
+    line-to-line voltage (11 kV), while the feeder bays report phase voltages
+    (``voltage_l1_v`` .. ``voltage_l3_v``, about 11000 / sqrt(3) = 6351 V)."""
+    return line_to_line_v / SQRT3
+
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 

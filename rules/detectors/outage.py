@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import OutageConfig
 from rules.api import Condition, Sample
-from rules.detectors.common import STATUS_POINT, flag, number
+from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 
@@ -94,8 +94,9 @@ class OutageRule:
                     f_cust += [c.id for c in mine]
                     self.assets[t.id] = _Asset(t.id, "transformer", t.device, f.electricity.nominal_voltage_v,
                                                tuple(c.id for c in mine), meters, parent=fd.id)
+                phase_v = feeder_phase_nominal_v(f.electricity.feeder_nominal_voltage_v)
                 self.assets[fd.id] = _Asset(
-                    fd.id, "feeder", fd.device, f.electricity.feeder_nominal_voltage_v, tuple(f_cust), (),
+                    fd.id, "feeder", fd.device, phase_v, tuple(f_cust), (),
                     children=tuple(t.id for t in fd.transformers))
         self.voltage_devices = {a.device: a for a in self.assets.values() if a.device}
         self.feeders = [a for a in self.assets.values() if a.kind == "feeder"]

@@ -1,7 +1,8 @@
 """Voltage quality (EN 50160), phase imbalance and transformer overload, on 10-minute means.
 
 Per transformer (LV meter, nominal ``electricity.nominal_voltage_v``) and per feeder
-(feeder bay, nominal ``feeder_nominal_voltage_v``), each phase voltage is averaged over
+(feeder bay, phase-to-neutral nominal ``feeder_nominal_voltage_v`` / sqrt(3): the field gives
+the line-to-line voltage, the bay reports phase voltages), each phase voltage is averaged over
 aligned ``window_s`` (600 s) windows, as EN 50160 does with 10-minute mean RMS values.
 
 - ``voltage_band``: a phase mean outside nominal +/- ``band_fraction`` (10 %); priority high
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import Priority, VoltageQualityConfig
 from rules.api import Condition, Sample
-from rules.detectors.common import number
+from rules.detectors.common import feeder_phase_nominal_v, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 TX_POWER = ("total_power_w", "total_reactive_power_var", "active_power_kw", "reactive_power_kvar")
@@ -71,7 +72,8 @@ class PowerQualityRule:
                                                   t.rating_kva, meters)
         for _s, fd in f.feeders.values():
             if fd.device:
-                self.by_device[fd.device] = _Asset(fd.id, fd.device, f.electricity.feeder_nominal_voltage_v,
+                phase_v = feeder_phase_nominal_v(f.electricity.feeder_nominal_voltage_v)
+                self.by_device[fd.device] = _Asset(fd.id, fd.device, phase_v,
                                                    None, ())
         self.win_ms = self.cfg.window_s * 1000
 
