@@ -27,8 +27,6 @@ from aquavolt.logs import OnceLogger
 from aquavolt.profiles import ModbusPoint, ModbusProfile, OpcuaProfile, PointBase, PointClass
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
-    BufferHealth,
-    DeviceHealth,
     DeviceState,
     DeviceStatus,
     GatewayState,
@@ -43,7 +41,6 @@ from edge.commands import CommandHandler
 from edge.config import EdgeSettings, GatewayConfig
 from edge.drivers import Breaker, Driver, make_driver
 from edge.link import Link
-from edge.planner import bit_flags
 from edge.report import Deadband, Reading, Sent, filter_readings
 from edge.sdnotify import Notifier
 from edge.store import Store
@@ -51,6 +48,24 @@ from edge.store import Store
 log = logging.getLogger("aquavolt.edge")
 
 _RANK = {PointClass.TELEMETRY: 0, PointClass.STATUS: 1, PointClass.ALARM: 2}
+_CLASS_OF_RANK = {r: c for c, r in _RANK.items()}
+
+PointLayout = tuple[str, tuple[str, ...], tuple[tuple[int, str], ...]]
+"""A polled point: its name, the names of its bit flags (declaration order, sent ``bad``
+with it) and its (bit, flag) pairs by bit (decoded from its value)."""
+
+
+def point_layout(profile: ModbusProfile | OpcuaProfile, points: list[PointBase],
+                 flags: bool) -> list[PointLayout]:
+    out: list[PointLayout] = []
+    for p in points:
+        names: tuple[str, ...] = ()
+        bits: tuple[tuple[int, str], ...] = ()
+        if flags and isinstance(p, ModbusPoint):
+            names = tuple(n for n in p.bits.values() if n not in profile.by_name)
+            bits = tuple((b, n) for b, n in sorted(p.bits.items()) if n not in profile.by_name)
+        out.append((p.name, names, bits))
+    return out
 
 
 @dataclass
@@ -62,6 +77,8 @@ class DeviceRuntime:
     intervals_s: dict[str, float]
     deadbands: dict[str, Deadband]
     breaker: Breaker
+    layouts: dict[str, list[PointLayout]] = field(default_factory=dict)
+    rank_of: dict[str, int] = field(default_factory=dict)
     sent: dict[str, Sent] = field(default_factory=dict)
     comm_fail: bool = False
     polls: int = 0
@@ -102,7 +119,8 @@ class Agent:
         self.started = time.monotonic()
         self.link = Link(mqtt, f"aquavolt-edge-{self.gw.id}", self.store, clock,
                          (self.topics.gateway_status(self.gw.id), self._gateway_status(GatewayState.OFFLINE)),
-                         settings.live_window, settings.replay_window, settings.replay_max_msgs_per_s)
+                         settings.live_window, settings.replay_window, settings.replay_max_msgs_per_s,
+                         settings.commit_interval_ms / 1000)
         self.link.birth = self._birth
         self.link.subscriptions = [f"{self.topics.prefix}/gw/{self.gw.id}/dev/+/cmd"]
         self.drivers: dict[str, Driver] = {}
@@ -131,9 +149,12 @@ class Agent:
             intervals = {g: dev.poll_intervals_s.get(g) or self.gw.poll_intervals_s.get(g)
                          or self.gw.poll_intervals_s.get("default", 10.0) for g in groups}
             bands = {p.name: Deadband(p.deadband_abs, p.deadband_pct) for p in profile.points}
+            flags = self.settings.bitfield_flags
             self.devices[dev.id] = DeviceRuntime(
                 dev, profile, self.drivers[dev.bus], groups, intervals, bands,
-                Breaker(self.settings.breaker_base_s, self.settings.breaker_max_s))
+                Breaker(self.settings.breaker_base_s, self.settings.breaker_max_s),
+                layouts={g: point_layout(profile, pts, flags) for g, pts in groups.items()},
+                rank_of={p.name: _RANK[p.point_class] for p in profile.points})
 
     def _gateway_status(self, state: GatewayState, reason: str = "") -> bytes:
         return encode(GatewayStatus(gateway=self.gw.id, state=state, bd_seq=self.bd_seq,
@@ -242,20 +263,19 @@ class Agent:
         ts = self.clock.now_ms()
         rt.breaker.success()
         readings: list[Reading] = []
+        append = readings.append
         errors = []
-        for p in points:
-            v = values.get(p.name)
-            if isinstance(v, DeviceError) or v is None:
-                errors.append(f"{p.name}: {v.reason if isinstance(v, DeviceError) else 'no value'}")
-                readings.append((p.name, None, ts, Quality.BAD))
-                if isinstance(p, ModbusPoint) and self.settings.bitfield_flags:
-                    readings += [(n, None, ts, Quality.BAD) for n in p.bits.values()
-                                 if n not in rt.profile.by_name]
+        good, bad = Quality.GOOD, Quality.BAD
+        for name, flag_names, bits in rt.layouts[group]:
+            v = values.get(name)
+            if v is None or isinstance(v, DeviceError):
+                errors.append(f"{name}: {v.reason if isinstance(v, DeviceError) else 'no value'}")
+                append((name, None, ts, bad))
+                readings += [(n, None, ts, bad) for n in flag_names]
                 continue
-            readings.append((p.name, v, ts, Quality.GOOD))
-            if isinstance(p, ModbusPoint) and p.bits and self.settings.bitfield_flags:
-                readings += [(n, f, ts, Quality.GOOD) for n, f in bit_flags(p, v).items()
-                             if n not in rt.profile.by_name]
+            append((name, v, ts, good))
+            if bits and type(v) is int:
+                readings += [(n, bool(v >> b & 1), ts, good) for b, n in bits]
         self.readings_polled += len(readings)
         if errors:
             rt.errors += 1
@@ -295,13 +315,10 @@ class Agent:
         keep = filter_readings(rt.sent, readings, rt.deadbands, self.clock.now(), self.settings.max_silence_s)
         if not keep:
             return
-        rank = 0
-        by_name = rt.profile.by_name
-        for name, *_ in keep:
-            p = by_name.get(name)
-            rank = max(rank, _RANK[p.point_class] if p is not None else _RANK[PointClass.ALARM])
-        cls = next(c for c, r in _RANK.items() if r == rank)
-        body = [{"point": n, "value": v, "ts_ms": t, "quality": q.value} for n, v, t, q in keep]
+        rank_of = rt.rank_of
+        cls = _CLASS_OF_RANK[max([rank_of.get(r[0], 2) for r in keep])]  # a flag ranks as an alarm
+        # orjson writes an enum as its value
+        body = [{"point": n, "value": v, "ts_ms": t, "quality": q} for n, v, t, q in keep]
         gw, dev, bd = self.gw.id, rt.device.id, self.bd_seq
 
         def build(seq: int) -> bytes:
@@ -312,18 +329,23 @@ class Agent:
 
     # ------------------------------------------------------------ health and watchdog
     def health(self) -> Health:
+        return Health.model_validate(orjson.loads(self.health_payload()))
+
+    def health_payload(self) -> bytes:
+        """The Health message, built as plain JSON: the model's fields, order and types without
+        its cost per device (a test checks that the model reads it back)."""
         oldest = self.store.oldest_created_ms()
         age = max(0.0, (self.clock.now_ms() - oldest) / 1000) if oldest is not None else 0.0
-        return Health(
-            gateway=self.gw.id, ts_ms=self.clock.now_ms(), uptime_s=time.monotonic() - self.started,
-            devices={rt.device.id: DeviceHealth(
-                state=rt.state(), poll_latency_ms=rt.latency_ms, polls=rt.polls, errors=rt.errors,
-                last_good_ms=rt.last_good_ms, last_error=rt.last_error)
-                     for rt in self.devices.values()},
-            buffer=BufferHealth(depth=self.store.depth, bytes=self.store.bytes, oldest_age_s=age,
-                                dropped=self.store.dropped),
-            readings_per_s=self._rate(),
-        )
+        devices = {rt.device.id: {
+            "state": rt.state(), "poll_latency_ms": rt.latency_ms, "polls": rt.polls, "errors": rt.errors,
+            "last_good_ms": rt.last_good_ms, "last_error": rt.last_error} for rt in self.devices.values()}
+        return orjson.dumps({
+            "v": 1, "gateway": self.gw.id, "ts_ms": self.clock.now_ms(),
+            "uptime_s": time.monotonic() - self.started, "devices": devices,
+            "buffer": {"depth": self.store.depth, "bytes": self.store.bytes, "oldest_age_s": float(age),
+                       "dropped": self.store.dropped},
+            "readings_per_s": float(self._rate()),
+        })
 
     def _rate(self) -> float:
         now = time.monotonic()
@@ -334,7 +356,7 @@ class Agent:
     async def _health_loop(self) -> None:
         while not self.stopping:
             await self.clock.sleep(self.settings.health_interval_s)
-            self.link.publish(self.topics.health(self.gw.id), encode(self.health()), qos=0)
+            self.link.publish(self.topics.health(self.gw.id), self.health_payload(), qos=0)
             if self.task_crashes:
                 log.warning("%d task crashes since start", self.task_crashes)
 

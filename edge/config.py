@@ -36,6 +36,8 @@ class EdgeSettings(BaseModel):
     replay_window: int = Field(100, ge=1, description="Replayed messages awaiting PUBACK at most")
     replay_max_msgs_per_s: float = Field(0.0, ge=0, description="Replay pace limit; 0: window only")
     bitfield_flags: bool = Field(True, description="Also send each named bit of a bitfield as a bool")
+    commit_interval_ms: float = Field(50.0, ge=0, le=1000,
+                                      description="Batches polled within this share one queue commit")
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,15 @@ OnMessage = Callable[[str, bytes], None]
 class Link:
     def __init__(self, settings: MqttSettings, client_id: str, store: Store, clock: Clock,
                  will: tuple[str, bytes], live_window: int = 1000, replay_window: int = 100,
-                 replay_max_msgs_per_s: float = 0.0) -> None:
+                 replay_max_msgs_per_s: float = 0.0, commit_interval_s: float = 0.0) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.live_window = live_window
         self.replay_window = replay_window
         self.replay_rate = replay_max_msgs_per_s
+        self.commit_interval_s = commit_interval_s
+        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self.birth: Birth = list
         self.on_message: OnMessage = lambda _t, _p: None
         self.subscriptions: list[str] = []
@@ -138,12 +140,22 @@ class Link:
         self.store.add(seq, topic, build(seq), cls, created_ms)
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            if self.commit_interval_s > 0:
+                self._flush_handle = self._loop.call_later(self.commit_interval_s, self._flush)
+            else:
+                self._flush_handle = self._loop.call_soon(self._flush)
         return seq
 
     def _flush(self) -> None:
-        """Commit what was submitted (one transaction), then publish it live if possible."""
+        """Commit what was submitted (one transaction), then publish it live if possible.
+
+        Submissions are grouped for ``commit_interval_s`` (the polls of a cycle are spread
+        over it by the stagger): one transaction, one WAL append, instead of one per batch.
+        Nothing is published before its commit."""
         self._flush_scheduled = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         rows = self.store.commit()
         for row in rows:
             if self.connected and self._live_n < self.live_window:

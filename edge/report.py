@@ -23,11 +23,16 @@ class Deadband:
     pct: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Sent:
+    """The last sent value of a point (updated in place: one object per point, not per poll)."""
+
     value: Value | None
     quality: Quality
     at_s: float
+
+
+_NO_BAND = Deadband()
 
 
 Reading = tuple[str, Value | None, int, Quality]
@@ -63,19 +68,40 @@ def filter_readings(
     now_s: float,
     max_silence_s: float,
 ) -> list[Reading]:
-    """The readings to send; updates ``state`` (last sent value per point)."""
+    """The readings to send; updates ``state`` (last sent value per point).
+
+    The rules are :func:`clean` then :func:`moved`; the common case (a number after a number,
+    no deadband) is decided inline, as it is most of every poll.
+    """
     out: list[Reading] = []
-    for point, raw_value, ts_ms, raw_quality in readings:
-        value, quality = clean(raw_value, raw_quality)
-        last = state.get(point)
-        if last is None or last.quality is not quality:
-            send = True
-        elif quality is not Quality.GOOD:
-            send = False  # bad once, not on every poll
-        else:
-            send = moved(last.value, value, deadbands.get(point, Deadband())) \
-                or now_s - last.at_s >= max_silence_s
-        if send:
+    append = out.append
+    get = state.get
+    good = Quality.GOOD
+    for polled in readings:
+        point, value, ts_ms, quality = polled
+        reading = polled
+        tv = type(value)
+        if (tv is float and not math.isfinite(value)) or (value is None and quality is good):  # type: ignore[arg-type]
+            value, quality = None, Quality.BAD
+            reading = (point, None, ts_ms, quality)
+        last = get(point)
+        if last is None:
             state[point] = Sent(value, quality, now_s)
-            out.append((point, value, ts_ms, quality))
+        elif last.quality is not quality:
+            last.value, last.quality, last.at_s = value, quality, now_s
+        elif quality is not good:
+            continue  # bad once, not on every poll
+        else:
+            old = last.value
+            to = type(old)
+            band = deadbands.get(point, _NO_BAND)
+            plain = band.abs is None and band.pct is None
+            if plain and (tv is float or tv is int) and (to is float or to is int):
+                send = value != old if tv is to is float else float(value) != float(old)  # type: ignore[arg-type]
+            else:
+                send = moved(old, value, band)
+            if not send and now_s - last.at_s < max_silence_s:
+                continue
+            last.value, last.at_s = value, now_s
+        append(reading)
     return out

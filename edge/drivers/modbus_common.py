@@ -16,11 +16,11 @@ from edge.planner import DEFAULT_MAX_GAP, Plan, Request, decode_request
 
 ILLEGAL_ADDRESS = 2
 
-_READ = {
-    RegisterType.COIL: "read_coils",
-    RegisterType.DISCRETE_INPUT: "read_discrete_inputs",
-    RegisterType.HOLDING: "read_holding_registers",
-    RegisterType.INPUT: "read_input_registers",
+_READ = {  # table -> (client method, answers bits)
+    RegisterType.COIL: ("read_coils", True),
+    RegisterType.DISCRETE_INPUT: ("read_discrete_inputs", True),
+    RegisterType.HOLDING: ("read_holding_registers", False),
+    RegisterType.INPUT: ("read_input_registers", False),
 }
 
 
@@ -48,8 +48,9 @@ class ModbusDriverBase:
         return resp
 
     async def _read_request(self, device: Device, req: Request) -> list[int] | list[bool]:
-        resp = await self._call(device, _READ[req.table], req.start, count=req.count)
-        raw = resp.bits if req.table.is_bit else resp.registers
+        method, is_bit = _READ[req.table]
+        resp = await self._call(device, method, req.start, count=req.count)
+        raw = resp.bits if is_bit else resp.registers
         if len(raw) < req.count:
             raise DeviceException(device.id, 0, f"short answer: {len(raw)} of {req.count}")
         return list(raw[: req.count])
@@ -81,9 +82,11 @@ class ModbusDriverBase:
                     out[p.name] = exc
                 continue
             answered = True
-            for name, value in decode_request(profile, req, raw).items():
-                out[name] = DeviceError(device.id, value[1:]) if isinstance(value, str) \
-                    and value.startswith("!") and _is_error_marker(profile, name) else value
+            for name, value in plan.decoder(req)(raw).items():
+                if type(value) is str and value.startswith("!") and _is_error_marker(profile, name):
+                    out[name] = DeviceError(device.id, value[1:])
+                else:
+                    out[name] = value
         if not answered:
             raise DeviceTimeout(device.id, "no request answered")
         return out
