@@ -162,29 +162,50 @@ class LimitBinding:
 
 
 class RateBinding:
-    """Rate of change of one point above ``max_rate_per_s``. State: (last_ts, last_v, active)."""
+    """Rate of change of one point above ``max_rate_per_s``. State: (last_ts, last_v, active).
 
-    def __init__(self, device: str, cfg: RateRule) -> None:
+    Edges report a point with a deadband only when it moves (plus a heartbeat), so a spike
+    often arrives minutes after the previous report. The value was then still within the
+    deadband of the last report at the poll before the spike (else that poll would have been
+    reported), so the rate is at least (|change| - deadband) / poll interval, which is what
+    is judged when the gap exceeds 1.5 poll intervals. A ``comm_fail``/``offline`` status
+    forgets the last value: the first reading after a loss of communication is no spike.
+    """
+
+    def __init__(self, device: str, cfg: RateRule, interval_s: float | None = None,
+                 deadband_abs: float | None = None, deadband_pct: float | None = None) -> None:
         self.name = f"rate:{device}.{cfg.point}"
         self.device, self.point = device, cfg.point
         self.max_rate = cfg.max_rate_per_s
         self.priority = cfg.priority
         self.condition = f"{cfg.point}_rate"
+        self.interval_ms = None if interval_s is None else int(interval_s * 1000)
+        self.db_abs, self.db_pct = deadband_abs, deadband_pct
+        self.on_change = interval_s is not None and (deadband_abs is not None or deadband_pct is not None)
 
     def wants(self, device: str, point: str) -> bool:
-        return device == self.device and point == self.point
+        return device == self.device and point in (self.point, STATUS_POINT)
 
     def init(self) -> tuple[int | None, float, bool | None]:
         return None, 0.0, None
 
+    def _rate(self, dv: float, dt: int, last_v: float) -> float:
+        rate = dv * 1000.0 / dt
+        if self.on_change and self.interval_ms and dt > 1.5 * self.interval_ms:
+            db = self.db_abs if self.db_abs is not None else abs(last_v) * (self.db_pct or 0.0) / 100
+            rate = max(rate, (dv - db) * 1000.0 / self.interval_ms)
+        return rate
+
     def step(self, state: Any, s: Sample) -> tuple[Any, list[Condition]]:
+        if s.point == STATUS_POINT:
+            return ((None, 0.0, state[2]) if s.value != "online" else state), []
         v = _numeric(s.value) if s.quality is Quality.GOOD else None
         if v is None:
             return state, []
         last_ts, last_v, active = state
         if last_ts is None or s.ts_ms <= last_ts:
             return (s.ts_ms if last_ts is None else last_ts, v if last_ts is None else last_v, active), []
-        rate = abs(v - last_v) * 1000.0 / (s.ts_ms - last_ts)
+        rate = self._rate(abs(v - last_v), s.ts_ms - last_ts, last_v)
         now = rate > self.max_rate
         if now is active:
             return (s.ts_ms, v, active), []
@@ -300,6 +321,17 @@ def poll_interval_s(loaded: LoadedField, device: str) -> float:
     return min(intervals.get(g, default) for g in groups)
 
 
+def _rate_binding(loaded: LoadedField, device: str, cfg: RateRule) -> RateBinding:
+    """A rate rule knowing the point's poll interval and report deadband (on-change points)."""
+    gw, dev = loaded.field.devices[device]
+    intervals = {**gw.poll_intervals_s, **dev.poll_intervals_s}
+    pt = next((p for p in loaded.profile_of(device).points if p.name == cfg.point), None)
+    if pt is None:
+        return RateBinding(device, cfg)
+    interval = intervals.get(pt.group, intervals.get("default", 10.0))
+    return RateBinding(device, cfg, interval, pt.deadband_abs, pt.deadband_pct)
+
+
 def _devices_for(loaded: LoadedField, device: str | None, profile: str | None) -> list[str]:
     if device is not None:
         return [device]
@@ -313,7 +345,7 @@ def build_generic_rules(loaded: LoadedField) -> list[Any]:
     for lim in cfg.limits:
         out += [LimitBinding(d, lim) for d in _devices_for(loaded, lim.device, lim.profile)]
     for rate in cfg.rates:
-        out += [RateBinding(d, rate) for d in _devices_for(loaded, rate.device, rate.profile)]
+        out += [_rate_binding(loaded, d, rate) for d in _devices_for(loaded, rate.device, rate.profile)]
     for disc in cfg.discrete:
         out += [DiscreteBinding(d, disc) for d in _devices_for(loaded, disc.device, disc.profile)]
     for d in loaded.field.devices:
