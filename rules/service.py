@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ from rules.store import Store
 log = logging.getLogger("aquavolt.rules")
 DAILY_RETRY_S = 30.0
 """Wall seconds before a daily check that failed (InfluxDB unreachable) is tried again."""
+ROUND_MAX_S = 0.05
+"""Wall seconds of messages per processing round: the loop gets control back between rounds
+(signals, the API), however fast readings arrive."""
+STOP_BUDGET_S = 1.0
+"""Wall seconds given at stop to the messages already received and to pending writes."""
 
 
 @dataclass
@@ -169,12 +175,20 @@ class Engine:
             for c in customer:
                 self.customer_sink.handle(c)
 
-    def process_pending(self) -> None:
+    def process_pending(self, budget_s: float = ROUND_MAX_S) -> None:
+        """One processing round: the messages received so far, for at most ``budget_s`` (the
+        loop must get control back while readings keep arriving), then store, publish, notify."""
         out = Output()
-        while self._inbox:
-            topic, payload = self._inbox.popleft()
+        inbox = self._inbox
+        end = time.monotonic() + budget_s
+        for _ in range(len(inbox)):
+            topic, payload = inbox.popleft()
             self.stats.messages += 1
             self._handle(topic, payload, out)
+            if time.monotonic() > end:
+                break
+        if inbox:
+            self._wake.set()  # more: another round after the loop has had its turn
         self.core.drain(out)
         self.stats.rounds += 1
         self.emit(out.events, out.customer)
@@ -230,6 +244,7 @@ class Engine:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            await asyncio.sleep(0)  # let the signal handlers and the API run between rounds
             try:
                 self.process_pending()
             except Exception as exc:  # supervisor boundary: count, log, go on with the next round
@@ -256,22 +271,42 @@ class Engine:
         try:
             await stop.wait()
         finally:
-            for t in tasks:
+            await self._shutdown(tasks, runner)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], runner: Any) -> None:
+        """Stop within about two seconds: intake first (no more messages), the messages
+        already received for at most ``STOP_BUDGET_S``, pending writes and the daily check
+        given the same budget (then cancelled), the API, the SQLite store last."""
+        t0 = asyncio.get_running_loop().time()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.client.on_message = None
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+        deadline = t0 + STOP_BUDGET_S
+        loop = asyncio.get_running_loop()
+        while self._inbox and loop.time() < deadline:
+            self.process_pending()
+        if self._inbox:
+            log.warning("stopping: %d received message(s) left unprocessed", len(self._inbox))
+            self._inbox.clear()
+        pending: list[asyncio.Task[Any]] = [*self._writes]
+        if self._daily_task is not None:
+            pending.append(self._daily_task)
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time()))
+            for t in late:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self._inbox:
-                self.process_pending()
-            if self._writes:
-                await asyncio.gather(*self._writes, return_exceptions=True)
-            if self._daily_task is not None:
-                await asyncio.gather(self._daily_task, return_exceptions=True)
-            stop_sink = getattr(self.customer_sink, "stop", None)
-            if stop_sink is not None:
-                await stop_sink()
-            if runner is not None:
-                await runner.cleanup()
-            if self.notifier is not None:
-                await self.notifier.close()
-            self.client.disconnect()
-            self.client.loop_stop()
-            self.store.close()
+        stop_sink = getattr(self.customer_sink, "stop", None)
+        if stop_sink is not None:
+            try:
+                await asyncio.wait_for(stop_sink(), timeout=1.0)
+            except TimeoutError:
+                log.warning("stopping: the customer SMS sink did not stop within 1 s")
+        if runner is not None:
+            await runner.cleanup()
+        if self.notifier is not None:
+            await self.notifier.close()
+        self.store.close()
+        log.info("stopped in %.2f s", loop.time() - t0)
