@@ -55,10 +55,12 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
         backfill_days = sc.scenario.history_days if args.backfill_days is None else args.backfill_days
         if backfill_days:
             _say(f"writing {backfill_days} days of meter history")
+            t0 = time.monotonic()
             subprocess.run([sys.executable, "-m", "aquavolt.cli", "sim", "backfill", str(stack.field_path),
                             "--end", sc.scenario.start, "--days", str(backfill_days),
                             "--seed", str(sc.scenario.seed)],
                            env=stack.env, check=True, stdout=subprocess.DEVNULL)
+            _say(f"history written in {time.monotonic() - t0:.1f} s")
         clock = SimClock(sc.start, accel, epoch=time.time() + args.warmup_s)
         stack.opts.clock_spec = clock.spec()
         topics = Topics(stack.mqtt_settings().prefix)
@@ -101,7 +103,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mqtt", help="use this broker instead of starting one")
     p.add_argument("--influx", help="use this InfluxDB instead of starting one")
     p.add_argument("--acceleration", type=float, help="override the scenario's acceleration")
-    p.add_argument("--warmup-s", type=float, default=15.0, help="wall seconds before simulated start")
+    p.add_argument("--warmup-s", type=float, default=8.0, help="wall seconds before simulated start")
     p.add_argument("--grace-s", type=float, default=120.0, help="simulated seconds after the end")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")
