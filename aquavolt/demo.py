@@ -27,12 +27,12 @@ from aquavolt.liveview import LiveView
 
 
 def _scenario_settings(path: Path | None) -> dict[str, Any]:
-    """The scenario's start, acceleration and history_days (the kernel does not import the
-    simulator's scenario model: only these three keys are read here)."""
+    """The scenario's start, acceleration, history_days and seed (the kernel does not import
+    the simulator's scenario model: only these keys are read here)."""
     if path is None:
         return {}
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    return {k: data[k] for k in ("start", "acceleration", "history_days") if k in data}
+    return {k: data[k] for k in ("start", "acceleration", "history_days", "seed") if k in data}
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -63,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
         stack.start_servers()
         stack.prepare_field()
         if backfill_days and "sim" not in stack.missing and not stop:
-            _backfill(stack, start_text, backfill_days)
+            _backfill(stack, start_text, backfill_days, int(sc.get("seed", 1)))
         # Simulated time starts once every process had time to start (the clock is shared).
         clock = SimClock(clock.start, accel, epoch=time.time() + args.warmup_s)
         stack.opts.clock_spec = clock.spec()
@@ -104,11 +104,13 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backfill(stack: Stack, end: str, days: int) -> None:
+def _backfill(stack: Stack, end: str, days: int, seed: int) -> None:
+    """History from the scenario's seed: the simulator runs on it, so the meters' totalisers
+    go on from the history without a jump."""
     print(f"aquavolt demo: writing {days} days of meter history (year-over-year needs it)...", flush=True)
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "aquavolt.cli", "sim", "backfill", str(stack.field_path),
-                           "--end", end, "--days", str(days)],
+                           "--end", end, "--days", str(days), "--seed", str(seed)],
                           env=stack.env, check=False, stdout=subprocess.DEVNULL)
     print(f"aquavolt demo: history written in {time.monotonic() - t0:.0f} s"
           + ("" if done.returncode == 0 else f" (backfill exit {done.returncode})"), flush=True)

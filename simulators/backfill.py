@@ -2,9 +2,13 @@
 
 Every customer water and electricity meter and every zone inlet meter gets, per hour (and
 at the end instant itself), its totaliser and its rate, in the kernel schema (measurement
-``telemetry``, tags gateway/device/point, fields ``value`` and ``quality=192i``). The
-daily rollup ``telemetry_1d`` (retention policy ``rp_1d``: mean, min, max, sum, count,
-last) is written too, since continuous queries never look back. The figures are the live
+``telemetry``, tags gateway/device/point, fields ``value`` and ``quality=192i``), for the
+last ``raw_days`` days (28 by default: what the live detectors look back on, four weeks of
+a burst profile, a week of night flows). The daily rollup ``telemetry_1d`` (retention
+policy ``rp_1d``: mean, min, max, sum, count, last), which the over-consumption check reads
+for a year back, is written for every day, computed from the same hourly values, since
+continuous queries never look back. Batches go out on a few writers at once: InfluxDB
+takes them on its own cores while the next lines are formatted. The figures are the live
 simulator's own closed forms for the same seed, so at the end instant the history and a
 simulator started there show the same totalisers: no jump.
 """
@@ -16,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +33,10 @@ from aquavolt.settings import InfluxSettings
 from simulators.demand import REFERENCE, UNDER_REGISTRATION
 from simulators.model import FieldModel
 
-BATCH = 10000
+BATCH = 20000
+WRITERS = 3
+RAW_DAYS = 28
+"""Days of hourly raw points by default; older days get only their daily rollup."""
 
 
 @dataclass(frozen=True)
@@ -109,11 +117,13 @@ class _NoFaults:
         return []
 
 
-def raw_lines(series: list[Series], times: np.ndarray, values: np.ndarray) -> Iterator[str]:
-    ts = [str(round(t * 1000)) for t in times]
+def raw_lines(series: list[Series], times: np.ndarray, values: np.ndarray, since: float = -math.inf
+              ) -> Iterator[str]:
+    first = int(np.searchsorted(times, since))
+    ts = [str(round(t * 1000)) for t in times[first:]]
     for s, row in zip(series, values, strict=True):
         pre = s.prefix(TELEMETRY) + "value="
-        for t, v in zip(ts, row.tolist(), strict=True):
+        for t, v in zip(ts, row[first:].tolist(), strict=True):
             yield f"{pre}{v!r},quality=192i {t}"
 
 
@@ -133,29 +143,36 @@ def daily_lines(series: list[Series], times: np.ndarray, values: np.ndarray) -> 
                    f"last={float(chunk[-1])!r} {int(day[a]) * 86400000}")
 
 
-def write_all(influx: Influx, lines: Iterator[str]) -> int:
+def write_all(influx: Influx, lines: Iterator[str], writers: int = WRITERS) -> int:
+    """Write in batches of ``BATCH`` lines, ``writers`` requests in flight at most."""
     n = 0
     batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= BATCH:
-            influx.write(batch)
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="backfill-writer") as pool:
+        pending = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= BATCH:
+                pending.append(pool.submit(influx.write, batch))
+                n += len(batch)
+                batch = []
+                if len(pending) >= 2 * writers:  # bound the lines held in memory
+                    pending.pop(0).result()
+        if batch:
+            pending.append(pool.submit(influx.write, batch))
             n += len(batch)
-            batch = []
-    if batch:
-        influx.write(batch)
-        n += len(batch)
+        for fut in pending:
+            fut.result()  # raises the first InfluxError
     return n
 
 
 def backfill(loaded: LoadedField, settings: InfluxSettings, seed: int, end: float, days: int,
-             step_s: int = 3600) -> dict[str, float]:
+             step_s: int = 3600, raw_days: int = RAW_DAYS) -> dict[str, float]:
     t0 = time.monotonic()
     influx = Influx(settings)
     influx.execute(continuous_queries(settings.database))
     series, times, values = history(loaded, seed, end, days, step_s)
     t1 = time.monotonic()
-    raw = write_all(influx, raw_lines(series, times, values))
+    raw = write_all(influx, raw_lines(series, times, values, since=end - min(raw_days, days) * 86400))
     rp_1d = next(rp for rp, _d, i, _m in ROLLUPS if i == "1d")
     daily = write_all(Influx(settings.model_copy(update={"retention_policy": rp_1d})),
                       daily_lines(series, times, values))
@@ -168,7 +185,8 @@ def backfill_cli(args: argparse.Namespace) -> int:
     loaded = load_field(args.field)
     settings = InfluxSettings.from_env(args.influx)
     try:
-        out = backfill(loaded, settings, args.seed, parse_instant(args.end), args.days, args.step_s)
+        out = backfill(loaded, settings, args.seed, parse_instant(args.end), args.days, args.step_s,
+                       args.raw_days)
     except InfluxError as exc:
         print(f"aquavolt sim backfill: {exc}", file=sys.stderr)
         return 1

@@ -69,6 +69,8 @@ def register(subparsers: Any) -> None:
     b.add_argument("--days", type=int, default=400, help="days of history (default 400)")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--step-s", type=int, default=3600, help="raw resolution (default 3600)")
+    b.add_argument("--raw-days", type=int, default=28,
+                   help="days of raw points before --end (default 28); older days: daily rollups only")
     b.set_defaults(func=_backfill)
 
     g = sub.add_parser("generate", help="write a field file of N customers for scale tests")

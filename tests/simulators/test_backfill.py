@@ -44,3 +44,21 @@ def test_backfill_continues_into_live(demo, influx_settings):
     assert daily[0]["min"] == vols[0] and daily[0]["last"] == vols[23]
     cqs = influx.query("SHOW CONTINUOUS QUERIES")
     assert any(s.get("name") == influx_settings.database for s in cqs)
+
+
+def test_old_days_get_only_their_daily_rollup(demo, influx_settings):
+    """``raw_days``: raw hourly points for the last days only, the daily rollup for every day
+    (computed from the same hourly values), batches written by several writers."""
+    end = parse_instant(END)
+    out = backfill(demo, influx_settings, seed=3, end=end, days=3, raw_days=1)
+    assert out["points"] == out["series"] * (24 + 1)
+    influx = Influx(influx_settings)
+    vols = influx.rows('SELECT "value" FROM "telemetry" WHERE "device" = \'wm-c0005\' AND "point" = '
+                       '\'volume_m3\'')
+    assert len(vols) == 25 and vols[0]["time"] == (end - 86400) * 1000
+    daily = influx.rows('SELECT "count", "last" FROM "rp_1d"."telemetry_1d" WHERE '
+                        '"device" = \'wm-c0005\' AND "point" = \'volume_m3\'')
+    assert [d["count"] for d in daily] == [24, 24, 24, 1]
+    assert daily[2]["last"] == vols[23]["value"]  # 23:00 of the day before the end
+    live = Simulation(demo, 3, end, SimClock(end, 1e-6))
+    assert daily[-1]["last"] == pytest.approx(live.values("wm-c0005")["volume_m3"], abs=1e-9)
