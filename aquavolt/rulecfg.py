@@ -76,8 +76,17 @@ class DiscreteRule(Selector):
 
 
 class StaleDefaults(Frozen):
+    """Stale data, judged on each gateway's own event time (its newest data, status or health
+    timestamp), so a gateway whose messages lag the others' is not taken for silent."""
+
     intervals: float = Field(3.0, gt=0, description="No data for this many poll intervals")
     priority: Priority = Priority.LOW
+    startup_grace_s: float = Field(
+        300.0, ge=0, description="A device never heard from is not stale before this long after its "
+        "gateway's first message (polls of a starting gateway spread over its slowest interval)")
+    gateway_after_s: float = Field(
+        300.0, gt=0, description="A gateway whose event time lags the engine's watermark by this "
+        "much (no data, status or health) raises ONE stale alarm on the gateway id, not one per device")
 
 
 class CommFailConfig(Frozen):

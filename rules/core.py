@@ -14,7 +14,7 @@ from typing import Any
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import Priority
-from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayState, GatewayStatus
+from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayState, GatewayStatus, Health
 from rules.alarms import AlarmManager
 from rules.api import Condition, Sample
 from rules.comm import build_comm_rules
@@ -69,6 +69,18 @@ class Core:
         self._bd_seq: dict[str, int] = {}
         self._metrics = [i for i, r in enumerate(self.rules) if hasattr(r, "drain_lines")]
         self.readings = 0
+        # stale data is judged on each gateway's own event time (rules with ``gateway_clock``)
+        self.gw_time: dict[str, int] = {}
+        self._clock_of = [getattr(r, "gateway_clock", None) for r in self.rules]
+        stale = loaded.field.rules.stale
+        self._gw_stale_ms = int(stale.gateway_after_s * 1000)
+        self._gw_grace_ms = max(self._gw_stale_ms, int(stale.startup_grace_s * 1000))
+        self._gw_stale: dict[str, bool] = {}
+        self._first_watermark: int | None = None
+
+    def _gw_seen(self, gateway: str, ts_ms: int) -> None:
+        if ts_ms > self.gw_time.get(gateway, -1):
+            self.gw_time[gateway] = ts_ms
 
     def _targets(self, device: str, point: str) -> tuple[int, ...]:
         key = (device, point)
@@ -97,7 +109,7 @@ class Core:
         out = Output()
         dev, gw, hist = b.device, b.gateway, b.historical
         states, rules, dispatch = self.states, self.rules, self._dispatch
-        newest = self.watermark
+        newest = 0
         for r in b.readings:  # the hot loop: sample() inlined
             ts = r.ts_ms
             point = r.point
@@ -112,6 +124,8 @@ class Core:
                         self._conditions(conds, out)
             newest = max(newest, ts)
         self.readings += len(b.readings)
+        if newest > self.gw_time.get(gw, -1):
+            self.gw_time[gw] = newest
         self.advance(newest, out)
         return out
 
@@ -138,19 +152,56 @@ class Core:
         if self.watermark - self._last_tick < self.tick_every_ms:
             return out
         self._last_tick = now = self.watermark
-        states, rules = self.states, self.rules
+        if self._first_watermark is None:
+            self._first_watermark = now
+        states, rules, clocks, gwt = self.states, self.rules, self._clock_of, self.gw_time
         for i, r in enumerate(rules):
-            states[i], conds = r.tick(states[i], now)
+            g = clocks[i]
+            if g is None:
+                t = now
+            else:
+                t = gwt.get(g, -1)
+                if t < 0:
+                    continue  # a gateway never heard from: its one alarm is the gateway's stale
+            states[i], conds = r.tick(states[i], t)
             if conds:
                 self._conditions(conds, out)
+        self._gateways_stale(now, out)
         out.events += self.manager.tick(now)  # releases after an upstream fault cleared
         self.drain(out)
         return out
+
+    def _gateways_stale(self, now: int, out: Output) -> None:
+        """ONE ``stale`` alarm per gateway whose event time lags the watermark by
+        ``stale.gateway_after_s`` (or never heard of ``startup_grace_s`` after the first
+        watermark): its devices are not judged meanwhile (their clock is the gateway's)."""
+        first = self._first_watermark if self._first_watermark is not None else now
+        conds: list[Condition] = []
+        prio = self.loaded.field.rules.stale.priority
+        for gw in self.loaded.field.gateways:
+            t = self.gw_time.get(gw.id)
+            due = first + self._gw_grace_ms if t is None else t + self._gw_stale_ms
+            active = now > due
+            if active is self._gw_stale.get(gw.id, False):
+                continue
+            self._gw_stale[gw.id] = active
+            ts = due if active else (t if t is not None else now)
+            quiet_s = (due - (first if t is None else t)) / 1000
+            msg = f"no data, status or health for {quiet_s:g} s" if active else ""
+            conds.append(Condition(gw.id, "stale", active, ts, prio, msg))
+        if conds:
+            self._conditions(conds, out)
+
+    def health(self, h: Health) -> Output:
+        """A gateway's health message: its event time moves on even when no data flows."""
+        self._gw_seen(h.gateway, h.ts_ms)
+        return self.advance(h.ts_ms)
 
     def device_status(self, st: DeviceStatus) -> Output:
         """The state goes to rules as a ``_status`` sample: ``rules.comm`` raises ``comm_fail``
         (per device after a hold-off, or one per bus or gateway), detectors use it as evidence."""
         out = Output()
+        self._gw_seen(st.gateway, st.ts_ms)
         self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms, note=st.reason), out)
         self.advance(st.ts_ms, out)
         return out

@@ -260,16 +260,23 @@ class DeviceWatch:
     """Stale (no data for ``intervals`` poll intervals) and bad quality, for one device.
 
     State: (last_ts | None, first_tick_ms | None, stale: bool, bad_points: frozenset, bad: bool,
-    silent: bool). ``silent``: the device's status says ``comm_fail`` (its ``_status``
-    pseudo-point); no stale alarm then, the loss of communication is the one alarm, even
-    while its own ``comm_fail`` is still held off (``rules.comm``).
+    silent: bool). ``silent``: the device's status says ``comm_fail`` or ``offline`` (its
+    ``_status`` pseudo-point); no stale alarm then, the loss of communication is the one
+    alarm, even while its own ``comm_fail`` is still held off (``rules.comm``).
+
+    ``gateway_clock``: the core ticks this rule with the event time of the device's gateway,
+    not the global watermark (a gateway lagging the others at 1000x is not silent). A device
+    never heard from is judged ``grace_ms`` after the first tick, not one stale limit after.
     """
 
-    def __init__(self, device: str, interval_s: float, intervals: float, priority: Priority) -> None:
+    def __init__(self, device: str, interval_s: float, intervals: float, priority: Priority,
+                 gateway: str | None = None, grace_s: float = 0.0) -> None:
         self.name = f"watch:{device}"
         self.device = device
         self.limit_ms = int(interval_s * intervals * 1000)
+        self.grace_ms = max(self.limit_ms, int(grace_s * 1000))
         self.priority = priority
+        self.gateway_clock = gateway
 
     def wants(self, device: str, point: str) -> bool:
         return device == self.device
@@ -280,7 +287,7 @@ class DeviceWatch:
     def step(self, state: Any, s: Sample) -> tuple[Any, list[Condition]]:
         last, first, stale, bad_pts, bad, _silent = state
         if s.point == STATUS_POINT:
-            return (last, first, stale, bad_pts, bad, s.value == "comm_fail"), []
+            return (last, first, stale, bad_pts, bad, s.value != "online"), []
         ts = s.ts_ms if last is None or s.ts_ms > last else last
         is_bad = s.quality is Quality.BAD
         if not stale and bad is not None and not is_bad and s.point not in bad_pts:
@@ -304,11 +311,11 @@ class DeviceWatch:
             return state, []
         if first is None:
             first = now_ms
-        ref = first if last is None else last
-        if now_ms - ref > self.limit_ms:
-            msg = f"no data for {self.limit_ms / 1000:g} s"
+        ref, limit = (first, self.grace_ms) if last is None else (last, self.limit_ms)
+        if now_ms - ref > limit:
+            msg = f"no data for {limit / 1000:g} s"
             return (last, first, True, bad_pts, bad, silent), [
-                Condition(self.device, "stale", True, ref + self.limit_ms, self.priority, msg)]
+                Condition(self.device, "stale", True, ref + limit, self.priority, msg)]
         return (last, first, stale, bad_pts, bad, silent), []
 
 
@@ -348,6 +355,8 @@ def build_generic_rules(loaded: LoadedField) -> list[Any]:
         out += [_rate_binding(loaded, d, rate) for d in _devices_for(loaded, rate.device, rate.profile)]
     for disc in cfg.discrete:
         out += [DiscreteBinding(d, disc) for d in _devices_for(loaded, disc.device, disc.profile)]
-    for d in loaded.field.devices:
-        out.append(DeviceWatch(d, poll_interval_s(loaded, d), cfg.stale.intervals, cfg.stale.priority))
+    st = cfg.stale
+    for d, (gw, _dev) in loaded.field.devices.items():
+        out.append(DeviceWatch(d, poll_interval_s(loaded, d), st.intervals, st.priority, gw.id,
+                               st.startup_grace_s))
     return out

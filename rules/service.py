@@ -144,7 +144,7 @@ class Engine:
         return self.core.gateway_status(decode(payload, GatewayStatus))
 
     def _health(self, topic: str, payload: bytes) -> Output:
-        return self.core.advance(decode(payload, Health).ts_ms)
+        return self.core.health(decode(payload, Health))
 
     def _handle(self, topic: str, payload: bytes, out: Output) -> None:
         try:

@@ -5,7 +5,9 @@ while its transformer or feeder has an active ``outage``, its feeder's breaker i
 gateway is offline, or its bus or gateway has a rolled-up ``comm_fail`` (``rules.comm``:
 asset ``{gateway}.{bus}`` or the gateway id); ``stale`` and ``bad_quality`` also while the
 device itself is in ``comm_fail`` (the loss of communication is the one alarm). A bus's
-``comm_fail`` is suppressed by its gateway's ``comm_fail`` or ``gateway_offline``.
+``comm_fail`` is suppressed by its gateway's ``comm_fail`` or ``gateway_offline``; a
+gateway's own ``stale`` (no message at all, ``rules.core``) by its ``gateway_offline`` and
+rolled-up ``comm_fail``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
         electric(c.electricity_meter, c.transformer)
     for t, (_s, _fd, tr) in f.transformers.items():
         electric(tr.device, t)
+    for gw in f.gateways:
+        add(gw.id, (gw.id, "gateway_offline"))
+        add(gw.id, (gw.id, "comm_fail"))
     for dev, (gw, _d) in f.devices.items():
         add(dev, (gw.id, "gateway_offline"))
         add(dev, (dev, "comm_fail"))
