@@ -169,6 +169,10 @@ class OutageConfig(Frozen):
     debounce_s: float = Field(45.0, description="Outage declaration period of a meter, 30-45 s")
     sustained_after_s: float = Field(300.0, description="IEEE 1366: sustained after 5 min")
     rollup_fraction: float = Field(0.6, description="Share of a transformer's meters out")
+    rollup_hold_s: float = Field(
+        60.0, ge=0, description="A transformer outage waits for its feeder bay's state at the "
+        "instant of the loss (a bay reading at or after it) at most this long past the debounce, "
+        "so that a feeder outage whose bay reading arrives late is ONE alarm on the feeder")
     live_max_age_s: float = Field(
         180.0, gt=0, description="A voltage reading older than this no longer proves supply"
     )

@@ -37,6 +37,7 @@ class _Volts:
     phases: dict[str, float] = field(default_factory=dict)
     dead_since: int | None = None
     live_ts: int | None = None
+    last_ts: int | None = None  # newest reading: the asset's state is known up to it
 
 
 @dataclass
@@ -58,6 +59,7 @@ class OutageState:
     meters: dict[str, _Meter] = field(default_factory=dict)
     active: dict[str, _Outage] = field(default_factory=dict)  # asset -> outage
     feeder_back: dict[str, int] = field(default_factory=dict)  # feeder -> last return of its voltage
+    now: int = 0  # newest timestamp seen: a late reading never moves the judgement back
     hot: dict[str, set[str]] = field(default_factory=dict)
     """Feeder -> the meters and assets under it with evidence (gasp, silence, dead voltage).
     Only feeders with evidence or an active outage are judged: a clean feeder yields nothing."""
@@ -117,6 +119,7 @@ class OutageRule:
     # ------------------------------------------------------------------ inputs
 
     def step(self, state: OutageState, sample: Sample) -> tuple[OutageState, list[Condition]]:
+        state.now = now = max(state.now, sample.ts_ms)
         asset = self.voltage_devices.get(sample.device)
         if asset is not None:
             if sample.point in PHASES:
@@ -127,13 +130,14 @@ class OutageRule:
             if sample.device not in state.meters and sample.point == "voltage_v":
                 v = number(sample)  # the common case: a live reading of a meter without evidence
                 if v is None or v >= self.meter_dead_v[sample.device]:
-                    return state, (self._evaluate(state, sample.ts_ms) if state.hot or state.active else [])
+                    return state, (self._evaluate(state, now) if state.hot or state.active else [])
             self._meter(state, sample)
         if not state.hot and not state.active:
             return state, []
-        return state, self._evaluate(state, sample.ts_ms)
+        return state, self._evaluate(state, now)
 
     def tick(self, state: OutageState, now_ms: int) -> tuple[OutageState, list[Condition]]:
+        state.now = now_ms = max(state.now, now_ms)
         if not state.hot and not state.active:
             return state, []
         return state, self._evaluate(state, now_ms)
@@ -153,6 +157,7 @@ class OutageRule:
         if v is None:
             return
         vs = state.volts.setdefault(asset.id, _Volts())
+        vs.last_ts = sample.ts_ms if vs.last_ts is None else max(vs.last_ts, sample.ts_ms)
         vs.phases[sample.point] = v
         if max(vs.phases.values()) < self.cfg.dead_fraction * asset.nominal_v:
             vs.dead_since = vs.dead_since if vs.dead_since is not None else sample.ts_ms
@@ -253,8 +258,22 @@ class OutageRule:
                         out.append(self._close(state, t, now, merged_into=fd.id))
                     continue
                 res = tx_out[t.id]
+                held = res is not None and t.id not in state.active and self._feeder_unknown(
+                    state, fd, res[0], now)
+                if held:
+                    continue  # held: the feeder's reading of that instant may still be on its way
                 out += self._update(state, t, res, now, restored=self._restored(state, t, res, now))
         return out
+
+    def _feeder_unknown(self, state: OutageState, fd: _Asset, start: int, now: int) -> bool:
+        """True while a transformer outage starting at ``start`` must wait for its feeder: the
+        bay is monitored, has no reading at or after ``start`` yet, and the hold
+        (``rollup_hold_s`` past the debounce) has not run out. A bay never heard from is not
+        waited for."""
+        vs = state.volts.get(fd.id)
+        if vs is None or vs.last_ts is None or vs.last_ts >= start:
+            return False
+        return now < start + int((self.cfg.debounce_s + self.cfg.rollup_hold_s) * 1000)
 
     def _restored(self, state: OutageState, asset: _Asset, found: tuple[int, str] | None, now: int) -> bool:
         o = state.active.get(asset.id)

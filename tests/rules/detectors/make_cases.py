@@ -189,6 +189,22 @@ def case_outage_feeder_momentary() -> list[Row]:
     return rows
 
 
+def arrival_outage_feeder_late_bay() -> list[Row]:
+    # The feeder-outage replay: feeder-1 loses supply at 10:00:00; tx-1a's LV meter reports
+    # 0 V at once, but the feeder bay's readings and tx-1b's (other buses, other poll cycles)
+    # arrive 70 s late. Rows are in ARRIVAL order: the 0 V readings of the bay and of tx-1b
+    # stamped 10:00:00.. arrive after tx-1a's 10:01:10. One outage, on feeder-1, none on tx-1a.
+    t0, cut, t1 = ms(local(0, 9.95)), ms(local(0, 10)), ms(local(0, 10.05))
+    early = tx_volts("tx-1a-meter", t0 + 5_000, t1, lambda ts: 0.0 if ts >= cut else 230.0, every_s=10)
+    slow = tx_volts("tx-1b-meter", t0 + 5_000, t1, lambda ts: 0.0 if ts >= cut else 230.0, every_s=10)
+    slow += tx_volts("ss1-feeder-1", t0, t1, lambda ts: 0.0 if ts >= cut else 6350.0, every_s=10)
+    late = cut + 70_000
+    rows = sorted([r for r in early + slow if r[0] < cut], key=lambda r: r[0])
+    rows += sorted([r for r in early if cut <= r[0] <= late], key=lambda r: r[0])
+    rows += sorted([r for r in slow if r[0] >= cut] + [r for r in early if r[0] > late], key=lambda r: r[0])
+    return rows
+
+
 def case_voltage_quality() -> list[Row]:
     # tx-2a: 10:00-10:20 phases 233/231/232 V; 10:20-10:40 L1 at 256 V (+11.3 %, imbalance
     # 6.3 %); 10:40-11:00 back to normal. Power 40 kW on the LV meter, 250 kVA nameplate.
@@ -276,6 +292,10 @@ DAILY: dict[str, Callable[[], list[tuple[str, str]]]] = {
     name.removeprefix("daily_"): fn for name, fn in globals().items() if name.startswith("daily_")
 }
 
+ARRIVAL: dict[str, Callable[[], list[Row]]] = {
+    name.removeprefix("arrival_"): fn for name, fn in globals().items() if name.startswith("arrival_")
+}
+
 GENERATORS: dict[str, Callable[[], list[Row]]] = {
     name.removeprefix("case_"): fn for name, fn in globals().items() if name.startswith("case_")
 }
@@ -292,6 +312,14 @@ def main() -> None:
             for ts, dev, point, value, q in rows:
                 w.writerow([ts, dev, point, str(value).lower() if isinstance(value, bool) else value, q])
         print(f"{name}: {len(rows)} rows")
+    for name, gen in ARRIVAL.items():  # rows kept in the order they arrive, not by timestamp
+        folder = CASES / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "input.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ts_ms", "device", "point", "value", "quality"])
+            w.writerows(gen())
+        print(f"{name}: {len(gen())} rows (arrival order)")
     for name, gen in DAILY.items():
         folder = CASES / name
         folder.mkdir(parents=True, exist_ok=True)
