@@ -5,6 +5,9 @@ run: it maps wall time to simulated time by a start instant, an acceleration and
 instant (epoch) at which simulated time began. Processes given the same three numbers
 (``AQUAVOLT_CLOCK=start=2026-03-01T00:00:00Z,accel=1000,epoch=1764412345.5``) agree on
 "now" without talking to each other, so a replay at 1000x behaves like real time.
+The epoch may instead be named by a file (``epoch_file=PATH``) that the launcher writes
+once every process is up: until it appears, simulated time holds one second before the
+start, so a slow start on a loaded machine costs no simulated time.
 
 Rules never read any clock: they work on the readings' timestamps (event time).
 """
@@ -56,16 +59,40 @@ class RealClock:
 
 
 class SimClock:
-    """Simulated time: ``start + (wall - epoch) * acceleration``."""
+    """Simulated time: ``start + (wall - epoch) * acceleration``; with ``epoch_file`` and no
+    epoch, held at ``start - 1`` until that file holds the epoch (checked every 20 ms)."""
 
-    def __init__(self, start: float, acceleration: float, epoch: float | None = None) -> None:
+    def __init__(self, start: float, acceleration: float, epoch: float | None = None,
+                 epoch_file: str | None = None) -> None:
         if acceleration <= 0:
             raise ValueError(f"acceleration must be positive, got {acceleration}")
         self.start = float(start)
         self.acceleration = float(acceleration)
-        self.epoch = time.time() if epoch is None else float(epoch)
+        self.epoch_file = epoch_file if epoch is None else None
+        self.epoch = float(epoch) if epoch is not None else (0.0 if epoch_file else time.time())
+        self._next_check = 0.0
+
+    @property
+    def pending(self) -> bool:
+        """True while the epoch file has not been written."""
+        if self.epoch_file is None:
+            return False
+        wall = time.monotonic()
+        if wall < self._next_check:
+            return True
+        self._next_check = wall + 0.02
+        try:
+            with open(self.epoch_file) as f:
+                text = f.read().strip()
+            self.epoch = float(text)
+        except (OSError, ValueError):
+            return True
+        self.epoch_file = None
+        return False
 
     def now(self) -> float:
+        if self.epoch_file is not None and self.pending:
+            return self.start - 1.0
         return self.start + (time.time() - self.epoch) * self.acceleration
 
     def now_ms(self) -> int:
@@ -80,7 +107,17 @@ class SimClock:
     def spec(self) -> str:
         """The string that gives another process the same clock."""
         start = datetime.fromtimestamp(self.start, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if self.epoch_file is not None:
+            return f"start={start},accel={self.acceleration:g},epoch_file={self.epoch_file}"
         return f"start={start},accel={self.acceleration:g},epoch={self.epoch:.6f}"
+
+
+def write_epoch_file(path: str, epoch: float) -> None:
+    """Release the clocks waiting on ``path`` (written whole, then renamed into place)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{epoch:.6f}\n")
+    os.replace(tmp, path)
 
 
 class ManualClock:
@@ -117,7 +154,7 @@ def parse_instant(text: str) -> float:
 
 
 def clock_from_spec(spec: str | None) -> RealClock | SimClock:
-    """``real`` (or empty) or ``start=ISO,accel=N[,epoch=UNIX]``."""
+    """``real`` (or empty) or ``start=ISO,accel=N[,epoch=UNIX | ,epoch_file=PATH]``."""
     if not spec or spec.strip() == "real":
         return RealClock()
     fields: dict[str, str] = {}
@@ -126,11 +163,12 @@ def clock_from_spec(spec: str | None) -> RealClock | SimClock:
         if not sep:
             raise ValueError(f"clock spec {spec!r}: {part!r} is not key=value")
         fields[key.strip()] = value.strip()
-    unknown = set(fields) - {"start", "accel", "epoch"}
+    unknown = set(fields) - {"start", "accel", "epoch", "epoch_file"}
     if unknown or "start" not in fields:
-        raise ValueError(f"clock spec {spec!r}: needs start=ISO,accel=N[,epoch=UNIX]")
+        raise ValueError(f"clock spec {spec!r}: needs start=ISO,accel=N[,epoch=UNIX | ,epoch_file=PATH]")
     epoch = float(fields["epoch"]) if "epoch" in fields else None
-    return SimClock(parse_instant(fields["start"]), float(fields.get("accel", "1")), epoch)
+    return SimClock(parse_instant(fields["start"]), float(fields.get("accel", "1")), epoch,
+                    fields.get("epoch_file"))
 
 
 def clock_from_env() -> RealClock | SimClock:

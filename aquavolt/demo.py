@@ -64,11 +64,14 @@ def run_demo(args: argparse.Namespace) -> int:
         stack.prepare_field()
         if backfill_days and "sim" not in stack.missing and not stop:
             _backfill(stack, start_text, backfill_days, int(sc.get("seed", 1)))
-        # Simulated time starts once every process had time to start (the clock is shared).
-        clock = SimClock(clock.start, accel, epoch=time.time() + args.warmup_s)
+        # Simulated time starts once every process is connected (the clock is shared).
+        epoch_file = stack.workdir / "clock-epoch"
+        epoch_file.unlink(missing_ok=True)
+        clock = SimClock(clock.start, accel, epoch_file=str(epoch_file))
         stack.opts.clock_spec = clock.spec()
         if not stop:
             stack.start_children()
+            stack.release_clock(args.warmup_s)
         for c in stack.children:
             say(f"aquavolt demo: started {c.name} (pid {c.proc.pid if c.proc else '?'})")
         for srv in (stack.mosquitto, stack.influxdb):
@@ -159,7 +162,8 @@ def register_demo(sub: Any) -> None:
     p.add_argument("--workdir", default="var/demo", help="where servers keep data and logs")
     p.add_argument("--start", default=None, help="simulated start instant (default: the scenario's)")
     p.add_argument("--acceleration", type=float, default=None, help="simulated seconds per second")
-    p.add_argument("--warmup-s", type=float, default=15.0, help="wall seconds before simulated start")
+    p.add_argument("--warmup-s", type=float, default=3.0,
+                   help="wall seconds between every process being connected and the simulated start")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds")

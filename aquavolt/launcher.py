@@ -22,7 +22,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO
 
-from aquavolt.clock import SimClock, clock_from_spec
+from aquavolt.clock import SimClock, clock_from_spec, write_epoch_file
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
 from aquavolt.influx import Influx, InfluxError
@@ -260,6 +260,30 @@ class Stack:
                     return
             time.sleep(0.1)
         raise ServiceError(f"{child.name} not ready after {timeout_s:.0f} s: see {child.log_path}")
+
+    def release_clock(self, settle_s: float, timeout_s: float = 90.0) -> float:
+        """Start simulated time ``settle_s`` wall seconds after every child said ``connected``
+        (or ``ready``) in its log, when the clock waits on an epoch file; return the epoch.
+        On a loaded machine the processes take tens of seconds to start: the run loses none
+        of its simulated time to that."""
+        clock = clock_from_spec(self.opts.clock_spec)
+        if not isinstance(clock, SimClock) or clock.epoch_file is None:
+            return clock.epoch if isinstance(clock, SimClock) else time.time()
+        deadline = time.monotonic() + timeout_s
+        waiting = list(self.children)
+        while waiting and time.monotonic() < deadline:
+            for c in list(waiting):
+                with contextlib.suppress(OSError):
+                    text = c.log_path.read_bytes()
+                    if b"connected" in text or b"ready" in text:
+                        waiting.remove(c)
+                        continue
+                if not c.alive:
+                    waiting.remove(c)  # reported and restarted by supervise()
+            time.sleep(0.1)
+        epoch = time.time() + settle_s
+        write_epoch_file(clock.epoch_file, epoch)
+        return epoch
 
     def start(self) -> None:
         self.start_servers()

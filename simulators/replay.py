@@ -61,13 +61,17 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                             "--seed", str(sc.scenario.seed)],
                            env=stack.env, check=True, stdout=subprocess.DEVNULL)
             _say(f"history written in {time.monotonic() - t0:.1f} s")
-        clock = SimClock(sc.start, accel, epoch=time.time() + args.warmup_s)
+        (workdir / "clock-epoch").unlink(missing_ok=True)  # a work folder used before
+        clock = SimClock(sc.start, accel, epoch_file=str(workdir / "clock-epoch"))
         stack.opts.clock_spec = clock.spec()
         topics = Topics(stack.mqtt_settings().prefix)
         with Recorder(stack.mqtt_settings(), [topics.alarm_events], f"replay-{workdir.name}") as rec:
+            t0 = time.monotonic()
             stack.start_children()
+            stack.release_clock(args.warmup_s)
             _say(f"{sc_path.name}: {sc.scenario.start} for {sc.scenario.duration} at {accel:g}x "
-                 f"(about {(sc.end - sc.start) / accel + args.warmup_s:.0f} s); work folder {workdir}")
+                 f"(about {(sc.end - sc.start) / accel + args.warmup_s:.0f} s after a start of "
+                 f"{time.monotonic() - t0:.0f} s); work folder {workdir}")
             end = sc.end + args.grace_s
             while not stop and clock.now() < end:
                 for name, rc in stack.supervise():
@@ -103,7 +107,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mqtt", help="use this broker instead of starting one")
     p.add_argument("--influx", help="use this InfluxDB instead of starting one")
     p.add_argument("--acceleration", type=float, help="override the scenario's acceleration")
-    p.add_argument("--warmup-s", type=float, default=8.0, help="wall seconds before simulated start")
+    p.add_argument("--warmup-s", type=float, default=3.0,
+                   help="wall seconds between every process being connected and the simulated start")
     p.add_argument("--grace-s", type=float, default=120.0, help="simulated seconds after the end")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")
