@@ -45,7 +45,7 @@ def _gone(pids: dict[str, int], within_s: float = 10.0) -> dict[str, int]:
 def test_demo_day_raises_its_incidents_and_stores_readings(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "aquavolt.cli", "demo", str(FIELD), "--scenario", str(DEMO_DAY),
-         "--duration-s", "185", "--plain", "--plain-every-s", "30", "--warmup-s", "10",
+         "--duration-s", "175", "--plain", "--plain-every-s", "30", "--warmup-s", "3",
          "--workdir", str(tmp_path / "demo")],
         check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
     out = done.stdout

@@ -64,6 +64,7 @@ class ReplayPool:
         for r in list(running):
             if r.proc is not None and r.proc.poll() is not None:
                 r.rc, r.wall_s = r.proc.returncode, time.monotonic() - r.t0
+                (r.folder / "wall_s").write_text(f"{r.wall_s:.0f}")
                 running.remove(r)
         while self.queue and len(running) < self.jobs:
             r = self.runs[self.queue.pop(0)]
