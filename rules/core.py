@@ -78,6 +78,12 @@ class Core:
         self._gw_stale: dict[str, bool] = {}
         self._first_watermark: int | None = None
 
+    def prime(self, samples: list[Sample]) -> int:
+        """Train the learning detectors on history (``rules.history``): no alarm, no watermark."""
+        from rules.history import prime
+
+        return prime(self.rules, self.states, samples)
+
     def _gw_seen(self, gateway: str, ts_ms: int) -> None:
         if ts_ms > self.gw_time.get(gateway, -1):
             self.gw_time[gateway] = ts_ms

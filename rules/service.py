@@ -44,6 +44,7 @@ from rules.api import Condition, CustomerSink
 from rules.core import Core, Output
 from rules.daily import DailySchedule
 from rules.detectors.overconsumption import OverConsumptionCheck
+from rules.history import load_history
 from rules.notify import Notifier
 from rules.store import Store
 
@@ -260,8 +261,23 @@ class Engine:
             if self.notifier is not None:
                 self.notifier.escalate(self.clock.now())
 
+    async def prime_from_history(self) -> None:
+        """Burst profiles and night-flow baselines from InfluxDB history, before any reading."""
+        if self.influx is None or self.loaded.field.rules.prime_history_days <= 0:
+            return
+        try:
+            samples = await asyncio.to_thread(load_history, self.influx, self.loaded, self.clock.now_ms())
+        except InfluxError as exc:
+            self.stats.errors += 1
+            self._once.failure("history", f"priming from history failed, learning from live readings: {exc}")
+            return
+        fed = self.core.prime(samples)
+        self.stats.extra["primed_samples"] = len(samples)
+        log.info("primed burst and night-flow detectors: %d history samples (%d steps)", len(samples), fed)
+
     async def run(self, stop: asyncio.Event, serve_api: Callable[[], Any] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        await self.prime_from_history()
         s = self.settings
         self.client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
                                   properties=connect_properties(3600))

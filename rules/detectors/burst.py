@@ -45,6 +45,8 @@ class BurstState:
 
 
 class BurstRule:
+    primed_by_history = True  # rules.history feeds it InfluxDB history at start
+
     def __init__(self, zone: Zone, cfg: BurstConfig, tz: str) -> None:
         self.zone = zone
         self.cfg = cfg

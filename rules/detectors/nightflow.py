@@ -45,6 +45,8 @@ class NightFlowState:
 
 
 class NightFlowRule:
+    primed_by_history = True  # rules.history feeds it InfluxDB history at start
+
     def __init__(self, zone: Zone, cfg: NightFlowConfig, tz: str, non_domestic: int,
                  night_user_meters: list[str]) -> None:
         self.zone = zone

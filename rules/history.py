@@ -1,0 +1,77 @@
+"""Priming the learning detectors from InfluxDB history (a thin adapter; the detectors stay pure).
+
+The burst detector needs ``burst.min_history_days`` of time-of-day profile and the night-flow
+detector ``night_flow.baseline_nights`` nights before they judge anything. Learning from live
+readings alone leaves an engine blind for days after every start, although the history is in
+InfluxDB. At start the engine reads ``rules.prime_history_days`` (21) days of the zone inlets'
+and outlets' ``flow_lps`` from ``telemetry`` (good quality only), as ``slot_s`` means per device
+with ``fill(previous)`` (hourly backfilled history becomes a step-held series), and feeds them
+through the same ``step``/``tick`` of the rules that declare ``primed_by_history`` (burst, night
+flow). Their conditions and metrics lines are discarded: history trains, it never alarms.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aquavolt.config import LoadedField
+from aquavolt.influx import Influx
+from aquavolt.wire import Quality
+from rules.api import Sample
+
+DAY_MS = 86_400_000
+
+
+def flow_devices(loaded: LoadedField) -> list[str]:
+    """Every zone inlet and outlet meter (their ``flow_lps`` makes the zone inflow)."""
+    out: list[str] = []
+    for z in loaded.field.water.zones:
+        out += [d for d in (*z.inlet_meters, *z.outlet_meters) if d not in out]
+    return out
+
+
+def history_query(devices: list[str], start_ms: int, end_ms: int, every_s: int) -> str:
+    regex = "|".join(re.escape(d) for d in devices)
+    return (f"SELECT mean(value) AS value FROM telemetry WHERE point = 'flow_lps' "
+            f"AND device =~ /^({regex})$/ AND quality = 192 AND time >= {start_ms}ms AND time < {end_ms}ms "
+            f"GROUP BY time({every_s}s), device fill(previous)")
+
+
+def load_history(influx: Influx, loaded: LoadedField, end_ms: int) -> list[Sample]:
+    """The history samples, in time order, ending before ``end_ms`` (the engine's start)."""
+    days = loaded.field.rules.prime_history_days
+    devices = flow_devices(loaded)
+    if days <= 0 or not devices:
+        return []
+    every_s = loaded.field.rules.burst.slot_s
+    rows = influx.rows(history_query(devices, end_ms - days * DAY_MS, end_ms, every_s))
+    gw_of = {d: g.id for d, (g, _dev) in loaded.field.devices.items()}
+    out = [Sample(gw_of.get(r["device"], ""), r["device"], "flow_lps", float(r["value"]), int(r["time"]),
+                  Quality.GOOD, True)
+           for r in rows if r.get("value") is not None]
+    out.sort(key=lambda s: s.ts_ms)
+    return out
+
+
+def prime(rules: list[Any], states: list[Any], samples: list[Sample]) -> int:
+    """Feed history through the rules marked ``primed_by_history``; returns how many samples
+    each primed rule took in (their outputs are dropped)."""
+    idx = [i for i, r in enumerate(rules) if getattr(r, "primed_by_history", False)]
+    fed = 0
+    last = None
+    for s in samples:
+        for i in idx:
+            r = rules[i]
+            if r.wants(s.device, s.point):
+                states[i], _ = r.step(states[i], s)
+                fed += 1
+        if s.ts_ms != last:
+            for i in idx:
+                states[i], _ = rules[i].tick(states[i], s.ts_ms)
+            last = s.ts_ms
+    for i in idx:
+        drain = getattr(rules[i], "drain_lines", None)
+        if drain is not None:
+            states[i], _ = drain(states[i])
+    return fed
