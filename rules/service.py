@@ -54,7 +54,7 @@ DAILY_RETRY_S = 30.0
 ROUND_MAX_S = 0.05
 """Wall seconds of messages per processing round: the loop gets control back between rounds
 (signals, the API), however fast readings arrive."""
-STOP_BUDGET_S = 1.0
+STOP_BUDGET_S = 0.5
 """Wall seconds given at stop to the messages already received and to pending writes."""
 
 
