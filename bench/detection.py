@@ -4,6 +4,7 @@ or not, detection delay (event time), false alarms, wall time, and the command.
     .venv/bin/python bench/detection.py                      # every shipped scenario (~15 min)
     .venv/bin/python bench/detection.py burst pump-trip       # some of them
     .venv/bin/python bench/detection.py --from var/detection  # table from earlier reports only
+    .venv/bin/python bench/detection.py --from /tmp/pytest-of-$USER/pytest-N/replays0  # the test suite's
 
 Each scenario runs as ``aquavolt replay SCENARIO --workdir var/detection/NAME/run
 --report-dir var/detection/NAME``; the table goes to docs/detection-replays.md and the last
@@ -36,6 +37,8 @@ def run(name: str, out: Path) -> float:
 
 def row(name: str, out: Path) -> dict[str, object]:
     rep = out / name / "replay-report.json"
+    if not rep.exists():  # the test suite's layout: NAME/report/replay-report.json
+        rep = out / name / "report" / "replay-report.json"
     if not rep.exists():
         return {"scenario": name, "ran": False}
     r = json.loads(rep.read_text())
