@@ -152,6 +152,10 @@ class BurstConfig(Frozen):
     cusum_k_sigma: float = 0.5
     cusum_h_sigma: float = 5.0
     min_step_fraction: float = Field(0.2, description="Step of at least 20 % of expected flow")
+    min_step_lps: float = Field(
+        0.5, ge=0, description="... and of at least this much: a burst is a large, sudden flow "
+        "(small zones at night vary by more than 20 % of their flow)"
+    )
     pressure_drop_m: float = Field(3.0, description="Pressure drop that confirms a burst")
     slot_s: int = Field(300, ge=60, description="CUSUM on means of this many seconds")
     min_history_days: int = Field(3, ge=1, description="Days of a slot's profile before arming")

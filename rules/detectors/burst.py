@@ -7,9 +7,12 @@ deviation of that slot over up to ``history_weeks`` weeks; sigma floored at
 CUSUM, S = max(0, S + z - k), with k = 0.5 sigma and h = 5 sigma (domain practice: k about
 0.5, h 4-5). A burst is raised when S > h, the flow is at least ``min_step_fraction`` above
 the profile, and the zone pressure (pressure sensors, else the inlet meters' pressure) fell
-by ``pressure_drop_m`` against its level before the step. Zones without pressure readings
-are judged on flow alone. The alarm clears once the flow stays within half the step
-threshold of the profile for ``clear_after_s``; slots during a burst are not learnt.
+by ``pressure_drop_m`` against its level before the step. The step must also be at least
+``min_step_lps``: at night a small zone's flow varies by more than 20 % of itself. Without a
+pressure level before the step and one after it (a logger not read yet, or silent) nothing
+is raised: a flow step alone is a demand change as often as a burst. The alarm clears once
+the flow stays within half the step threshold of the profile for ``clear_after_s``; slots
+during a burst are not learnt.
 With 5-minute slots a clear step is raised at the end of its first or second slot.
 """
 
@@ -136,7 +139,7 @@ class BurstRule:
             state.pressure_ref = press
             return None
         mean, sigma = exp
-        step_min = cfg.min_step_fraction * max(mean, 1e-6)
+        step_min = max(cfg.min_step_fraction * max(mean, 1e-6), cfg.min_step_lps)
         residual = flow - mean
         if state.active:
             if residual < step_min / 2:
@@ -154,12 +157,12 @@ class BurstRule:
             return None
         state.cusum = max(0.0, state.cusum + residual / sigma - cfg.cusum_k_sigma)
         drop_m = (state.pressure_ref - press) * BAR_TO_M if press is not None and state.pressure_ref else None
-        confirmed = drop_m is None or drop_m >= cfg.pressure_drop_m
+        confirmed = drop_m is not None and drop_m >= cfg.pressure_drop_m
         if state.cusum > cfg.cusum_h_sigma and residual >= step_min and confirmed:
             state.active = True
             state.calm_since = None
             state.started_ms = start
-            drop_txt = f", pressure down {drop_m:.1f} m" if drop_m is not None else " (no pressure data)"
+            drop_txt = f", pressure down {drop_m:.1f} m"
             return Condition(
                 self.zone.id, "burst", True, end, cfg.priority,
                 f"Burst suspected in {self.zone.id}: inflow {flow:.2f} L/s vs {mean:.2f} L/s expected "
