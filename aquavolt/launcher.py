@@ -28,7 +28,7 @@ from aquavolt.errors import ServiceError
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.relocate import relocate_file
 from aquavolt.schema import ROLLUPS, TELEMETRY
-from aquavolt.services import InfluxDB, Mosquitto, free_port
+from aquavolt.services import InfluxDB, Mosquitto, die_with_parent, free_port
 from aquavolt.settings import InfluxSettings, MqttSettings
 
 COMPONENTS = ("sim", "edge", "collector", "rules")
@@ -62,7 +62,8 @@ class Child:
     def start(self, env: dict[str, str]) -> None:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                     preexec_fn=die_with_parent)  # noqa: PLW1509 - only prctl runs there
 
     @property
     def alive(self) -> bool:

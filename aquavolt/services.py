@@ -7,6 +7,8 @@ on the same port and data folder (fault tests need that).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -14,12 +16,33 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from aquavolt.errors import ServiceError
 from aquavolt.pki import CertFiles, make_ca, make_cert
 from aquavolt.settings import InfluxSettings, MqttSettings
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return cast(Callable[..., int], libc.prctl)
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for the servers and components we start: on Linux the child gets
+    SIGTERM when the process that started it dies, even by SIGKILL, so that a killed
+    replay or test run leaves no server behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -73,7 +96,7 @@ class ManagedServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl runs there
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
