@@ -1,11 +1,14 @@
 """Collector throughput, end to end, against InfluxDB's own rate measured in the same run.
 
 1. InfluxDB alone: a plain HTTP writer (one connection, batches of 5,000 points, no
-   compression) posts the same points the collector will write: ``influx_alone_points_per_s``.
+   compression) posts the same points the collector will write, into a fresh database, before
+   and again after the end-to-end run: ``influx_alone_points_per_s`` is the mean of the two
+   (the machine is shared: the ceiling drifts). Also with 4 such writers at once.
 2. End to end: a paho publisher sends batches of 100 readings per message (QoS 1) to
    Mosquitto; ``aquavolt collector run`` (its own process, default settings) writes them;
    the clock stops when InfluxDB has accepted them all (checked by a count query):
-   ``readings_per_s``; ``ratio`` = readings_per_s / influx_alone_points_per_s.
+   ``readings_per_s``; ``ratio`` = readings_per_s / influx_alone_points_per_s (one writer),
+   ``ratio_to_4_writers`` against the four-writer rate.
 3. Sustained outage: InfluxDB stopped while the publisher goes on; the collector's RSS is
    sampled throughout: ``peak_rss_mb`` (whole run), ``outage_peak_rss_mb``; then InfluxDB
    comes back and the backlog drains (``outage_drained``).
@@ -66,21 +69,31 @@ def lines_of(items: list[tuple[str, bytes]]) -> list[str]:
     return out
 
 
-def influx_alone(influx: InfluxDB, db: str, lines: list[str], batch: int = 5000) -> float:
+def influx_alone(influx: InfluxDB, db: str, lines: list[str], batch: int = 5000, writers: int = 1) -> float:
+    """Points/s InfluxDB takes from ``writers`` plain HTTP writers (one connection each, bodies
+    made beforehand, no compression) into a fresh database: series created as they come, as
+    in the end-to-end run."""
     Influx(influx.settings(db)).create_database()
     bodies = ["\n".join(lines[i:i + batch]).encode() for i in range(0, len(lines), batch)]
-    conn = http.client.HTTPConnection("127.0.0.1", influx.port, timeout=60)
+
+    def post(share: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", influx.port, timeout=60)
+        for body in share:
+            conn.request("POST", f"/write?db={db}&precision=ms", body=body,
+                         headers={"Content-Type": "text/plain"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 204:
+                raise RuntimeError(f"InfluxDB answered {resp.status}")
+        conn.close()
+
+    threads = [threading.Thread(target=post, args=(bodies[k::writers],)) for k in range(writers)]
     t0 = time.perf_counter()
-    for body in bodies:
-        conn.request("POST", f"/write?db={db}&precision=ms", body=body,
-                     headers={"Content-Type": "text/plain"})
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status != 204:
-            raise RuntimeError(f"InfluxDB answered {resp.status}")
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return len(lines) / elapsed
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(lines) / (time.perf_counter() - t0)
 
 
 def publish(settings: object, items: list[tuple[str, bytes]], window: int = 2000) -> None:
@@ -143,8 +156,9 @@ def main() -> int:
     try:
         items = payloads(args.messages)
         n = args.messages * READINGS
-        alone = influx_alone(influx, "alone", lines_of(items))
-        print(f"InfluxDB alone: {alone:,.0f} points/s", file=sys.stderr)
+        lines = lines_of(items)
+        alone_before = influx_alone(influx, "alone", lines)
+        print(f"InfluxDB alone, 1 writer: {alone_before:,.0f} points/s", file=sys.stderr)
 
         port = free_port()
         log = open(work / "collector.log", "wb")  # noqa: SIM115
@@ -171,6 +185,12 @@ def main() -> int:
         queryable = int(written[0]["count"]) if written else 0
         rate = n / elapsed
         print(f"end to end: {rate:,.0f} readings/s ({queryable} queryable)", file=sys.stderr)
+        # the ceiling again, after: the machine is shared and drifts; and with 4 writers
+        alone_after = influx_alone(influx, "alone2", lines)
+        alone = (alone_before + alone_after) / 2
+        alone4 = influx_alone(influx, "alone4", lines, writers=4)
+        print(f"InfluxDB alone, 1 writer after: {alone_after:,.0f}; 4 writers: {alone4:,.0f} points/s",
+              file=sys.stderr)
 
         # sustained outage: InfluxDB away, the publisher goes on
         influx.stop()
@@ -194,7 +214,10 @@ def main() -> int:
         result = {
             "readings_per_s": round(rate),
             "influx_alone_points_per_s": round(alone),
+            "influx_alone_before_after": [round(alone_before), round(alone_after)],
             "ratio": round(rate / alone, 3),
+            "influx_alone_4_writers_points_per_s": round(alone4),
+            "ratio_to_4_writers": round(rate / alone4, 3),
             "peak_rss_mb": round(rss.peak / 2**20, 1),
             "outage_peak_rss_mb": round(outage_peak / 2**20, 1),
             "outage_s": args.outage_s,

@@ -31,7 +31,6 @@ from aquavolt.wire import (
     GatewayState,
     GatewayStatus,
     Health,
-    Quality,
     Topics,
     decode,
 )
@@ -41,7 +40,7 @@ Fields = dict[str, float | int | bool | str]
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}").fullmatch
 _POINT = re.compile(r"[a-z][a-z0-9_]{0,63}").fullmatch
 _QCODE = {q.value: code for q, code in schema.QUALITY_CODE.items()}
-_GOOD = schema.QUALITY_CODE[Quality.GOOD]
+_QUALITY_TAIL = {q: f",quality={code}i " for q, code in _QCODE.items()}
 _BATCH_KEYS = frozenset(Batch.model_fields)
 _READING_KEYS = frozenset({"point", "value", "ts_ms", "quality"})
 _TS_LIMIT = 2**53
@@ -101,13 +100,20 @@ def telemetry_fast(payload: bytes, gateway: str, device: str) -> list[str] | Non
     out: list[str] = []
     append = out.append
     known = _known_points
+    tail = _QUALITY_TAIL
     for r in readings:
-        if type(r) is not dict or not r.keys() <= _READING_KEYS:
+        if type(r) is not dict:
             return None
-        point = r.get("point")
-        ts = r.get("ts_ms")
-        q = r.get("quality", "good")
-        val = r.get("value", _MISSING)
+        if len(r) == 4:  # the usual reading: all four keys, and so no other
+            try:
+                point, ts, q, val = r["point"], r["ts_ms"], r["quality"], r["value"]
+            except KeyError:
+                return None
+        elif r.keys() <= _READING_KEYS:
+            point, ts, q = r.get("point"), r.get("ts_ms"), r.get("quality", "good")
+            val = r.get("value", _MISSING)
+        else:
+            return None
         if point not in known:
             if type(point) is not str or not _POINT(point):
                 return None
@@ -116,18 +122,20 @@ def telemetry_fast(payload: bytes, gateway: str, device: str) -> list[str] | Non
             known.add(point)
         if type(ts) is not int or not 0 <= ts < _TS_LIMIT or type(q) is not str:
             return None
-        code = _QCODE.get(q)
-        if code is None:
+        qt = tail.get(q)
+        if qt is None:
             return None
         tv = type(val)
-        if tv is float or tv is int:
-            append(f"{pre}{point} value={_num(val)},quality={code}i {ts}")
+        if tv is float:  # JSON has no NaN or infinity: repr is the line protocol's float
+            append(f"{pre}{point} value={val!r}{qt}{ts}")
+        elif tv is int:
+            append(f"{pre}{point} value={_num(val)}{qt}{ts}")
         elif tv is bool:
-            append(f"{pre}{point} value={1.0 if val else 0.0},quality={code}i {ts}")
+            append(f"{pre}{point} value={1.0 if val else 0.0}{qt}{ts}")
         elif tv is str:
-            append(f'{pre}{point} text="{schema.escape_str(val)}",quality={code}i {ts}')
-        elif val is None and code != _GOOD:
-            append(f"{pre}{point} quality={code}i {ts}")
+            append(f'{pre}{point} text="{schema.escape_str(val)}"{qt}{ts}')
+        elif val is None and q != "good":
+            append(f"{pre}{point} quality={_QCODE[q]}i {ts}")
         else:
             return None
     return out
