@@ -46,7 +46,8 @@ def customer(lf: LoadedField) -> dict[str, Any]:
         g.row(f"{kind}: ${{customer}}")
         g.add(series(f"{kind}: daily consumption, this period", [q.consumption(point)], unit=unit,
                      bars=True), 9, 8)
-        last = series(f"{kind}: daily consumption, same period last year", [q.consumption(point)],
+        last = series(f"{kind}: daily consumption, same period last year",
+                      [q.consumption(point, rollup=True)],
                       unit=unit, bars=True, description="364 days earlier, so weekdays line up")
         last.time_shift(LAST_YEAR)
         g.add(last, 9, 8)

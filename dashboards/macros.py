@@ -6,7 +6,8 @@ static rendering).
 - ``$__interval`` / ``$__interval_ms``: the panel resolution (range / max data points,
   at least ``min_interval``), as Grafana rounds it (1s, 10s, 1m, 5m, 1h ...);
 - ``${__from}``, ``${__to}``, ``$__from``, ``$__to``: the range ends in epoch milliseconds;
-- template variables ``$name``, ``${name}``, ``${name:raw}``, ``[[name]]``.
+- template variables ``$name``, ``${name}``, ``${name:raw}``, ``[[name]]``;
+- a panel's ``timeShift`` (:meth:`TimeRange.for_panel`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ class TimeRange:
             raise KeyError(f"query uses ${name}, which is neither a Grafana macro nor a variable")
 
         return _VAR.sub(repl, query)
+
+    def for_panel(self, panel: Mapping[str, Any]) -> TimeRange:
+        """The range a panel queries: the dashboard's, moved back by the panel's ``timeShift``
+        (``364d``, ``1h`` ...) as Grafana does."""
+        shift = panel.get("timeShift")
+        if not shift:
+            return self
+        m = re.fullmatch(r"(\d+)([smhdw])", str(shift).strip())
+        if m is None:
+            raise ValueError(f"panel time shift {shift!r} is not N followed by s, m, h, d or w")
+        ms = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)] * 1000
+        return TimeRange(self.start_ms - ms, self.end_ms - ms, self.variables, self.max_points)
 
 
 def dashboard_queries(board: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

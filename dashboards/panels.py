@@ -19,9 +19,10 @@ STATE_COLOURS = {"unack": "red", "acked": "orange", "rtn_unack": "yellow", "norm
 
 
 def state_mappings() -> list[dm.ValueMapping]:
-    return [
-        dm.ValueMap(options={k: dm.ValueMappingResult(color=c, text=k) for k, c in STATE_COLOURS.items()})
-    ]
+    opts = {k: dm.ValueMappingResult(color=c, text=k) for k, c in STATE_COLOURS.items()}
+    opts |= {"1": dm.ValueMappingResult(color="green", text="online"),  # numeric online flags
+             "0": dm.ValueMappingResult(color="red", text="offline")}
+    return [dm.ValueMap(options=opts)]
 
 
 def series(title: str, queries: list[str], unit: str = "", description: str = "",

@@ -10,7 +10,8 @@ Fields of the event and health measurements read here (see docs/influxdb-schema.
 - ``alarm_event`` (tags asset, condition, priority): ``state``, ``transition``, ``message``,
   ``active`` (1 while unack or acked);
 - ``gateway_status`` (tag gateway): ``state`` (online/offline), ``online`` (1/0);
-- ``gateway_health`` (tag gateway): ``buffer_depth``, ``buffer_dropped``, ``readings_per_s``;
+- ``gateway_health`` (tag gateway): ``buffer_depth``, ``buffer_dropped``, ``readings_per_s``, ``uptime_s``
+  (a report about every minute while the gateway is online);
 - ``device_health`` (tags gateway, device): ``online`` (1/0), ``errors``, ``poll_latency_ms``;
 - ``night_flow`` (tag zone): ``mnf_m3h``, ``nnf_m3h``, ``rise_m3h`` (written by the night-flow detector);
 - ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``.
@@ -158,9 +159,14 @@ def outages(assets: Iterable[str]) -> str:
 
 
 def gateway_states() -> str:
+    """1 (online) in each interval a gateway sent a health report, 0 (offline) in the others.
+
+    ``gateway_status`` changes only at birth and death, often long before the range, and a
+    per-interval ``last`` of it is empty then: the periodic health reports are what show a
+    gateway alive within any range."""
     return (
-        f'SELECT last("state") AS "state" FROM "{schema.GATEWAY_STATUS}" WHERE $timeFilter '
-        f'GROUP BY time($__interval), "gateway" fill(previous)'
+        f'SELECT count("uptime_s") / count("uptime_s") AS "online" FROM "{schema.GATEWAY_HEALTH}" '
+        f'WHERE $timeFilter GROUP BY time($__interval), "gateway" fill(0)'
     )
 
 
@@ -203,19 +209,27 @@ def gateway_health(field: str, agg: str = "max") -> str:
 # ---------------------------------------------------------------- customer
 
 
-def consumption(point: str, shift: str = "", name: str = "spread") -> str:
+def consumption(point: str, shift: str = "", name: str = "spread", rollup: bool = False) -> str:
     """Daily consumption of the chosen customer's meter (``$customer`` = meter ids regex).
 
-    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year.
+    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year. ``rollup``
+    reads the daily rollup (``rp_1d.telemetry_1d``: the day's min and max of the totaliser)
+    instead of the raw readings: raw history is kept for weeks, rollups for ever, so last
+    year's figures come from the rollup.
     """
     window = (f"time >= ${{__from}}ms - {shift} AND time <= ${{__to}}ms - {shift}" if shift
               else "$timeFilter")
+    if rollup:
+        rp, _dur, _interval, meas = schema.ROLLUPS[-1]
+        select, source = f'max("max") - min("min") AS "{name}"', f'"{rp}"."{meas}"'
+    else:
+        select, source = f'spread("value") AS "{name}"', f'"{T}"'
     return (
-        f'SELECT spread("value") AS "{name}" FROM "{T}" WHERE "device" =~ /^(${{customer:raw}})$/ '
+        f'SELECT {select} FROM {source} WHERE "device" =~ /^(${{customer:raw}})$/ '
         f"AND \"point\" = '{point}' AND {window} GROUP BY time(1d) fill(none)"
     )
 
 
 def consumption_total(point: str, shift: str = "") -> str:
-    """Total over the range (or the shifted range) of the daily consumption."""
-    return f'SELECT sum("spread") FROM ({consumption(point, shift)})'
+    """Total over the range (or the shifted range: from the daily rollup) of the daily consumption."""
+    return f'SELECT sum("spread") FROM ({consumption(point, shift, rollup=bool(shift))})'

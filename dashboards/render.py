@@ -57,6 +57,7 @@ def _table_rows(ix: Influx, panel: dict[str, Any], rng: TimeRange) -> tuple[list
 
 def _draw(ax: Axes, ix: Influx, panel: dict[str, Any], rng: TimeRange) -> None:
     kind = panel["type"]
+    rng = rng.for_panel(panel)
     ax.set_title(panel.get("title", ""), loc="left", fontsize=8)
     if kind in ("timeseries", "state-timeline"):
         bars = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {}).get("drawStyle") == "bars"

@@ -1,6 +1,6 @@
 """Fixtures for the dashboard tests: the demo field, its dashboards, and an InfluxDB filled
 with points written per ``aquavolt/schema.py`` (field names as the collector writes them) for every device and point of the demo field
-(telemetry from the device profiles, plus alarm events, gateway and device health, night
+(telemetry from the device profiles, last year's daily rollups of the first customer's meters, plus alarm events, gateway and device health, night
 flow, water balance and asset positions), over two simulated days."""
 
 from __future__ import annotations
@@ -126,4 +126,11 @@ def filled(influx_settings: InfluxSettings, demo: LoadedField) -> Filled:
     lines += event_lines(demo, START_MS, END_MS)
     for k in range(0, len(lines), 20_000):
         ix.write(lines[k : k + 20_000])
+    # Last year's daily rollups (what the continuous query writes), which the customer board reads.
+    rp, duration, interval, meas = schema.ROLLUPS[-1]
+    ix.execute([f'CREATE RETENTION POLICY "{rp}" ON "{influx_settings.database}" DURATION {duration} REPLICATION 1',
+                f'SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max", '
+                f'sum("value") AS "sum", count("value") AS "count", last("value") AS "last" '
+                f'INTO "{rp}"."{meas}" FROM "{schema.TELEMETRY}" WHERE time >= {START_MS - YEAR_MS}ms '
+                f"AND time < {END_MS - YEAR_MS}ms GROUP BY time({interval}), *"])
     return Filled(influx_settings, START_MS, END_MS)

@@ -23,7 +23,7 @@ def test_every_panel_query_returns_data(filled, boards) -> None:
     for name, board in boards.items():
         rng = TimeRange(filled.start_ms, filled.end_ms, variable_values(board))
         for panel, target in dashboard_queries(board):
-            query = rng.substitute(target["query"])
+            query = rng.for_panel(panel).substitute(target["query"])
             assert "$timeFilter" not in query and "${" not in query and "$__" not in query, query
             ran += 1
             if not _has_values(ix.query(query)):
@@ -45,10 +45,11 @@ def test_customer_variable_picks_the_customer(filled, boards, demo) -> None:
     """Another customer (no history last year in the fill) has this year's data only."""
     ix = Influx(filled.settings)
     board = boards["customer"]
-    queries = [t["query"] for _p, t in dashboard_queries(board) if "364d" in t["query"]]
-    assert queries
+    queries = [(p, t["query"]) for p, t in dashboard_queries(board)
+               if "364d" in t["query"] or p.get("timeShift") == "364d"]
+    assert len(queries) == 4  # water and electricity: the daily series and the total
     other = demo.field.customers[1]
     rng = TimeRange(filled.start_ms, filled.end_ms, {"customer": f"{other.water_meter}|{other.electricity_meter}"})
-    assert not any(_has_values(ix.query(rng.substitute(q))) for q in queries)
+    assert not any(_has_values(ix.query(rng.for_panel(p).substitute(q))) for p, q in queries)
     rng_first = TimeRange(filled.start_ms, filled.end_ms, variable_values(board))
-    assert all(_has_values(ix.query(rng_first.substitute(q))) for q in queries)
+    assert all(_has_values(ix.query(rng_first.for_panel(p).substitute(q))) for p, q in queries)

@@ -42,14 +42,10 @@ def _gone(pids: dict[str, int], within_s: float = 10.0) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_demo_day_raises_its_incidents_and_stores_readings(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "aquavolt.cli", "demo", str(FIELD), "--scenario", str(DEMO_DAY),
-         "--duration-s", "175", "--plain", "--plain-every-s", "30", "--warmup-s", "3",
-         "--workdir", str(tmp_path / "demo")],
-        check=False, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+@pytest.mark.timeout(720)  # the shared demo run (tests/e2e/conftest.py) is set up here
+def test_demo_day_raises_its_incidents_and_stores_readings(demo_day_run):
+    out = demo_day_run.out
+    assert demo_day_run.returncode == 0, out + demo_day_run.err
     assert "aquavolt demo: summary" in out and "every process stopped" in out, out
     pids = _pids(out)
     assert {"sim", "collector", "rules", "edge:gw-pumping", "edge:gw-meters-a", "mosquitto",
