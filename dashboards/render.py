@@ -93,6 +93,10 @@ def _draw(ax: Axes, ix: Influx, panel: dict[str, Any], rng: TimeRange) -> None:
             tab = ax.table(cellText=rows, colLabels=cols, loc="upper center", cellLoc="left")
             tab.auto_set_font_size(False)
             tab.set_fontsize(6)
+            for (r, _c), cell in tab.get_celld().items():  # Grafana's dark table, not white cells
+                cell.set_facecolor("#22252b" if r == 0 else DARK["axes.facecolor"])
+                cell.set_edgecolor(DARK["axes.edgecolor"])
+                cell.get_text().set_color(DARK["text.color"])
     elif kind == "geomap":
         _draw_map(ax, ix, panel, rng)
 
