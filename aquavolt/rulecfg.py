@@ -80,6 +80,9 @@ class StaleDefaults(Frozen):
     timestamp), so a gateway whose messages lag the others' is not taken for silent."""
 
     intervals: float = Field(3.0, gt=0, description="No data for this many poll intervals")
+    heartbeat_s: float = Field(
+        900.0, ge=0, description="... beyond the edge's heartbeat (its max_silence_s): report by "
+        "exception sends an unchanged value only this often, so silence shorter than that is normal")
     priority: Priority = Priority.LOW
     startup_grace_s: float = Field(
         300.0, ge=0, description="A device never heard from is not stale before this long after its "

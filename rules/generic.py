@@ -257,7 +257,9 @@ class DiscreteBinding:
 
 
 class DeviceWatch:
-    """Stale (no data for ``intervals`` poll intervals) and bad quality, for one device.
+    """Stale (no data for the edge's heartbeat plus ``intervals`` poll intervals) and bad
+    quality, for one device. Report by exception sends an unchanged value only once per
+    heartbeat, so silence up to the heartbeat is normal.
 
     State: (last_ts | None, first_tick_ms | None, stale: bool, bad_points: frozenset, bad: bool,
     silent: bool). ``silent``: the device's status says ``comm_fail`` or ``offline`` (its
@@ -270,10 +272,10 @@ class DeviceWatch:
     """
 
     def __init__(self, device: str, interval_s: float, intervals: float, priority: Priority,
-                 gateway: str | None = None, grace_s: float = 0.0) -> None:
+                 gateway: str | None = None, grace_s: float = 0.0, heartbeat_s: float = 0.0) -> None:
         self.name = f"watch:{device}"
         self.device = device
-        self.limit_ms = int(interval_s * intervals * 1000)
+        self.limit_ms = int((heartbeat_s + interval_s * intervals) * 1000)
         self.grace_ms = max(self.limit_ms, int(grace_s * 1000))
         self.priority = priority
         self.gateway_clock = gateway
@@ -358,5 +360,5 @@ def build_generic_rules(loaded: LoadedField) -> list[Any]:
     st = cfg.stale
     for d, (gw, _dev) in loaded.field.devices.items():
         out.append(DeviceWatch(d, poll_interval_s(loaded, d), st.intervals, st.priority, gw.id,
-                               st.startup_grace_s))
+                               st.startup_grace_s, st.heartbeat_s))
     return out
