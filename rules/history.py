@@ -74,4 +74,7 @@ def prime(rules: list[Any], states: list[Any], samples: list[Sample]) -> int:
         drain = getattr(rules[i], "drain_lines", None)
         if drain is not None:
             states[i], _ = drain(states[i])
+        reset = getattr(rules[i], "after_priming", None)
+        if reset is not None:
+            states[i] = reset(states[i])
     return fed

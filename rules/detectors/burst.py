@@ -105,7 +105,11 @@ class BurstRule:
             end = state.slot_start + self.slot_ms
             if state.flow_n:
                 flow = state.flow_sum / state.flow_n
-                press = state.press_sum / state.press_n if state.press_n else None
+                # pressure is a level: a logger reporting by exception says nothing while it
+                # holds, so a slot without a report keeps the last known level
+                press = (state.press_sum / state.press_n if state.press_n
+                         else sum(state.pressure.values()) / len(state.pressure) if state.pressure
+                         else None)
                 c = self._judge(state, state.slot_start, end, flow, press)
                 if c is not None:
                     out.append(c)
@@ -171,7 +175,16 @@ class BurstRule:
                          "sigma_lps": round(sigma, 4), "step_lps": round(residual, 3),
                          "step_m3h": round(residual * 3.6, 3), "cusum": round(state.cusum, 2),
                          "pressure_drop_m": None if drop_m is None else round(drop_m, 2)})
+        if residual < step_min and press is not None:
+            state.pressure_ref = press  # the level before any step: flow near its profile
         if state.cusum == 0.0:
             self._learn(state, tod, day, flow)
-            state.pressure_ref = press if press is not None else state.pressure_ref
         return None
+
+    def after_priming(self, state: BurstState) -> BurstState:
+        """History trains the profile, it never alarms: start live judging from a clean CUSUM."""
+        state.cusum = 0.0
+        state.active = False
+        state.calm_since = None
+        state.started_ms = None
+        return state

@@ -47,6 +47,13 @@ class NightFlowState:
 class NightFlowRule:
     primed_by_history = True  # rules.history feeds it InfluxDB history at start
 
+    def after_priming(self, state: NightFlowState) -> NightFlowState:
+        """History trains the baseline, it never alarms: no night counts as risen yet."""
+        state.risen = 0
+        state.active = False
+        state.lines = []
+        return state
+
     def __init__(self, zone: Zone, cfg: NightFlowConfig, tz: str, non_domestic: int,
                  night_user_meters: list[str]) -> None:
         self.zone = zone

@@ -47,3 +47,39 @@ def test_small_night_wobble_is_not_a_burst() -> None:
 
 def test_flow_step_without_pressure_readings_is_not_a_burst() -> None:
     assert _run(3.0, with_pressure=False, drop_bar=0.0) == []
+
+
+def test_primed_from_hourly_history_then_raises_on_a_confirmed_step() -> None:
+    """History (hourly values held over 5-minute slots, as the engine reads it) trains the
+    profile but leaves no CUSUM behind; a pressure level reported once (report by
+    exception) is the reference for the drop."""
+    from rules.history import prime
+
+    rule = next(r for r in BurstRule.for_field(load_field("examples/small-town.yaml"))
+                if r.zone.id == "zone-a")
+    inlet = next(iter(rule.inlets))
+    sensor = next(iter(rule.pressure_devices))
+    hist = []
+    for k in range(7 * 288):
+        ts = T0 + k * 300_000
+        hour = (k // 12) % 24
+        hist.append(Sample("gw", inlet, "flow_lps", 0.3 + 0.4 * (6 <= hour <= 22) + 0.05 * (hour % 3),
+                           ts, historical=True))
+    states = [rule.init()]
+    prime([rule], states, hist)
+    state = states[0]
+    assert state.cusum == 0.0 and not state.active
+    live0 = T0 + 7 * DAY
+    out: list[Condition] = []
+    state, c = rule.step(state, Sample("gw", sensor, "pressure_bar", 4.0, live0))
+    out += c
+    for k in range(0, 2 * 3600, 30):
+        ts = live0 + k * 1000
+        stepped = k >= 3600
+        state, c = rule.step(state, Sample("gw", inlet, "flow_lps", 0.3 + (3.0 if stepped else 0.0), ts))
+        out += c
+        if k == 3600:
+            state, c = rule.step(state, Sample("gw", sensor, "pressure_bar", 3.2, ts))
+            out += c
+    raised = [c for c in out if c.condition == "burst" and c.active]
+    assert len(raised) == 1 and raised[0].ts_ms <= live0 + 3600_000 + 15 * 60_000
