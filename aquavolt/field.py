@@ -58,6 +58,10 @@ class ModbusRtuBus(Frozen):
     inter_frame_delay_s: float | None = Field(
         None, ge=0, description="Silence between frames; 3.5 characters when unset"
     )
+    retries: int = Field(
+        0, ge=0, le=5, description="Requests repeated after a timeout before the device counts as "
+        "not answering: a late answer of a slow unit can garble the next unit's exchange on a shared line"
+    )
 
 
 class SecurityPolicy(StrEnum):

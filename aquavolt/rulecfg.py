@@ -160,6 +160,9 @@ class BurstConfig(Frozen):
         "(small zones at night vary by more than 20 % of their flow)"
     )
     pressure_drop_m: float = Field(3.0, description="Pressure drop that confirms a burst")
+    min_duration_s: float = Field(
+        900.0, ge=0, description="The step and its pressure drop must hold this long: a burst "
+        "flows until it is repaired, a demand peak passes within minutes")
     slot_s: int = Field(300, ge=60, description="CUSUM on means of this many seconds")
     min_history_days: int = Field(3, ge=1, description="Days of a slot's profile before arming")
     sigma_floor_fraction: float = Field(

@@ -7,7 +7,9 @@ deviation of that slot over up to ``history_weeks`` weeks; sigma floored at
 CUSUM, S = max(0, S + z - k), with k = 0.5 sigma and h = 5 sigma (domain practice: k about
 0.5, h 4-5). A burst is raised when S > h, the flow is at least ``min_step_fraction`` above
 the profile, and the zone pressure (pressure sensors, else the inlet meters' pressure) fell
-by ``pressure_drop_m`` against its level before the step. The step must also be at least
+by ``pressure_drop_m`` against its level before the step, all of it holding for
+``min_duration_s`` (15 min: a demand peak passes, a burst flows until repaired). The step
+must also be at least
 ``min_step_lps``: at night a small zone's flow varies by more than 20 % of itself. Without a
 pressure level before the step and one after it (a logger not read yet, or silent) nothing
 is raised: a flow step alone is a demand change as often as a burst. The alarm clears once
@@ -45,6 +47,7 @@ class BurstState:
     active: bool = False
     calm_since: int | None = None
     started_ms: int | None = None
+    suspect_since: int | None = None  # start of the slots that all looked like a burst
 
 
 class BurstRule:
@@ -162,10 +165,17 @@ class BurstRule:
         state.cusum = max(0.0, state.cusum + residual / sigma - cfg.cusum_k_sigma)
         drop_m = (state.pressure_ref - press) * BAR_TO_M if press is not None and state.pressure_ref else None
         confirmed = drop_m is not None and drop_m >= cfg.pressure_drop_m
-        if state.cusum > cfg.cusum_h_sigma and residual >= step_min and confirmed:
+        suspect = state.cusum > cfg.cusum_h_sigma and residual >= step_min and confirmed
+        if suspect and state.suspect_since is None:
+            state.suspect_since = start
+        elif not suspect:
+            state.suspect_since = None
+        began = state.suspect_since
+        if suspect and began is not None and end - began >= cfg.min_duration_s * 1000:
+            state.suspect_since = None
             state.active = True
             state.calm_since = None
-            state.started_ms = start
+            state.started_ms = began
             drop_txt = f", pressure down {drop_m:.1f} m"
             return Condition(
                 self.zone.id, "burst", True, end, cfg.priority,
@@ -187,4 +197,5 @@ class BurstRule:
         state.active = False
         state.calm_since = None
         state.started_ms = None
+        state.suspect_since = None
         return state
