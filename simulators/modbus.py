@@ -123,6 +123,7 @@ class RtuLine:
         self.buffer = b""
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,11 @@ class RtuLine:
                 self.buffer = self.buffer[used:]
                 if pdu is None:
                     break
-                await self._handle(pdu)
+                # Each unit of a line answers on its own, as real devices do: a slow unit's
+                # late answer must not hold back the next unit's.
+                task = asyncio.create_task(self._handle(pdu))
+                self.pending.add(task)
+                task.add_done_callback(self.pending.discard)
 
     async def _handle(self, pdu: object) -> None:
         dev_id = getattr(pdu, "dev_id", 0)
@@ -167,6 +172,8 @@ class RtuLine:
             os.write(self.master, self.framer.buildFrame(response))
 
     async def stop(self) -> None:
+        for t in list(self.pending):
+            t.cancel()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

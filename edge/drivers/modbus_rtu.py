@@ -53,7 +53,7 @@ class ModbusRtuDriver(ModbusDriverBase):
                 self._client = AsyncModbusSerialClient(
                     self.bus.serial_port, baudrate=self.bus.baud_rate, parity=self.bus.parity,
                     stopbits=self.bus.stop_bits, bytesize=self.bus.byte_size, timeout=self.bus.timeout_s,
-                    retries=0, reconnect_delay=0, name=f"rtu-{self.bus.id}",
+                    retries=self.bus.retries, reconnect_delay=0, name=f"rtu-{self.bus.id}",
                 )
                 if not await self._client.connect():
                     raise OSError(f"cannot open serial port {self.bus.serial_port}")
