@@ -23,8 +23,8 @@ def loaded(demo):
 
 
 def test_every_fault_kind_has_a_scenario_and_a_clean_week_exists(loaded):
-    direct = load_scenario(SCENARIOS[0])  # the field path inside the file resolves
-    assert direct.field.field.id == "demo-town"
+    direct = load_scenario(next(p for p in SCENARIOS if p.stem == "demo-day"))
+    assert direct.field.field.id == "demo-town"  # the field path inside the file resolves
     kinds = {f.kind for sc in loaded.values() for f in sc.scenario.faults}
     assert kinds == set(FaultKind)
     clean = loaded["clean-week"]
@@ -78,7 +78,7 @@ def test_scenario_fault_shows_at_its_time(path, loaded):
         for s in (clean, faulty):
             s.model.advance(t_fault - 300)
         assert faulty.values(dev) == clean.values(dev)
-    probe = t_fault + {FaultKind.PUMP_STUCK_ON: 6 * 3600, FaultKind.OVER_CONSUMPTION: 3600,
+    probe = t_fault + {FaultKind.PUMP_STUCK_ON: 6 * 3600, FaultKind.OVER_CONSUMPTION: 8 * 3600,
                        FaultKind.SENSOR_SPIKE: 120}.get(spec.kind, 600)
     for s in (clean, faulty):
         s.model.advance(probe)
