@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
-SLOW = {"clean-run", "zone-leak", "over-consumption", "customer-leak"}
+SLOW = {"clean-run", "clean-week", "zone-leak", "over-consumption", "customer-leak"}
 """Over about 30 s of wall time: still run, marked so a quick pass can leave them out."""
 JOBS = max(1, int(os.environ.get("AQUAVOLT_E2E_JOBS", "2")))
 
