@@ -49,8 +49,11 @@ from rules.notify import Notifier
 from rules.store import Store
 
 log = logging.getLogger("aquavolt.rules")
-DAILY_RETRY_S = 30.0
-"""Wall seconds before a daily check that failed (InfluxDB unreachable) is tried again."""
+DAILY_RETRY_S = 5.0
+"""Wall seconds before a daily check that failed (InfluxDB unreachable or slow) is tried again."""
+DAILY_TIMEOUT_S = 60.0
+"""The daily check reads weeks of rollups for every customer: a loaded InfluxDB may take a
+while, which is no reason to give up the day's check."""
 ROUND_MAX_S = 0.05
 """Wall seconds of messages per processing round: the loop gets control back between rounds
 (signals, the API), however fast readings arrive."""
@@ -94,7 +97,8 @@ class Engine:
         # over-consumption: daily, on event time, when the rollups can be read
         self.daily: OverConsumptionCheck | None = None
         if influx is not None and any(c.water_meter for c in loaded.field.customers):
-            self.daily = OverConsumptionCheck(loaded, influx)
+            slow = Influx(influx.s.model_copy(update={"timeout_s": max(influx.s.timeout_s, DAILY_TIMEOUT_S)}))
+            self.daily = OverConsumptionCheck(loaded, slow)
         cfg = loaded.field.rules.over_consumption
         self.schedule = DailySchedule(loaded.field.timezone, cfg.check_delay_s)
         self._daily_task: asyncio.Task[None] | None = None
