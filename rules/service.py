@@ -43,7 +43,7 @@ from aquavolt.wire import (
 from rules.api import Condition, CustomerSink
 from rules.core import Core, Output
 from rules.daily import DailySchedule
-from rules.detectors.overconsumption import OverConsumptionCheck
+from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
 from rules.history import load_history
 from rules.notify import Notifier
 from rules.store import Store
@@ -229,6 +229,10 @@ class Engine:
         assert self.daily is not None and self._loop is not None
         try:
             conds = await asyncio.to_thread(self.daily.check, day, ts_ms)
+        except RollupNotReady as exc:
+            log.debug("over-consumption: %s; tried again in %g s", exc, DAILY_RETRY_S)
+            self._daily_retry_at = self._loop.time() + DAILY_RETRY_S
+            return
         except InfluxError as exc:
             self.stats.errors += 1
             self._once.failure("over-consumption", f"daily check of {day} failed: {exc}")

@@ -22,7 +22,7 @@ from aquavolt.influx import Influx
 from aquavolt.rulecfg import OverConsumptionConfig
 from aquavolt.schema import continuous_queries, line
 from aquavolt.settings import InfluxSettings
-from rules.detectors.overconsumption import OverConsumptionCheck, compare, daily_litres
+from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady, compare, daily_litres
 
 CASES = Path(__file__).parent / "cases"
 NAMES = sorted(p.name for p in CASES.iterdir() if (p / "daily.csv").exists())
@@ -92,3 +92,6 @@ def test_influx_adapter_and_daily_check(influx_settings: InfluxSettings) -> None
     assert conds[0].details["basis"] == "same_period_last_year"
     assert conds[0].value == pytest.approx(312 / 214, rel=1e-3)
     assert check.check(today, _ms(today)) == []  # no change, nothing new
+    # the day after, before its rollup exists: the check waits instead of judging without it
+    with pytest.raises(RollupNotReady, match="daily rollup of 2026-03-15 not written yet"):
+        check.check(today + timedelta(days=1), _ms(today + timedelta(days=1)))
