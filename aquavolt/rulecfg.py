@@ -156,7 +156,7 @@ class BurstConfig(Frozen):
     cusum_h_sigma: float = 5.0
     min_step_fraction: float = Field(0.2, description="Step of at least 20 % of expected flow")
     min_step_lps: float = Field(
-        0.5, ge=0, description="... and of at least this much: a burst is a large, sudden flow "
+        1.0, ge=0, description="... and of at least this much: a burst is a large, sudden flow "
         "(small zones at night vary by more than 20 % of their flow)"
     )
     pressure_drop_m: float = Field(3.0, description="Pressure drop that confirms a burst")

@@ -185,8 +185,8 @@ class BurstRule:
                          "sigma_lps": round(sigma, 4), "step_lps": round(residual, 3),
                          "step_m3h": round(residual * 3.6, 3), "cusum": round(state.cusum, 2),
                          "pressure_drop_m": None if drop_m is None else round(drop_m, 2)})
-        if residual < step_min and press is not None:
-            state.pressure_ref = press  # the level before any step: flow near its profile
+        if residual < step_min / 2 and press is not None:
+            state.pressure_ref = press  # the level before any step: flow clearly on its profile
         if state.cusum == 0.0:
             self._learn(state, tod, day, flow)
         return None

@@ -265,13 +265,18 @@ class OutageRule:
                 out += self._update(state, t, res, now, restored=self._restored(state, t, res, now))
         return out
 
+    SKEW_MS = 15_000
+    """A bay reading this close after the transformer's loss may still show the state before
+    it: timestamps are taken at poll time, and devices and gateways do not sample at the
+    same instant."""
+
     def _feeder_unknown(self, state: OutageState, fd: _Asset, start: int, now: int) -> bool:
         """True while a transformer outage starting at ``start`` must wait for its feeder: the
         bay is monitored, has no reading at or after ``start`` yet, and the hold
         (``rollup_hold_s`` past the debounce) has not run out. A bay never heard from is not
         waited for."""
         vs = state.volts.get(fd.id)
-        if vs is None or vs.last_ts is None or vs.last_ts >= start:
+        if vs is None or vs.last_ts is None or vs.last_ts >= start + self.SKEW_MS:
             return False
         return now < start + int((self.cfg.debounce_s + self.cfg.rollup_hold_s) * 1000)
 
