@@ -51,6 +51,8 @@ from rules.store import Store
 log = logging.getLogger("aquavolt.rules")
 DAILY_RETRY_S = 5.0
 """Wall seconds before a daily check that failed (InfluxDB unreachable or slow) is tried again."""
+DAILY_RECHECK_S = 3600.0
+"""Event seconds after a daily check at which the same day is judged once more."""
 DAILY_TIMEOUT_S = 60.0
 """The daily check reads weeks of rollups for every customer: a loaded InfluxDB may take a
 while, which is no reason to give up the day's check."""
@@ -103,6 +105,7 @@ class Engine:
         self.schedule = DailySchedule(loaded.field.timezone, cfg.check_delay_s)
         self._daily_task: asyncio.Task[None] | None = None
         self._daily_retry_at = 0.0
+        self._recheck: tuple[date, int] | None = None
         self.connected = threading.Event()
         self._inbox: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
@@ -220,6 +223,8 @@ class Engine:
         if self._loop.time() < self._daily_retry_at:
             return
         due = self.schedule.due(self.core.watermark)
+        if due is None and self._recheck is not None and self.core.watermark >= self._recheck[1]:
+            due, self._recheck = self._recheck, None
         if due is None:
             return
         self._daily_task = self._loop.create_task(self._run_daily(*due), name="over-consumption")
@@ -241,6 +246,10 @@ class Engine:
         finally:
             self._daily_task = None
         self._once.recovered("over-consumption")
+        if self.schedule.last != day and self.core.watermark < ts_ms + int(DAILY_RECHECK_S * 1000):
+            # judged once more an hour later: a meter's last readings of the day may reach
+            # InfluxDB (and its daily rollup) after the first check; repeats change nothing
+            self._recheck = (day, ts_ms + int(DAILY_RECHECK_S * 1000))
         self.schedule.last = day
         self.stats.daily_checks += 1
         self.stats.daily_last_day = day.isoformat()
