@@ -28,6 +28,11 @@ class InfluxError(AquavoltError):
         self.status = status
         super().__init__(f"InfluxDB {status}: {message}")
 
+    @property
+    def missing_database(self) -> bool:
+        """The database does not exist yet (the collector creates it on its first start)."""
+        return "database not found" in str(self)
+
 
 class Influx:
     def __init__(self, settings: InfluxSettings) -> None:

@@ -186,6 +186,11 @@ class OutageConfig(Frozen):
     live_max_age_s: float = Field(
         180.0, gt=0, description="A voltage reading older than this no longer proves supply"
     )
+    bay_skew_s: float = Field(
+        15.0, ge=0, description="A feeder-bay reading taken less than this after a transformer's "
+        "loss may still show the state before it (timestamps are taken at poll time; devices and "
+        "gateways do not sample at one instant); on a simulated clock the engine adds half a wall "
+        "second of transport lag, scaled by the acceleration")
     priority: Priority = Priority.HIGH
 
 

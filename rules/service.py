@@ -86,7 +86,9 @@ class Engine:
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
-        self.core = Core(loaded, tick_every_ms=tick_every_ms)
+        # a simulated clock's acceleration scales the tolerances between gateways' readings
+        self.core = Core(loaded, tick_every_ms=tick_every_ms,
+                         time_scale=clock.acceleration)
         alarms, seq, watermark = self.store.load()
         self.core.manager.load(alarms, seq)
         self.core.watermark = watermark
@@ -239,6 +241,11 @@ class Engine:
             self._daily_retry_at = self._loop.time() + DAILY_RETRY_S
             return
         except InfluxError as exc:
+            if exc.missing_database:  # no collector has written yet: nothing to judge so far
+                log.info("over-consumption: database %s not created yet; check of %s tried again "
+                         "in %g s", self.influx.s.database if self.influx else "?", day, DAILY_RETRY_S)
+                self._daily_retry_at = self._loop.time() + DAILY_RETRY_S
+                return
             self.stats.errors += 1
             self._once.failure("over-consumption", f"daily check of {day} failed: {exc}")
             self._daily_retry_at = self._loop.time() + DAILY_RETRY_S
@@ -285,6 +292,10 @@ class Engine:
         try:
             samples = await asyncio.to_thread(load_history, self.influx, self.loaded, self.clock.now_ms())
         except InfluxError as exc:
+            if exc.missing_database:
+                log.info("no history to prime from: database %s not created yet; learning from live "
+                         "readings", self.influx.s.database)
+                return
             self.stats.errors += 1
             self._once.failure("history", f"priming from history failed, learning from live readings: {exc}")
             return

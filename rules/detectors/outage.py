@@ -29,6 +29,12 @@ from aquavolt.rulecfg import OutageConfig
 from rules.api import Condition, Sample
 from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 
+TRANSPORT_LAG_WALL_S = 0.5
+"""Wall seconds by which one gateway's reading may reach the engine after another's taken at
+the same instant (poll cycles, OPC-UA publishing, MQTT, a busy host). Negligible at 1x; on a
+clock running 600 times faster it is five simulated minutes, so the tolerances that order
+readings of different gateways scale with the clock's acceleration."""
+
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 
 
@@ -80,9 +86,11 @@ class _Asset:
 class OutageRule:
     name = "outage"
 
-    def __init__(self, loaded: LoadedField) -> None:
+    def __init__(self, loaded: LoadedField, time_scale: float = 1.0) -> None:
         f = loaded.field
         self.cfg: OutageConfig = f.rules.outage
+        self.skew_ms = int((self.cfg.bay_skew_s + TRANSPORT_LAG_WALL_S * time_scale) * 1000)
+        self.hold_ms = int((self.cfg.debounce_s + self.cfg.rollup_hold_s) * 1000) + self.skew_ms
         self.assets: dict[str, _Asset] = {}
         self.meter_tx: dict[str, str] = {}
         for s in f.electricity.substations:
@@ -265,20 +273,15 @@ class OutageRule:
                 out += self._update(state, t, res, now, restored=self._restored(state, t, res, now))
         return out
 
-    SKEW_MS = 15_000
-    """A bay reading this close after the transformer's loss may still show the state before
-    it: timestamps are taken at poll time, and devices and gateways do not sample at the
-    same instant."""
-
     def _feeder_unknown(self, state: OutageState, fd: _Asset, start: int, now: int) -> bool:
         """True while a transformer outage starting at ``start`` must wait for its feeder: the
-        bay is monitored, has no reading at or after ``start`` yet, and the hold
-        (``rollup_hold_s`` past the debounce) has not run out. A bay never heard from is not
-        waited for."""
+        bay is monitored, has no reading ``skew_ms`` or more after ``start`` yet (an earlier
+        one may still show the state before the loss), and the hold (``rollup_hold_s`` past
+        the debounce, plus the skew) has not run out. A bay never heard from is not waited for."""
         vs = state.volts.get(fd.id)
-        if vs is None or vs.last_ts is None or vs.last_ts >= start + self.SKEW_MS:
+        if vs is None or vs.last_ts is None or vs.last_ts >= start + self.skew_ms:
             return False
-        return now < start + int((self.cfg.debounce_s + self.cfg.rollup_hold_s) * 1000)
+        return now < start + self.hold_ms
 
     def _restored(self, state: OutageState, asset: _Asset, found: tuple[int, str] | None, now: int) -> bool:
         o = state.active.get(asset.id)

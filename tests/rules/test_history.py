@@ -63,3 +63,31 @@ def test_burst_on_first_live_day_needs_the_history(influx_settings: InfluxSettin
     assert len(raised) == 1 and raised[0].asset == "zone-a" and raised[0].condition == "burst"
     step_at = next(s.ts_ms for s in live if s.point == "flow_lps" and float(s.value) > 3.5)  # type: ignore[arg-type]
     assert step_at < raised[0].ts_ms <= step_at + 20 * 60_000  # held 15 min (min_duration_s), slots of 5
+
+
+def test_a_database_not_created_yet_is_no_history_not_an_error(influxdb, tmp_path, caplog) -> None:
+    """The engine may start before any collector has created the database (a fresh install,
+    a replay): priming then learns from live readings and counts no error."""
+    import asyncio
+    import logging
+
+    from aquavolt.clock import ManualClock
+    from aquavolt.influx import InfluxError
+    from aquavolt.settings import MqttSettings
+    from rules.service import Engine
+
+    loaded, _past, live = _case()
+    settings = influxdb.settings("never_created")
+    influx = Influx(settings)
+    try:
+        load_history(influx, loaded, live[0].ts_ms)
+    except InfluxError as exc:
+        assert exc.missing_database, exc
+    else:
+        raise AssertionError("a query on a missing database did not fail")
+    engine = Engine(loaded, MqttSettings(), tmp_path / "rules", ManualClock(live[0].ts_ms / 1000), influx=influx)
+    with caplog.at_level(logging.INFO, logger="aquavolt.rules"):
+        asyncio.run(engine.prime_from_history())
+    assert engine.stats.errors == 0
+    assert "database never_created not created yet" in caplog.text
+    assert "primed_samples" not in engine.stats.extra
