@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -34,6 +36,15 @@ from aquavolt.settings import InfluxSettings, MqttSettings
 COMPONENTS = ("sim", "edge", "collector", "rules")
 ROLLUP_STEP_S = {"1h": 3600, "1d": 86400}
 """Rollups a simulated run keeps up to date itself (the 1-minute one is left to the CQ)."""
+
+
+def _get(url: str) -> bytes | None:
+    """The body of a GET on a local endpoint, None when it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bytes(r.read())
+    except OSError:
+        return None
 
 
 def available_components() -> dict[str, str | None]:
@@ -305,6 +316,34 @@ class Stack:
                 c.restarts += 1
                 c.start(env)
         return died
+
+    def backlogs(self) -> dict[str, int]:
+        """Messages received and not yet handled, per consumer that answers (the rules
+        engine's ``/health``, the collector's ``/metrics``)."""
+        out: dict[str, int] = {}
+        names = {c.name for c in self.children}
+        if "rules" in names:
+            body = _get(f"http://127.0.0.1:{self.api_port}/health")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                out["rules"] = int(json.loads(body)["backlog_messages"]) if body else -1
+        if "collector" in names:
+            body = _get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+            for line in (body or b"").decode().splitlines():
+                if line.startswith("aquavolt_collector_backlog_messages "):
+                    out["collector"] = int(float(line.split()[1]))
+        return {k: v for k, v in out.items() if v >= 0}
+
+    def settle(self, timeout_s: float = 60.0, below: int = 50) -> dict[str, int]:
+        """Wait (at most ``timeout_s``) until the collector and the rules engine have caught up
+        with what they received: on a busy host an accelerated run may leave them behind, and
+        what they have not handled yet is neither in InfluxDB nor judged. Returns the backlogs
+        still above ``below`` (empty when every consumer caught up)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = {k: v for k, v in self.backlogs().items() if v >= below}
+            if not behind or time.monotonic() >= deadline:
+                return behind
+            time.sleep(0.5)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every child at once (SIGTERM, SIGKILL after ``timeout_s``), then the servers."""

@@ -81,10 +81,13 @@ class LiveView:
     def rate(self) -> float:
         now = time.monotonic()
         with self._lock:
+            older = [x for x in self.seen.rate if now - x[0] >= 0.5]
             self.seen.rate.append((now, self.seen.readings))
-            old = next((x for x in self.seen.rate if now - x[0] <= 10.0), self.seen.rate[0])
-        dt = now - old[0]
-        return (self.seen.readings - old[1]) / dt if dt > 0 else 0.0
+        if not older:
+            return 0.0
+        # over the last 10 s when the view is redrawn often, else since the previous redraw
+        old = next((x for x in older if now - x[0] <= 10.0), older[-1])
+        return (self.seen.readings - old[1]) / (now - old[0])
 
     def render(self, sim_time: str, width: int = 100) -> str:
         rate = self.rate()

@@ -179,6 +179,7 @@ async def actions(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     return _json({"mqtt_connected": eng.connected.is_set(), "watermark_ms": eng.core.watermark,
+                  "backlog_messages": eng.backlog,
                   **{k: v for k, v in asdict(eng.stats).items() if k != "extra"}})
 
 

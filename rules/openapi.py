@@ -77,7 +77,8 @@ OPENAPI: dict[str, Any] = {
         "/actions": {"get": {"summary": "Audit log of operator actions", "parameters": _q("limit"),
                              "responses": {"200": {"description": "{actions}"}}}},
         "/health": {"get": {"summary": "Engine health (no token)", "security": [],
-                            "responses": {"200": {"description": "counters"}}}},
+                            "responses": {"200": {"description": "counters: mqtt_connected, "
+                                                                 "watermark_ms, backlog_messages, ..."}}}},
         "/openapi.json": {"get": {"summary": "This description", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },

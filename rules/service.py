@@ -63,6 +63,13 @@ STOP_BUDGET_S = 0.5
 """Wall seconds given at stop to the messages already received and to pending writes."""
 
 
+TICK_WALL_S = 0.02
+"""On an accelerated clock, time-based rules are ticked at most this often in wall time (every
+12 simulated seconds at 600x): a tick judges every rule, and ticking every simulated second
+at 600x would cost more than the readings themselves. A condition judged on the tick is
+stamped at most one tick later; conditions judged on readings are not affected."""
+
+
 @dataclass
 class Stats:
     messages: int = 0
@@ -86,7 +93,9 @@ class Engine:
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
-        # a simulated clock's acceleration scales the tolerances between gateways' readings
+        # a simulated clock's acceleration scales the tolerances between gateways' readings,
+        # and the tick: time-based rules are judged at most every TICK_WALL_S of wall time
+        tick_every_ms = max(tick_every_ms, int(clock.acceleration * TICK_WALL_S * 1000))
         self.core = Core(loaded, tick_every_ms=tick_every_ms,
                          time_scale=clock.acceleration)
         alarms, seq, watermark = self.store.load()
@@ -264,6 +273,11 @@ class Engine:
         if conds:
             out = self.core.conditions(conds)
             self.emit(out.events, out.customer)
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not processed yet (the engine is behind when this grows)."""
+        return len(self._inbox)
 
     async def _process(self) -> None:
         while True:

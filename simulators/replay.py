@@ -31,6 +31,10 @@ def _say(text: str) -> None:
     print(f"aquavolt replay: {text}", flush=True)
 
 
+SETTLE_S = 60.0
+"""At the end, wall seconds given to the collector and the rules engine to catch up."""
+
+
 def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     sc_path = Path(args.scenario).resolve()
     sc = load_scenario(sc_path)
@@ -77,6 +81,12 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                 for name, rc in stack.supervise():
                     _say(f"{name} died (exit {rc}); restarted")
                 time.sleep(0.5)
+            if not stop:  # judge what was received: a busy host may leave the engine behind
+                behind = stack.settle(SETTLE_S)
+                if behind:
+                    _say(f"still behind after {SETTLE_S:g} s: " + ", ".join(
+                        f"{k} {v:,} messages" for k, v in behind.items())
+                        + " (the host is too busy for this acceleration)")
             events = []
             for m in rec.snapshot():
                 try:

@@ -160,6 +160,9 @@ def test_pump_trip_and_overflow_raise_their_alarms_and_the_ack_reaches_influx(
                          20, "the ack in InfluxDB", stack)
             assert rows[0]["by"] == "amina" and rows[0]["state"] == "acked" and rows[0]["time"] == ack.ts_ms
             assert any(r.get("transition") == "raised" and r["time"] == trip.ts_ms for r in stored())
+            # both consumers report what they have not handled yet, and keep up with this field
+            assert set(stack.backlogs()) == {"rules", "collector"}, stack.backlogs()
+            assert stack.settle(20) == {}
         except urllib.error.URLError as exc:
             raise AssertionError(f"HTTP failed: {exc}; logs: {_logs(stack)}") from exc
         finally:

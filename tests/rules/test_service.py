@@ -195,7 +195,8 @@ def test_comm_fail_and_bad_payload(engine: RulesProcess, mosquitto: Mosquitto, t
             assert [(e.alarm_id, e.transition) for e in evs] == [("em-1/comm_fail", "raised")]
             dead = [m for m in rec.snapshot() if m.topic == t.deadletter("rules")]
             assert dead and "Batch" in json.loads(dead[0].payload)["reason"]
-            assert engine.get("/health")["rejected"] == 1
+            health = engine.get("/health")
+            assert health["rejected"] == 1 and health["backlog_messages"] == 0
         pub.publish(t.device_status("gw-1", "em-1"), b"", qos=1, retain=True)
     finally:
         pub.disconnect()
