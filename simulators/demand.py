@@ -59,6 +59,12 @@ _POWER = {
     "industrial": [0.7, 0.7, 0.7, 0.7, 0.7, 0.8, 1.1, 1.2, 1.2, 1.2, 1.2, 1.2,
                    1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 1.1, 1.1, 1.0, 1.0, 0.8, 0.7],
 }
+# Lognormal sigma of a customer's quarter-hour use around its type's shape. A household's use
+# is erratic (showers, washing machines); commercial and industrial use follows opening hours
+# and processes: an industrial customer's 15 m3 a day does not come in random 15-minute gushes
+# of several litres per second, which a small district's inflow would show as a burst.
+_SLOT_SIGMA = {"residential": 0.6, "night_user": 0.6, "commercial": 0.3, "industrial": 0.15}
+
 # Mean daily use: residential per resident (WHO/utility figure for towns, 130 L/person/day;
 # 1.2 kWh/person/day plus 2.5 kWh/household), others per connection.
 _WATER_L_DAY = {"residential": 130.0, "commercial": 1200.0, "industrial": 15000.0}
@@ -129,6 +135,8 @@ class Demand:
         busy = {"residential": (1.08, 1.10), "commercial": (0.55, 0.6), "industrial": (0.55, 0.6)}
         self._weekend_w = np.array([busy.get(k, (1.0, 1.0))[0] for k in kinds])
         self._weekend_e = np.array([busy.get(k, (1.0, 1.0))[1] for k in kinds])
+        # quarter-hour irregularity: a household's taps are erratic, a works' process water is not
+        self._slot_sigma = np.array([_SLOT_SIGMA.get(k, 0.6) for k in kinds])
         self._cum: dict[int, tuple[Array, Array]] = {}
         self._recent: list[int] = []
         self._slot_cache: dict[int, tuple[Array, Array, Array, Array, Array, Array]] = {}
@@ -206,7 +214,7 @@ class Demand:
         rng = np.random.default_rng([self.seed, day, 2])
         events = self._draws(day)[2]
         # continuous part: type shape x lognormal slot noise, normalised per customer-day
-        shape = self._wshape * rng.lognormal(0.0, 0.6, (self.n, SLOTS))
+        shape = self._wshape * rng.lognormal(0.0, 1.0, (self.n, SLOTS)) ** self._slot_sigma[:, None]
         shape /= shape.sum(axis=1, keepdims=True)
         night = events * CISTERN_L
         water = shape * (water_total - night)[:, None]

@@ -43,11 +43,15 @@ _TABLE = {1: RegisterType.COIL, 5: RegisterType.COIL, 15: RegisterType.COIL,
 class FieldContext(ModbusServerContext):
     """The devices of one bus, by unit id, served from the simulation."""
 
-    def __init__(self, sim: Simulation, units: dict[int, str]) -> None:
+    def __init__(self, sim: Simulation, units: dict[int, str], gateway: bool = False) -> None:
         # The parent's constructor builds the deprecated datastore; this context serves
         # requests itself through the "old simulator" path of the 3.x server.
         self.sim = sim
         self.units = units
+        self.gateway = gateway
+        """A Modbus TCP gateway or data concentrator in front of several units: it answers
+        exception 11 (gateway target device failed to respond) for a unit that is silent, at
+        once, as such gateways do; a lone device that is silent leaves its client to time out."""
         self.old_simulator = True
         self.simdevices = []
         self.requests = 0
@@ -62,6 +66,8 @@ class FieldContext(ModbusServerContext):
         t = self.sim.sync()
         ans = self.sim.devices.answer(dev, t)
         if ans.mode == "silent":
+            if self.gateway:
+                return ExcCodes.GATEWAY_NO_RESPONSE
             raise NoSuchIdException(f"unit {device_id} ({dev}) does not answer")
         if ans.mode == "slow":
             await asyncio.sleep(ans.delay_s)
@@ -102,7 +108,7 @@ def units_of(sim: Simulation, bus_id: str, gateway_id: str) -> dict[int, str]:
 
 
 async def start_tcp(sim: Simulation, bus: ModbusTcpBus, units: dict[int, str]) -> ModbusTcpServer:
-    ctx = FieldContext(sim, units)
+    ctx = FieldContext(sim, units, gateway=len(units) > 1)
     server = ModbusTcpServer(ctx, address=(bus.host, bus.port), ignore_missing_devices=True)
     await server.serve_forever(background=True)
     return server

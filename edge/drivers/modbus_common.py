@@ -15,6 +15,9 @@ from edge.drivers.base import PointResult
 from edge.planner import DEFAULT_MAX_GAP, Plan, Request, decode_request
 
 ILLEGAL_ADDRESS = 2
+GATEWAY_CODES = {10: "gateway path unavailable", 11: "gateway target device failed to respond"}
+"""Exceptions a Modbus gateway or concentrator answers for the device behind it: that device
+is not reachable (a loss of communication), not a device answering garbage."""
 
 _READ = {  # table -> (client method, answers bits)
     RegisterType.COIL: ("read_coils", True),
@@ -44,6 +47,9 @@ class ModbusDriverBase:
             raise DeviceTimeout(device.id, f"no answer: {exc}") from exc
         if resp.isError():
             code = int(getattr(resp, "exception_code", 0) or 0)
+            if code in GATEWAY_CODES:  # the gateway answers; the device behind it does not
+                raise DeviceTimeout(device.id, f"no answer: {GATEWAY_CODES[code]} (gateway exception "
+                                               f"{code} to {method})")
             raise DeviceException(device.id, code, f"{method} exception code {code}")
         return resp
 

@@ -23,6 +23,7 @@ from helpers import (
 from opcua_peer import OpcuaPeer
 
 from aquavolt.services import free_port
+from aquavolt.wire import DeviceStatus, decode
 from edge.agent import Agent
 from edge.drivers import LinkState
 
@@ -114,6 +115,31 @@ def test_device_answering_exception_codes_is_bad_while_others_stay_good(mosquitt
     # marked bad once per group, not on every poll
     assert len([b for b in data if b.device == "broken"]) == 2
     assert "exception code 4" in agent.devices["broken"].last_error
+
+
+def test_gateway_exception_for_a_device_behind_it_is_a_comm_failure(mosquitto, topic_prefix,
+                                                                      tmp_path: Path, peers) -> None:
+    """A Modbus TCP gateway answers exception 11 for a unit it cannot reach: that unit has lost
+    communication (its status says comm_fail), it does not answer garbage."""
+    peer = ModbusTcpPeer({1: Unit().fill(LEVEL), 2: Unit(exception=11).fill(LEVEL)})
+    peers.append(peer)
+    gw = gateway([{"kind": "modbus_tcp", "id": "conc", "port": peer.port}],
+                 [{"id": "ok", "profile": "av_level1", "bus": "conc", "unit_id": 1},
+                  {"id": "unreachable", "profile": "av_level1", "bus": "conc", "unit_id": 2}])
+    with recorder(mosquitto, topic_prefix, "gwexc") as rec:
+        agent = make_agent(gw, mosquitto, topic_prefix, tmp_path / "s")
+
+        async def wait(_a: Agent) -> None:
+            await asyncio.sleep(1.5)
+
+        run_until(agent, lambda: False, timeout_s=0.1, during=wait)
+        got = latest_values(rec)
+        statuses = [decode(m.payload, DeviceStatus) for m in rec.snapshot()
+                    if m.topic.endswith("/dev/unreachable/status") and m.payload]
+    assert all(q == "good" for _, q in got["ok"].values())
+    assert all(v is None and q == "bad" for v, q in got["unreachable"].values())
+    assert statuses and statuses[-1].state == "comm_fail", statuses
+    assert "gateway target device failed to respond" in agent.devices["unreachable"].last_error
 
 
 def test_broker_outage_loses_nothing_and_replays_in_order(mosquitto, topic_prefix, tmp_path: Path,

@@ -12,6 +12,7 @@ from pymodbus.exceptions import ModbusIOException
 from aquavolt.codec import ByteOrder, DataType, decode_raw
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus
 from aquavolt.profiles import ModbusProfile, RegisterType
+from aquavolt.services import free_port
 from simulators.faults import FaultSpec
 from simulators.modbus import RtuLine, start_tcp, units_of
 from simulators.sim import Simulation
@@ -108,7 +109,7 @@ def test_rtu_over_pty_every_point(demo, h):
 
 
 def test_device_faults_on_the_wire(demo, h):
-    """comm_loss: timeout; modbus_exception: the code; slow_device: late; outage: last gasp
+    """comm_loss: timeout (exception 11 behind a concentrator); modbus_exception: the code; slow_device: late; outage: last gasp
     then silence; writes reach the pump."""
     clock = h.frozen_clock()
     sim = Simulation(demo, 1, clock.now(), clock)
@@ -131,11 +132,22 @@ def test_device_faults_on_the_wire(demo, h):
         assert not (await c.read_holding_registers(0, count=10, device_id=2)).isError()
         assert time.monotonic() - t0 >= 0.3
         sim.add_fault(FaultSpec(kind="comm_loss", target="em-c0003"))
+        # conc-a is a concentrator (many unit ids): it answers for the meter it cannot reach
+        t0 = time.monotonic()
+        r = await c.read_holding_registers(0, count=10, device_id=3)
+        assert r.isError() and r.exception_code == 11 and time.monotonic() - t0 < 0.4
+        # the same meter alone on its own TCP link: no answer at all, the client times out
+        lone = bus.model_copy(update={"port": free_port()})
+        s3 = await start_tcp(sim, lone, {3: "em-c0003"})
+        c3 = AsyncModbusTcpClient(lone.host, port=lone.port, timeout=0.5, retries=0)
+        await c3.connect()
         try:
-            await c.read_holding_registers(0, count=10, device_id=3)
+            await c3.read_holding_registers(0, count=10, device_id=3)
             raise AssertionError("a device with comm_loss answered")
         except ModbusIOException:
             pass
+        c3.close()
+        await s3.shutdown()
         # transformer outage, with the clock moved by hand: last gasp within the window, then silence
         sim.add_fault(FaultSpec(kind="transformer_outage", target="tx-1a", last_gasp_window_s=600))
         clock.start += 120
@@ -146,11 +158,8 @@ def test_device_faults_on_the_wire(demo, h):
         assert r.registers[0] == 0  # voltage
         clock.start += 600
         sim.sync()
-        try:
-            await c.read_discrete_inputs(0, count=2, device_id=4)
-            raise AssertionError("a meter without power answered")
-        except ModbusIOException:
-            pass
+        r = await c.read_discrete_inputs(0, count=2, device_id=4)
+        assert r.isError() and r.exception_code == 11, "a meter without power answered"
         c.close()
         p = AsyncModbusTcpClient(plc.host, port=plc.port, timeout=1, retries=0)
         await p.connect()

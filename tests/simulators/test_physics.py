@@ -188,3 +188,16 @@ def test_same_seed_same_readings(demo, h):
         runs.append(out)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+def test_standby_takes_over_when_the_duty_pump_trips_during_a_call(demo, h):
+    """The station's level control keeps calling for water when the duty pump trips: the
+    standby starts at once, not when the tank has drained to its low level."""
+    sim = sim_of(demo, h)
+    sim.model.advance(T0 + 60)
+    assert sim.values("pump-1")["running"] is True and sim.values("pump-2")["running"] is False
+    sim.faults.add(FaultSpec(kind="pump_trip", at=120, target="pump-1", fault_code=17), T0)
+    sim.model.advance(T0 + 300)
+    p1, p2 = sim.values("pump-1"), sim.values("pump-2")
+    assert p1["running"] is False and p1["fault_code"] == 17
+    assert p2["running"] is True and p2["flow_lps"] > 5.0
