@@ -113,6 +113,9 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+CUSTOMER_CONDITIONS = ("over_consumption", "continuous_flow")
+"""Listed in the summary whatever their priority: they are what customers hear about."""
+
 SETTLE_S = 60.0
 """A run with --duration-s waits at most this long, at its end, for the collector and the rules
 engine to handle what they received (an accelerated run on a busy host may leave them behind)."""
@@ -152,8 +155,9 @@ def _summary(stack: Stack, view: LiveView) -> str:
         + ", ".join(f"{c} {n}" for c, n in sorted(by_condition.items(), key=lambda kv: -kv[1])) + ")",
     ]
     # Incidents first: what an operator acts on (stale data and bad quality are counted above).
-    important = [a for a in raised if a.priority in ("critical", "high", "medium")
-                 and a.condition not in ("stale", "bad_quality", "comm_fail")]
+    important = [a for a in raised if (a.priority in ("critical", "high", "medium")
+                 and a.condition not in ("stale", "bad_quality", "comm_fail"))
+                 or a.condition in CUSTOMER_CONDITIONS]
     lines += [f"    {datetime.fromtimestamp(a.ts_ms / 1000, UTC):%Y-%m-%d %H:%M} {a.priority:<8} "
               f"{a.alarm_id}: {a.message}" for a in important[:30]]
     lines += [

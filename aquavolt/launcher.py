@@ -200,8 +200,10 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
+        # a simulated field's customers are made up: customer SMS are composed, never sent
         return {**os.environ, "AQUAVOLT_MQTT_URL": self.mqtt_url,
-                "AQUAVOLT_INFLUX_URL": self.influx_url, "AQUAVOLT_CLOCK": self.opts.clock_spec}
+                "AQUAVOLT_INFLUX_URL": self.influx_url, "AQUAVOLT_CLOCK": self.opts.clock_spec,
+                "AQUAVOLT_SMS_URL": "dry-run"}
 
     def start_servers(self) -> None:
         if not self.opts.mqtt_url:

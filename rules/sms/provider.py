@@ -14,11 +14,14 @@ never retried. 5xx, 408, 429, timeouts and connection errors are temporary.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Protocol
 
 import aiohttp
 
 from aquavolt.errors import AquavoltError
+
+log = logging.getLogger("aquavolt.rules.sms")
 
 Delivery = Literal["queued", "sent", "delivered", "failed"]
 
@@ -89,3 +92,22 @@ class HttpSmsProvider:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class DryRunProvider:
+    """Sends nothing: every message is logged and counted as handed over (``sent``), so that a
+    demo or a rehearsal shows the SMS that would go out (``AQUAVOLT_SMS_URL=dry-run``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def send(self, to: str, text: str, reference: str) -> str:
+        self.count += 1
+        log.info("SMS not sent (dry run) to %s [%s]: %s", to, reference, text)
+        return f"dry-run-{self.count}"
+
+    async def status(self, message_id: str) -> Delivery:
+        return "sent"
+
+    async def close(self) -> None:
+        return None

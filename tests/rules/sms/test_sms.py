@@ -23,7 +23,7 @@ from aquavolt.rulecfg import SmsConfig
 from aquavolt.services import Mosquitto
 from aquavolt.wire import CustomerAlert, Topics, decode
 from rules.api import Condition
-from rules.sms import HttpSmsProvider, SmsSink, build_customer_sink
+from rules.sms import DryRunProvider, HttpSmsProvider, SmsSink, build_customer_sink
 from rules.sms.queue import SmsQueue
 from rules.sms.templates import TEMPLATES, render
 
@@ -212,3 +212,28 @@ def test_outage_fan_out_and_restoration(tmp_path: Path) -> None:
 def test_build_from_args_and_alerts_over_mqtt(tmp_path: Path, mosquitto: Mosquitto,
                                                     topic_prefix: str) -> None:
     asyncio.run(_test_build_from_args_and_alerts_over_mqtt(tmp_path, mosquitto, topic_prefix))
+
+
+async def _test_dry_run_composes_and_announces_without_sending(tmp_path: Path) -> None:
+    class Args:
+        pass
+
+    published: list[tuple[str, bytes]] = []
+    args = Args()
+    args.sms_url, args.state_dir = "dry-run", str(tmp_path)  # type: ignore[attr-defined]
+    args.publish = lambda t, p, r=False: published.append((t, p))  # type: ignore[attr-defined]
+    args.topics, args.clock = Topics("t"), RealClock()  # type: ignore[attr-defined]
+    sink = build_customer_sink(LOADED, args)
+    assert sink is not None and isinstance(sink.provider, DryRunProvider)
+    sink.cfg = CFG
+    sink.handle(over("c0002"))
+    await settle(lambda: any(r.status == "sent" for r in sink.queue.all()))
+    await sink.stop()
+    alerts = [decode(p, CustomerAlert) for t, p in published if t == "t/event/customer"]
+    assert [a.status for a in alerts] == ["queued", "sent"]
+    assert alerts[0].customer == "c0002" and "312 L/jour contre 214 L/jour" in alerts[0].text
+    assert sink.provider.count == 1
+
+
+def test_dry_run_composes_and_announces_without_sending(tmp_path: Path) -> None:
+    asyncio.run(_test_dry_run_composes_and_announces_without_sending(tmp_path))
