@@ -48,6 +48,10 @@ _WATER = {
                    2.1, 2.0, 1.9, 1.9, 1.8, 1.6, 1.2, 0.6, 0, 0, 0, 0],
     "industrial": [0.3, 0.3, 0.3, 0.3, 0.3, 0.5, 1.3, 1.5, 1.5, 1.5, 1.5, 1.4,
                    1.3, 1.5, 1.5, 1.5, 1.5, 1.4, 1.3, 1.2, 1.1, 1.0, 0.5, 0.3],
+    # two shifts (06:00-22:00), closed at night: the works a register does not flag
+    # ``continuous_flow_expected``; the flagged ones run round the clock ("industrial")
+    "industrial_shift": [0, 0, 0, 0, 0, 0.3, 1.4, 1.6, 1.6, 1.6, 1.6, 1.5,
+                         1.4, 1.6, 1.6, 1.6, 1.6, 1.5, 1.4, 1.3, 1.2, 1.0, 0.2, 0],
     "night_user": [0.6, 0.5, 0.5, 0.5, 0.5, 0.6, 0.9, 1.4, 1.6, 1.3, 1.1, 1.0,
                    1.1, 1.2, 1.0, 0.9, 0.9, 1.0, 1.2, 1.4, 1.4, 1.3, 1.0, 0.8],
 }
@@ -63,7 +67,8 @@ _POWER = {
 # is erratic (showers, washing machines); commercial and industrial use follows opening hours
 # and processes: an industrial customer's 15 m3 a day does not come in random 15-minute gushes
 # of several litres per second, which a small district's inflow would show as a burst.
-_SLOT_SIGMA = {"residential": 0.6, "night_user": 0.6, "commercial": 0.3, "industrial": 0.15}
+_SLOT_SIGMA = {"residential": 0.6, "night_user": 0.6, "commercial": 0.3, "industrial": 0.15,
+               "industrial_shift": 0.15}
 
 # Mean daily use: residential per resident (WHO/utility figure for towns, 130 L/person/day;
 # 1.2 kWh/person/day plus 2.5 kWh/household), others per connection.
@@ -112,6 +117,8 @@ class Demand:
         for c in customers:
             if c.night_user:
                 kinds.append("night_user")
+            elif c.type is CustomerType.INDUSTRIAL and not c.continuous_flow_expected:
+                kinds.append("industrial_shift")
             else:
                 kinds.append(c.type.value)
         self.kind = kinds
@@ -128,11 +135,12 @@ class Demand:
         self.water_start_l = rng.uniform(20e3, 900e3, self.n)  # reading at installation
         self.energy_start_kwh = rng.uniform(500, 30000, self.n)
         wshape = np.stack([_slots(_WATER[k]) for k in _WATER])
-        eshape = np.stack([_slots(_POWER.get(k, _POWER["residential"])) for k in _WATER])
+        eshape = np.stack([_slots(_POWER.get(k.split("_")[0], _POWER["residential"])) for k in _WATER])
         idx = np.array([list(_WATER).index(k) for k in kinds], dtype=np.int64)
         self._wshape = wshape[idx]  # (n, SLOTS), rows sum to 1
         self._eshape = eshape[idx]
-        busy = {"residential": (1.08, 1.10), "commercial": (0.55, 0.6), "industrial": (0.55, 0.6)}
+        busy = {"residential": (1.08, 1.10), "commercial": (0.55, 0.6), "industrial": (0.55, 0.6),
+                "industrial_shift": (0.55, 0.6)}
         self._weekend_w = np.array([busy.get(k, (1.0, 1.0))[0] for k in kinds])
         self._weekend_e = np.array([busy.get(k, (1.0, 1.0))[1] for k in kinds])
         # quarter-hour irregularity: a household's taps are erratic, a works' process water is not

@@ -131,7 +131,8 @@ def generate(customers: int, pumps: int = 2, substations: int = 1, seed: int = 1
             if ctype == "industrial" and rnd.random() < 0.5:
                 c["continuous_flow_expected"] = True
             if ctype == "commercial" and rnd.random() < 0.1:
-                c["night_user"] = True
+                c["night_user"] = True  # a hotel: water at every hour, as its register says
+                c["continuous_flow_expected"] = True
             cust.append(c)
             devs.append({"id": f"wm-{cid}", "profile": "av_wm1", "bus": "water", "unit_id": u + 1})
             devs.append({"id": f"em-{cid}", "profile": "av_em1", "bus": "elec", "unit_id": u + 1})
