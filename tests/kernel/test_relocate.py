@@ -21,3 +21,11 @@ def test_relocated_demo_is_valid_and_moved(tmp_path: Path) -> None:
                 assert isinstance(b1, OpcuaBus) and isinstance(b0, OpcuaBus)
                 assert b1.endpoint != b0.endpoint and b1.endpoint.endswith("/aquavolt/rtu")
     assert moved.customers == orig.customers
+
+
+def test_free_ports_handed_out_are_never_repeated() -> None:
+    """Two buses of one relocated field must never share a port (a replay once failed so)."""
+    from aquavolt.services import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
