@@ -89,11 +89,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 say(f"aquavolt demo: {name} died (exit {rc}); restarted")
             now = datetime.fromtimestamp(max(clock.now(), clock.start), UTC).strftime("%Y-%m-%d %H:%M")
             if tty:
-                sys.stdout.write("\x1b[2J\x1b[H" + view.render(now) + "\n(Ctrl-C stops)\n")
+                sys.stdout.write("\x1b[2J\x1b[H" + view.render(now) + _behind(stack) + "\n(Ctrl-C stops)\n")
                 sys.stdout.flush()
             elif time.monotonic() - last_plain >= args.plain_every_s:
                 last_plain = time.monotonic()
-                say(view.render(now).replace("\n", "\n  "))
+                say((view.render(now) + _behind(stack)).replace("\n", "\n  "))
             time.sleep(1.0)
         if not stop and deadline is not None:  # a bounded run: what was received is judged
             behind = stack.settle(SETTLE_S)
@@ -119,6 +119,17 @@ CUSTOMER_CONDITIONS = ("over_consumption", "continuous_flow")
 SETTLE_S = 60.0
 """A run with --duration-s waits at most this long, at its end, for the collector and the rules
 engine to handle what they received (an accelerated run on a busy host may leave them behind)."""
+
+
+def _behind(stack: Stack) -> str:
+    """A line when the collector or the rules engine is behind what it received."""
+    behind = {k: v for k, v in stack.backlogs().items() if v >= BEHIND_SHOWN}
+    if not behind:
+        return ""
+    return "\nbehind: " + ", ".join(f"{k} {v:,} messages not handled yet" for k, v in behind.items())
+
+
+BEHIND_SHOWN = 1000
 
 
 def _backfill(stack: Stack, end: str, days: int, seed: int) -> None:
