@@ -203,6 +203,12 @@ class VoltageQualityConfig(Frozen):
     overload_fraction: float = Field(1.0, description="Transformer load above nameplate")
     power_factor_default: float = 0.95
     window_s: int = Field(600, ge=60, description="EN 50160: 10-minute mean RMS")
+    week_outside_pct: float = Field(
+        5.0, ge=0, le=100, description="EN 50160: 95 % of a week's 10-minute means within the "
+        "band; more than this share outside over the last 7 days raises `voltage_week`")
+    week_min_coverage: float = Field(
+        0.9, gt=0, le=1, description="Share of a week's 10-minute windows that must have a mean "
+        "before the weekly statistic is judged (interruptions and gaps are not counted)")
 
 
 class OverConsumptionConfig(Frozen):

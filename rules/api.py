@@ -100,6 +100,8 @@ CONDITIONS: dict[str, str] = {
     "continuous_flow": "customer-side leak, 24 h without a quiet hour (asset: customer)",
     "outage": "loss of supply rolled up to the transformer or feeder (asset: transformer/feeder)",
     "voltage_band": "10-minute mean outside the EN 50160 band (asset: transformer/feeder)",
+    "voltage_week": "more than 5 % of the last 7 days' 10-minute means outside the EN 50160 band "
+                    "(asset: transformer/feeder)",
     "imbalance": "phase voltage imbalance above the limit (asset: transformer/feeder)",
     "overload": "transformer load above nameplate (asset: transformer)",
     "over_consumption": "consumption above the same period last year (asset: customer)",

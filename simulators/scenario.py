@@ -42,7 +42,8 @@ class Expect(Frozen):
 
 DETECTOR_CONDITIONS = frozenset({
     "stale", "bad_quality", "comm_fail", "gateway_offline", "night_flow_rise", "burst",
-    "continuous_flow", "outage", "voltage_band", "imbalance", "overload", "over_consumption",
+    "continuous_flow", "outage", "voltage_band", "voltage_week", "imbalance", "overload",
+    "over_consumption",
 })
 """Condition names of the rules engine's detectors (rules/api.py CONDITIONS); the generic
 rules add ``{point}``, ``{point}_high``, ``{point}_low`` and ``{point}_rate``."""

@@ -8,6 +8,11 @@ aligned ``window_s`` (600 s) windows, as EN 50160 does with 10-minute mean RMS v
 - ``voltage_band``: a phase mean outside nominal +/- ``band_fraction`` (10 %); priority high
   beyond the hard limits (+10 % / -``hard_low_fraction`` 15 %). One condition per asset for
   all phases; cleared by the first window with every phase inside the band.
+- ``voltage_week`` (EN 50160's weekly statistic): over the last 7 days, 95 % of the
+  10-minute means must lie in the band; more than ``week_outside_pct`` (5 %) outside raises
+  it (priority medium), judged once ``week_min_coverage`` (90 %) of the week's windows have a
+  mean, then once a day (the first window of each UTC day), cleared when the share is back
+  within the limit.
 - ``imbalance``: 100 x max deviation from the phases' mean / mean above ``imbalance_pct`` (2 %).
 - ``overload`` (transformers): the larger of the LV meter's apparent power and the sum of
   the customer meters' latest power, kVA = sqrt(kW^2 + kVAr^2) (power factor
@@ -20,6 +25,7 @@ Windows whose mean is an interruption (below 1 % of nominal) are left to the out
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -29,6 +35,8 @@ from rules.api import Condition, Sample
 from rules.detectors.common import feeder_phase_nominal_v, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
+DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
 TX_POWER = ("total_power_w", "total_reactive_power_var", "active_power_kw", "reactive_power_kvar")
 
 
@@ -43,6 +51,8 @@ class QualityState:
     windows: dict[str, _Window] = field(default_factory=dict)
     meter_kw: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # meter -> (kW, kvar)
     active: dict[str, bool] = field(default_factory=dict)  # "asset/condition" -> active
+    weeks: dict[str, deque[tuple[int, bool]]] = field(default_factory=dict)  # asset -> (end, outside)
+    week_judged: dict[str, int] = field(default_factory=dict)  # asset -> UTC day last judged
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class PowerQualityRule:
                 self.by_device[fd.device] = _Asset(fd.id, fd.device, phase_v,
                                                    None, ())
         self.win_ms = self.cfg.window_s * 1000
+        self.week_windows = WEEK_MS // self.win_ms
 
     def wants(self, device: str, point: str) -> bool:
         if device in self.by_device:
@@ -145,6 +156,7 @@ class PowerQualityRule:
                    f"{a.nominal_v:.0f} V)")
             out += self._set(state, a.id, "voltage_band", outside, ts,
                              Priority.HIGH if hard else Priority.MEDIUM, msg, worst, det)
+            out += self._week(state, a, ts, outside)
             if len(phases) == 3:
                 mean = sum(phases.values()) / 3
                 imb = 100 * max(abs(v - mean) for v in phases.values()) / mean
@@ -154,6 +166,27 @@ class PowerQualityRule:
         if a.rating_kva:
             out += self._overload(state, a, means, ts)
         return out
+
+    def _week(self, state: QualityState, a: _Asset, ts: int, outside: bool) -> list[Condition]:
+        """EN 50160's weekly statistic over a sliding 7 days of 10-minute means."""
+        week = state.weeks.setdefault(a.id, deque())
+        week.append((ts, outside))
+        while week and week[0][0] <= ts - WEEK_MS:
+            week.popleft()
+        day = ts // DAY_MS
+        if state.week_judged.get(a.id) == day:
+            return []  # judged once a day: a statistic re-judged every window chatters at the limit
+        if len(week) < self.cfg.week_min_coverage * self.week_windows:
+            return []
+        state.week_judged[a.id] = day
+        n_out = sum(1 for _, o in week if o)
+        pct = 100 * n_out / len(week)
+        limit = self.cfg.week_outside_pct
+        det = {"outside_pct": round(pct, 2), "windows": len(week), "windows_outside": n_out,
+               "limit_pct": limit, "band_pct": 100 * self.cfg.band_fraction, "nominal_v": a.nominal_v}
+        msg = (f"EN 50160 weekly: {pct:.1f} % of the 10-minute mean voltages of {a.id} over the last "
+               f"7 days outside nominal +/- {100 * self.cfg.band_fraction:g} % (limit {limit:g} %)")
+        return self._set(state, a.id, "voltage_week", pct > limit, ts, Priority.MEDIUM, msg, pct, det)
 
     def _kva(self, kw: float, kvar: float | None) -> float:
         if kvar is None:
