@@ -1,0 +1,59 @@
+"""The store-and-forward queue's bounds (a real SQLite file): past ``max_bytes`` the oldest
+telemetry goes first, then status, alarm-class messages last; past ``max_age_s`` every class
+goes; every dropped message is counted, and the count survives a restart, as does ``seq``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aquavolt.profiles import PointClass
+from edge.store import Store
+
+PAYLOAD = b"x" * 100  # every message 100 bytes
+
+
+def _fill(store: Store, classes: list[PointClass], created_ms: int = 0) -> list[int]:
+    seqs = []
+    for cls in classes:
+        seq = store.take_seq()
+        store.add(seq, f"t/{cls.value}/{seq}", PAYLOAD, cls, created_ms + seq)
+        seqs.append(seq)
+    store.commit()
+    return seqs
+
+
+def _left(store: Store) -> list[tuple[int, str]]:
+    return [(r.seq, r.topic.split("/")[1]) for r in store.scan(-1, 10_000)]
+
+
+def test_over_the_byte_bound_telemetry_goes_first_then_status_alarms_last(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.sqlite3", max_bytes=1_000)
+    tel, st, al = PointClass.TELEMETRY, PointClass.STATUS, PointClass.ALARM
+    _fill(store, [al, tel, st, tel, al, tel, st, tel])  # 800 bytes: under the bound
+    assert store.dropped == 0 and store.depth == 8
+    _fill(store, [tel, tel, tel, tel])  # 1,200 bytes: two messages must go, the oldest telemetry
+    assert store.dropped == 2 and store.bytes <= 1_000
+    assert [s for s, _ in _left(store)] == [0, 2, 4, 5, 6, 7, 8, 9, 10, 11]
+    _fill(store, [al, al, al, al, al, al])  # 1,600 bytes: every telemetry goes before any status
+    kinds = [k for _, k in _left(store)]
+    assert "telemetry" not in kinds and kinds.count("alarm") == 8 and kinds.count("status") == 2
+    _fill(store, [al, al])  # now status goes, the alarms stay as long as they fit
+    kinds = [k for _, k in _left(store)]
+    assert kinds == ["alarm"] * 10 and store.bytes == 1_000
+    dropped = store.dropped_total
+    assert dropped == store.dropped == 10
+    next_seq = store.next_seq
+    store.close()
+    again = Store(tmp_path / "q.sqlite3", max_bytes=1_000)
+    assert again.dropped_total == dropped and again.depth == 10 and again.next_seq == next_seq
+    again.close()
+
+
+def test_past_the_age_bound_every_class_goes_and_is_counted(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.sqlite3", max_age_s=3600)
+    _fill(store, [PointClass.ALARM, PointClass.TELEMETRY, PointClass.STATUS], created_ms=0)
+    _fill(store, [PointClass.TELEMETRY], created_ms=3_000_000)
+    assert store.prune(now_ms=3_600_000 + 10) == 3  # the three older than an hour, alarm included
+    assert [s for s, _ in _left(store)] == [3] and store.dropped_total == 3
+    assert store.prune(now_ms=3_600_000 + 20) == 0
+    store.close()
