@@ -289,9 +289,16 @@ class DeviceWatch:
     def step(self, state: Any, s: Sample) -> tuple[Any, list[Condition]]:
         last, first, stale, bad_pts, bad, _silent = state
         if s.point == STATUS_POINT:
-            return (last, first, stale, bad_pts, bad, s.value != "online"), []
+            online = s.value == "online"
+            if online and _silent and (last is None or s.ts_ms > last):
+                last = s.ts_ms  # it answers again now: its silence is measured from here
+            return (last, first, stale, bad_pts, bad, not online), []
         ts = s.ts_ms if last is None or s.ts_ms > last else last
         is_bad = s.quality is Quality.BAD
+        # a bad reading is no sign that the device answers: the marks an edge sends on a loss of
+        # communication may reach the engine after the comm_fail status (the status is published
+        # at once, the data through the store-and-forward queue)
+        silent = _silent and is_bad
         if not stale and bad is not None and not is_bad and s.point not in bad_pts:
             return (ts, first, False, bad_pts, bad, False), []
         out: list[Condition] = []
@@ -305,7 +312,7 @@ class DeviceWatch:
         if now_bad is not bad:
             msg = "bad quality: " + ", ".join(sorted(bad_pts)) if now_bad else ""
             out.append(Condition(self.device, "bad_quality", now_bad, s.ts_ms, Priority.LOW, msg))
-        return (ts, first, False, bad_pts, now_bad, False), out
+        return (ts, first, False, bad_pts, now_bad, silent), out
 
     def tick(self, state: Any, now_ms: int) -> tuple[Any, list[Condition]]:
         last, first, stale, bad_pts, bad, silent = state

@@ -174,8 +174,12 @@ def backfill(loaded: LoadedField, settings: InfluxSettings, seed: int, end: floa
     t1 = time.monotonic()
     raw = write_all(influx, raw_lines(series, times, values, since=end - min(raw_days, days) * 86400))
     rp_1d = next(rp for rp, _d, i, _m in ROLLUPS if i == "1d")
+    # whole UTC days only: the day the history ends on belongs to the live run, whose daily
+    # rollup is written once that day is over (a row of its first instant alone would look
+    # like a finished day to the daily over-consumption check)
+    whole = times < end // 86400 * 86400
     daily = write_all(Influx(settings.model_copy(update={"retention_policy": rp_1d})),
-                      daily_lines(series, times, values))
+                      daily_lines(series, times[whole], values[:, whole]))
     t2 = time.monotonic()
     return {"series": len(series), "points": raw, "daily_points": daily,
             "model_s": t1 - t0, "write_s": t2 - t1, "points_per_s": (raw + daily) / max(t2 - t1, 1e-9)}
