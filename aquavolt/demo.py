@@ -172,7 +172,7 @@ def _summary(stack: Stack, view: LiveView) -> str:
     lines += [f"    {datetime.fromtimestamp(a.ts_ms / 1000, UTC):%Y-%m-%d %H:%M} {a.priority:<8} "
               f"{a.alarm_id}: {a.message}" for a in important[:30]]
     lines += [
-        f"  SMS that would have been sent: {len(view.seen.sms)}",
+        f"  SMS that would have been sent: {view.seen.sms_count()}",
         f"  data: {stack.workdir} (InfluxDB data in influxdb/, logs in logs/)",
         "  Grafana: `aquavolt dashboards build examples/demo-town.yaml --out var/dashboards`, then provision",
         "  var/dashboards with an InfluxDB datasource pointing at this InfluxDB "

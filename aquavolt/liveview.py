@@ -26,8 +26,14 @@ class Seen:
     gateways: dict[str, str] = field(default_factory=dict)
     alarms: dict[str, AlarmEvent] = field(default_factory=dict)
     raised: list[AlarmEvent] = field(default_factory=list)
-    sms: list[CustomerAlert] = field(default_factory=list)
+    sms: dict[tuple[str, str], CustomerAlert] = field(default_factory=dict)
+    """Latest state of each message (event id, customer): its queued, sent, delivered updates
+    are one SMS."""
+
     rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=50))
+
+    def sms_count(self) -> int:
+        return sum(1 for a in self.sms.values() if a.status in ("queued", "sent", "delivered"))
 
 
 class LiveView:
@@ -63,7 +69,8 @@ class LiveView:
                     ev = decode(payload, AlarmEvent)
                     self.seen.alarms[ev.alarm_id] = ev
                 elif msg.topic == t.customer_alerts:
-                    self.seen.sms.append(decode(payload, CustomerAlert))
+                    alert = decode(payload, CustomerAlert)
+                    self.seen.sms[(alert.id, alert.customer)] = alert
                 elif msg.topic.endswith("/status") and "/dev/" not in msg.topic:
                     st = decode(payload, GatewayStatus)
                     self.seen.gateways[st.gateway] = st.state.value
@@ -95,7 +102,8 @@ class LiveView:
             gws = dict(self.seen.gateways)
             active = sorted((a for a in self.seen.alarms.values() if a.state in ACTIVE),
                             key=lambda a: (a.priority != "critical", a.priority != "high", a.ts_ms))
-            sms = list(self.seen.sms[-5:])
+            sms = sorted(self.seen.sms.values(), key=lambda a: a.ts_ms)[-5:]
+            n_sms = self.seen.sms_count()
             total = self.seen.readings
         online = sum(1 for s in gws.values() if s == "online")
         lines = [
@@ -106,7 +114,7 @@ class LiveView:
         ]
         for a in active[:12]:
             lines.append(f"  {a.priority:<8} {a.state.value:<6} {a.alarm_id:<40} {a.message}"[:width])
-        lines.append(f"SMS that would be sent: {len(self.seen.sms)}")
+        lines.append(f"SMS that would be sent: {n_sms}")
         for m in sms:
             lines.append(f"  to {m.customer} ({m.language}, {m.status}): {m.text}"[:width])
         return "\n".join(lines)

@@ -32,7 +32,7 @@ def build_detectors(loaded: LoadedField, time_scale: float = 1.0) -> list[Any]:
     rules += BurstRule.for_field(loaded)
     rules += WaterBalanceRule.for_field(loaded)
     if loaded.field.customers:
-        rules.append(ContinuousFlowRule.from_field(loaded))
+        rules.append(ContinuousFlowRule.from_field(loaded, time_scale))
     if loaded.field.electricity.substations:
         rules.append(OutageRule(loaded, time_scale))
         rules.append(PowerQualityRule(loaded))

@@ -27,13 +27,7 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import OutageConfig
 from rules.api import Condition, Sample
-from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
-
-TRANSPORT_LAG_WALL_S = 0.5
-"""Wall seconds by which one gateway's reading may reach the engine after another's taken at
-the same instant (poll cycles, OPC-UA publishing, MQTT, a busy host). Negligible at 1x; on a
-clock running 600 times faster it is five simulated minutes, so the tolerances that order
-readings of different gateways scale with the clock's acceleration."""
+from rules.detectors.common import STATUS_POINT, TRANSPORT_LAG_WALL_S, feeder_phase_nominal_v, flag, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 

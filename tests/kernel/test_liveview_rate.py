@@ -20,3 +20,28 @@ def test_rate_is_readings_over_time_between_redraws(monkeypatch: pytest.MonkeyPa
         now[0] += every_s
         view.seen.readings += int(2500 * every_s)
         assert view.rate() == pytest.approx(2500.0)
+
+
+def test_sms_count_is_one_per_message_whatever_its_status_updates() -> None:
+    """The SMS sink announces each message when queued, sent and delivered: one SMS, not three;
+    a failed one is not counted as sent."""
+    from aquavolt.wire import CustomerAlert, Topics, encode
+
+    view = LiveView(MqttSettings())
+    topic = Topics(MqttSettings().prefix).customer_alerts
+
+    class Msg:
+        def __init__(self, payload: bytes) -> None:
+            self.topic, self.payload = topic, payload
+
+    def alert(event: str, customer: str, status: str, ts: int) -> Msg:
+        return Msg(encode(CustomerAlert(id=event, customer=customer, kind="outage", language="fr",
+                                        phone="+212600000000", text="coupure", status=status, ts_ms=ts)))
+
+    for customer in ("c0001", "c0002"):
+        for k, status in enumerate(("queued", "sent", "delivered")):
+            view._on_message(None, None, alert("outage/tx-1a/1", customer, status, k))  # type: ignore[arg-type]
+    view._on_message(None, None, alert("outage/tx-1a/1", "c0003", "queued", 0))  # type: ignore[arg-type]
+    view._on_message(None, None, alert("outage/tx-1a/1", "c0003", "failed", 1))  # type: ignore[arg-type]
+    assert view.seen.sms_count() == 2
+    assert "SMS that would be sent: 2" in view.render("2026-06-01 12:00")
