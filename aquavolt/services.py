@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,15 +47,34 @@ def die_with_parent() -> None:
 
 
 _GIVEN: set[int] = set()
+_RANDOM = random.Random()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now, and not handed out before by this process: the
-    port is only reserved once its server binds it, and the kernel may offer a port just
-    released again, so that two buses of one relocated field would otherwise share it."""
-    for _ in range(100):
+    """A TCP port free on 127.0.0.1 right now, below the kernel's ephemeral range, and not
+    handed out before by this process. A port is only reserved once its server binds it,
+    seconds later for a simulator: a port from the ephemeral range may meanwhile become the
+    local end of some outgoing connection, and the kernel may offer a port just released
+    again, so that two buses of one relocated field would otherwise share it."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = _RANDOM.randint(low, high) if high > low else 0
+        if port in _GIVEN:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             port = int(s.getsockname()[1])
         if port not in _GIVEN:
             _GIVEN.add(port)

@@ -120,6 +120,15 @@ def condition_of(v: Verdict, ts_ms: int) -> Condition:
 RP_1D, MEAS_1D = next((rp, m) for rp, _d, g, m in ROLLUPS if g == "1d")
 
 
+def rollup_written(influx: Influx, day: date, point: str = "volume_m3") -> bool:
+    """True once the daily rollup of ``day`` (UTC) holds a ``point`` row."""
+    lo = datetime.combine(day, datetime.min.time(), UTC)
+    q = (f'SELECT "last" FROM "{RP_1D}"."{MEAS_1D}" WHERE "point" = \'{point}\' '
+         f"AND time >= '{lo:%Y-%m-%dT%H:%M:%SZ}' AND time < '{lo + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}' "
+         f"LIMIT 1")
+    return bool(influx.query(q))
+
+
 def daily_litres(influx: Influx, devices: list[str], first: date, last: date,
                  point: str = "volume_m3") -> dict[str, Daily]:
     """Daily consumption (litres) of each device from ``first`` to ``last`` (UTC days)."""
@@ -173,12 +182,12 @@ class OverConsumptionCheck:
         first = today - timedelta(days=max(cfg.lag_days + cfg.period_days, cfg.min_history_days) + 1)
         meters = [c.water_meter for c in self.customers if c.water_meter]
         yesterday = today - timedelta(days=1)
-        data = daily_litres(self.influx, meters, first, yesterday)
-        if meters and not any(data.get(m, {}).get(yesterday) is not None for m in meters):
+        if meters and not rollup_written(self.influx, yesterday):
             # the daily rollup of yesterday is not written yet (continuous queries run after
             # the day ends; an accelerated run writes them as simulated time passes): judging
-            # now would miss the newest day, so the check is tried again later
+            # now would miss the newest day, so the check is tried again later (a cheap query)
             raise RollupNotReady(0, f"daily rollup of {yesterday} not written yet")
+        data = daily_litres(self.influx, meters, first, yesterday)
         out = []
         for c in self.customers:
             v = compare(c.id, data.get(c.water_meter or "", {}), today, cfg)
