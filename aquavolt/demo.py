@@ -22,7 +22,7 @@ import yaml
 
 from aquavolt.clock import SimClock, parse_instant
 from aquavolt.influx import Influx, InfluxError
-from aquavolt.launcher import Stack, StackOptions
+from aquavolt.launcher import PAUSE_MAX_S, Stack, StackOptions
 from aquavolt.liveview import LiveView
 
 
@@ -96,10 +96,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 say((view.render(now) + _behind(stack)).replace("\n", "\n  "))
             time.sleep(1.0)
         if not stop and deadline is not None:  # a bounded run: what was received is judged
-            behind = stack.settle(SETTLE_S)
+            behind = stack.settle()
             if behind:
-                say(f"aquavolt demo: still behind after {SETTLE_S:g} s: " + ", ".join(
-                    f"{k} {v:,} messages" for k, v in behind.items())
+                left = ", ".join(f"{k} {v:,} messages" for k, v in behind.items())
+                say(f"aquavolt demo: still behind after freezing the field for {PAUSE_MAX_S:g} s: {left}"
                     + " (the host is too busy for this acceleration; try a lower --acceleration)")
     finally:
         if view is not None:
@@ -115,11 +115,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 CUSTOMER_CONDITIONS = ("over_consumption", "continuous_flow")
 """Listed in the summary whatever their priority: they are what customers hear about."""
-
-SETTLE_S = 60.0
-"""A run with --duration-s waits at most this long, at its end, for the collector and the rules
-engine to handle what they received (an accelerated run on a busy host may leave them behind)."""
-
 
 def _behind(stack: Stack) -> str:
     """A line when the collector or the rules engine is behind what it received."""

@@ -34,6 +34,9 @@ from aquavolt.services import InfluxDB, Mosquitto, die_with_parent, free_port
 from aquavolt.settings import InfluxSettings, MqttSettings
 
 COMPONENTS = ("sim", "edge", "collector", "rules")
+PAUSE_MAX_S = 40.0
+"""Longest freeze of the field while the consumers catch up: under 1.5 x the 30 s MQTT
+keepalive, after which the broker would publish a frozen gateway's will."""
 ROLLUP_STEP_S = {"1h": 3600, "1d": 86400}
 """Rollups a simulated run keeps up to date itself (the 1-minute one is left to the CQ)."""
 
@@ -80,10 +83,22 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    paused: bool = False
+
     def terminate(self) -> None:
-        """Ask the process to stop (SIGTERM) without waiting."""
+        """Ask the process to stop (SIGTERM) without waiting; a paused one is continued so
+        that it handles the request."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
+            if self.paused:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self.paused = False
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it neither reads nor sends until it is stopped."""
+        if self.proc is not None and self.proc.poll() is None and not self.paused:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            self.paused = True
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -335,17 +350,27 @@ class Stack:
                     out["collector"] = int(float(line.split()[1]))
         return {k: v for k, v in out.items() if v >= 0}
 
-    def settle(self, timeout_s: float = 60.0, below: int = 50) -> dict[str, int]:
-        """Wait (at most ``timeout_s``) until the collector and the rules engine have caught up
-        with what they received: on a busy host an accelerated run may leave them behind, and
-        what they have not handled yet is neither in InfluxDB nor judged. Returns the backlogs
-        still above ``below`` (empty when every consumer caught up)."""
+    def settle(self, timeout_s: float = PAUSE_MAX_S, below: int = 50) -> dict[str, int]:
+        """At the end of a bounded run: let the collector and the rules engine catch up with
+        what they received (on a busy host an accelerated run may leave them behind, and what
+        they have not handled is neither in InfluxDB nor judged). When they are behind, the
+        field (simulator and edge agents) is frozen (SIGSTOP) so that nothing more comes in,
+        at most ``timeout_s``: less than the MQTT keepalive's grace, so that no broker takes
+        a frozen gateway for dead. Frozen processes are continued by :meth:`stop`. Returns
+        the backlogs still above ``below`` (empty when every consumer caught up)."""
+        behind = {k: v for k, v in self.backlogs().items() if v >= below}
+        if not behind:
+            return behind
+        for c in self.children:
+            if c.name == "sim" or c.name.startswith("edge:"):
+                c.pause()
         deadline = time.monotonic() + timeout_s
-        while True:
-            behind = {k: v for k, v in self.backlogs().items() if v >= below}
-            if not behind or time.monotonic() >= deadline:
-                return behind
+        while time.monotonic() < deadline:
             time.sleep(0.5)
+            behind = {k: v for k, v in self.backlogs().items() if v >= below}
+            if not behind:
+                break
+        return behind
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every child at once (SIGTERM, SIGKILL after ``timeout_s``), then the servers."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from aquavolt.clock import SimClock
 from aquavolt.errors import WireError
-from aquavolt.launcher import Stack, StackOptions
+from aquavolt.launcher import PAUSE_MAX_S, Stack, StackOptions
 from aquavolt.mqtt import Recorder
 from aquavolt.wire import AlarmEvent, Topics, decode
 from simulators.judge import Report, judge
@@ -29,10 +29,6 @@ from simulators.scenario import load_scenario
 
 def _say(text: str) -> None:
     print(f"aquavolt replay: {text}", flush=True)
-
-
-SETTLE_S = 60.0
-"""At the end, wall seconds given to the collector and the rules engine to catch up."""
 
 
 def replay(args: argparse.Namespace) -> tuple[Report, Path]:
@@ -82,9 +78,9 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                     _say(f"{name} died (exit {rc}); restarted")
                 time.sleep(0.5)
             if not stop:  # judge what was received: a busy host may leave the engine behind
-                behind = stack.settle(SETTLE_S)
+                behind = stack.settle()
                 if behind:
-                    _say(f"still behind after {SETTLE_S:g} s: " + ", ".join(
+                    _say(f"still behind after freezing the field for {PAUSE_MAX_S:g} s: " + ", ".join(
                         f"{k} {v:,} messages" for k, v in behind.items())
                         + " (the host is too busy for this acceleration)")
             events = []
