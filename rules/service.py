@@ -122,6 +122,7 @@ class Engine:
         self._recheck: tuple[date, int] | None = None
         self.connected = threading.Event()
         self._inbox: deque[tuple[str, bytes]] = deque()
+        self._wake_pending = False  # a wake-up is scheduled on the loop (set from paho's thread)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         cid = f"aquavolt-rules-{loaded.field.id}-{mqtt_settings.prefix.replace('/', '_')}"[:120]
@@ -149,9 +150,13 @@ class Engine:
         log.warning("MQTT disconnected; paho reconnects")
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        was_empty = not self._inbox
+        # append, THEN look at the flag: a round resets the flag before it drains the inbox, so
+        # a message is either drained by a round that started after it or wakes the next one.
+        # (Testing "was the inbox empty" before appending lost a wake-up when the loop drained
+        # the inbox in between: the engine then stopped processing for good.)
         self._inbox.append((msg.topic, bytes(msg.payload)))
-        if was_empty and self._loop is not None:
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake.set)
 
     # ---------------------------------------------------------------- decoding
@@ -200,6 +205,7 @@ class Engine:
     def process_pending(self, budget_s: float = ROUND_MAX_S) -> None:
         """One processing round: the messages received so far, for at most ``budget_s`` (the
         loop must get control back while readings keep arriving), then store, publish, notify."""
+        self._wake_pending = False  # from now on, a new message schedules another round
         out = Output()
         inbox = self._inbox
         end = time.monotonic() + budget_s
@@ -293,6 +299,8 @@ class Engine:
                 self.stats.errors += 1
                 self.stats.last_error = repr(exc)
                 log.exception("processing round failed")
+                if self._inbox:
+                    self._wake.set()  # the rest of the inbox is not left waiting for a new message
 
     async def _housekeeping(self, period_s: float = 0.5) -> None:
         while True:

@@ -65,3 +65,56 @@ def test_sigterm_under_load_stops_within_about_two_seconds(tmp_path: Path, mosqu
         pub.loop_stop()
     assert rc == 0, (tmp_path / "rules.log").read_text()[-3000:]
     assert took < 2.5, f"stopped in {took:.1f} s"  # about 2 s, with room for a loaded 2-core machine
+
+
+
+def test_messages_from_paho_s_thread_never_wait_for_a_lost_wake_up(tmp_path) -> None:
+    """The engine once stopped processing for good under load (its backlog grew while the
+    loop slept): paho's thread looked at the inbox ("not empty: no wake-up needed"), the loop
+    then drained it and went to sleep, and the message was appended to an inbox nobody would
+    look at again. Reading a paho message's topic decodes it, so the thread may switch right
+    there; this test makes it switch every time, and every message must still be handled."""
+    import asyncio
+
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.settings import MqttSettings
+    from rules.service import Engine
+
+    n = 20_000
+    root = Path(__file__).resolve().parents[2]
+    engine = Engine(load_field(root / "examples/demo-town.yaml"), MqttSettings(), tmp_path / "r",
+                    ManualClock(1_780_000_000))
+    topic = engine.topics.health("gw-pumping")
+
+    class Msg:
+        payload = b"{}"
+
+        @property
+        def topic(self) -> str:
+            time.sleep(0)  # as paho's MQTTMessage.topic: work, and a chance for the loop to run
+            return topic
+
+    def producer() -> None:
+        for _ in range(n):
+            engine._on_message(None, None, Msg())  # type: ignore[arg-type]
+
+    async def main() -> None:
+        engine._loop = asyncio.get_running_loop()
+        task = asyncio.create_task(engine._process())
+        thread = threading.Thread(target=producer)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while (thread.is_alive() or engine._inbox) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # watching another thread's progress: no event to wait on
+        thread.join()
+        task.cancel()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        asyncio.run(main())
+    finally:
+        sys.setswitchinterval(old)
+        engine.client.loop_stop()
+    assert engine.stats.messages == n and not engine._inbox, (engine.stats.messages, len(engine._inbox))
