@@ -25,7 +25,10 @@ def test_simulated_days_are_rolled_up_once_over(influx_settings):
     pump = SimRollups(influx, clock, lag_s=60.0)
     assert pump.pump() == 2
     assert pump.pump() == 0  # nothing new is over
-    days = influx.rows('SELECT "last", "count" FROM "rp_1d"."telemetry_1d" WHERE point = \'volume_m3\'')
+    days = influx.rows('SELECT "last", "count", "mean", "min", "max" FROM "rp_1d"."telemetry_1d" '
+                       'WHERE point = \'volume_m3\'')
     assert [(d["count"], d["last"]) for d in days] == [(96, 95 / 4), (96, 191 / 4)]
+    # rolled up from the hours, with the same figures as from the readings
+    assert abs(days[0]["mean"] - 95 / 8) < 1e-9 and (days[1]["min"], days[1]["max"]) == (24.0, 191 / 4)
     hours = influx.rows('SELECT count("last") FROM "rp_1h"."telemetry_1h"')
     assert hours[0]["count"] == 2 * 24 + 5  # day 3 up to 05:00: the 05:00 hour ends inside the lag
