@@ -42,7 +42,7 @@ def field_rules(loaded: LoadedField, time_scale: float = 1.0) -> list[Any]:
     ``time_scale``: the acceleration of the clock the readings are stamped with."""
     from rules.detectors import build_detectors
 
-    return (build_comm_rules(loaded) + build_generic_rules(loaded)
+    return (build_comm_rules(loaded) + build_generic_rules(loaded, time_scale)
             + list(build_detectors(loaded, time_scale)))
 
 

@@ -146,11 +146,3 @@ def iso(day: date) -> str:
 
 def jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (rounded(v) if isinstance(v, float) else v) for k, v in d.items()}
-
-
-TRANSPORT_LAG_WALL_S = 0.5
-"""Wall seconds by which a reading may reach the engine later than its timestamp says, or later
-than another gateway's reading of the same instant (poll cycles, OPC-UA publishing, MQTT, a
-busy host). Negligible at 1x; on a clock running 600 times faster it is five simulated
-minutes, so the tolerances that judge the timing of readings scale with the clock's
-acceleration (``time_scale``)."""

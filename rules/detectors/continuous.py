@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.field import Customer
 from aquavolt.rulecfg import ContinuousFlowConfig, Priority
-from rules.api import Condition, Sample
-from rules.detectors.common import HOUR_MS, TRANSPORT_LAG_WALL_S, number
+from rules.api import TRANSPORT_LAG_WALL_S, Condition, Sample
+from rules.detectors.common import HOUR_MS, number
 
 POINT = "volume_m3"
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import OutageConfig
-from rules.api import Condition, Sample
-from rules.detectors.common import STATUS_POINT, TRANSPORT_LAG_WALL_S, feeder_phase_nominal_v, flag, number
+from rules.api import TRANSPORT_LAG_WALL_S, Condition, Sample
+from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 
