@@ -18,13 +18,17 @@ import asyncio
 import os
 import time
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aquavolt.lockstep import LockstepClock
 
 ENV = "AQUAVOLT_CLOCK"
 
 
 class Clock(Protocol):
     acceleration: float
+    lockstep: bool
 
     def now(self) -> float:
         """Seconds since the Unix epoch (simulated or real)."""
@@ -35,12 +39,20 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Sleep for this many clock seconds."""
 
+    async def sleep_until(self, t: float) -> None:
+        """Sleep until the clock reads ``t`` (at once when it is past)."""
+
     def to_wall(self, seconds: float) -> float:
         """Wall seconds that this many clock seconds take."""
+
+    def monotonic(self) -> float:
+        """Seconds that pace retries and backoff: wall time where the clock follows the wall,
+        simulated time in a lockstep run (where no wall time passes within an instant)."""
 
 
 class RealClock:
     acceleration = 1.0
+    lockstep = False
 
     def now(self) -> float:
         return time.time()
@@ -51,8 +63,14 @@ class RealClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    async def sleep_until(self, t: float) -> None:
+        await self.sleep(t - self.now())
+
     def to_wall(self, seconds: float) -> float:
         return seconds
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def spec(self) -> str:
         return "real"
@@ -61,6 +79,8 @@ class RealClock:
 class SimClock:
     """Simulated time: ``start + (wall - epoch) * acceleration``; with ``epoch_file`` and no
     epoch, held at ``start - 1`` until that file holds the epoch (checked every 20 ms)."""
+
+    lockstep = False
 
     def __init__(self, start: float, acceleration: float, epoch: float | None = None,
                  epoch_file: str | None = None) -> None:
@@ -101,8 +121,14 @@ class SimClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.acceleration)
 
+    async def sleep_until(self, t: float) -> None:
+        await self.sleep(t - self.now())
+
     def to_wall(self, seconds: float) -> float:
         return seconds / self.acceleration
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def spec(self) -> str:
         """The string that gives another process the same clock."""
@@ -124,6 +150,7 @@ class ManualClock:
     """A clock that a test moves by hand (``advance``); ``sleep`` advances it."""
 
     acceleration = 1.0
+    lockstep = False
 
     def __init__(self, start: float = 0.0) -> None:
         self.t = float(start)
@@ -141,8 +168,14 @@ class ManualClock:
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
 
+    async def sleep_until(self, t: float) -> None:
+        await self.sleep(t - self.t)
+
     def to_wall(self, seconds: float) -> float:
         return 0.0
+
+    def monotonic(self) -> float:
+        return self.t
 
 
 def parse_instant(text: str) -> float:
@@ -153,10 +186,15 @@ def parse_instant(text: str) -> float:
     return dt.timestamp()
 
 
-def clock_from_spec(spec: str | None) -> RealClock | SimClock:
-    """``real`` (or empty) or ``start=ISO,accel=N[,epoch=UNIX | ,epoch_file=PATH]``."""
+def clock_from_spec(spec: str | None, participant: str | None = None,
+                    stage: str = "edge") -> RealClock | SimClock | LockstepClock:
+    """``real`` (or empty), ``start=ISO,accel=N[,epoch=UNIX | ,epoch_file=PATH]`` (paced by
+    the wall), or ``lockstep,start=ISO,run=ID`` (granted by a time keeper over the MQTT of
+    ``AQUAVOLT_MQTT_URL``; ``participant`` names this process when it takes part in it)."""
     if not spec or spec.strip() == "real":
         return RealClock()
+    if spec.strip().startswith("lockstep"):
+        return _lockstep(spec, participant, stage)
     fields: dict[str, str] = {}
     for part in spec.split(","):
         key, sep, value = part.partition("=")
@@ -171,5 +209,25 @@ def clock_from_spec(spec: str | None) -> RealClock | SimClock:
                     fields.get("epoch_file"))
 
 
-def clock_from_env() -> RealClock | SimClock:
-    return clock_from_spec(os.environ.get(ENV))
+def _lockstep(spec: str, participant: str | None, stage: str) -> LockstepClock:
+    from aquavolt.lockstep import LockstepClock
+    from aquavolt.settings import MqttSettings
+    from aquavolt.wire import TimeStage
+
+    fields: dict[str, str] = {}
+    for part in spec.split(",")[1:]:
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"clock spec {spec!r}: {part!r} is not key=value")
+        fields[key.strip()] = value.strip()
+    if set(fields) != {"start", "run"}:
+        raise ValueError(f"clock spec {spec!r}: needs lockstep,start=ISO,run=ID")
+    return LockstepClock(parse_instant(fields["start"]), fields["run"], MqttSettings.from_env(),
+                         participant, TimeStage(stage))
+
+
+def clock_from_env(participant: str | None = None,
+                   stage: str = "edge") -> RealClock | SimClock | LockstepClock:
+    """The clock of ``AQUAVOLT_CLOCK``; in a lockstep run, ``participant`` (``sim``,
+    ``edge-{gateway}``) takes part in time advance, and a process without one follows it."""
+    return clock_from_spec(os.environ.get(ENV), participant, stage)

@@ -22,8 +22,10 @@ import yaml
 
 from aquavolt.clock import SimClock, parse_instant
 from aquavolt.influx import Influx, InfluxError
-from aquavolt.launcher import PAUSE_MAX_S, Stack, StackOptions
+from aquavolt.launcher import Stack, StackOptions
 from aquavolt.liveview import LiveView
+from aquavolt.timekeeper import TimeKeeper
+from aquavolt.wire import TimeStage
 
 
 def _scenario_settings(path: Path | None) -> dict[str, Any]:
@@ -43,7 +45,8 @@ def run_demo(args: argparse.Namespace) -> int:
         start_text = start_text.strftime("%Y-%m-%dT%H:%M:%SZ")
     accel = args.acceleration or sc.get("acceleration") or 120.0
     backfill_days = args.backfill_days if args.backfill_days is not None else int(sc.get("history_days", 0))
-    clock = SimClock(parse_instant(start_text), accel)
+    start = parse_instant(start_text)
+    clock = SimClock(start, accel)
     stack = Stack(StackOptions(field=Path(args.field).resolve(), workdir=Path(args.workdir),
                                clock_spec=clock.spec(), scenario=scenario))
     say = functools.partial(print, flush=True)
@@ -64,14 +67,23 @@ def run_demo(args: argparse.Namespace) -> int:
         stack.prepare_field()
         if backfill_days and "sim" not in stack.missing and not stop:
             _backfill(stack, start_text, backfill_days, int(sc.get("seed", 1)))
-        # Simulated time starts once every process is connected (the clock is shared).
-        epoch_file = stack.workdir / "clock-epoch"
-        epoch_file.unlink(missing_ok=True)
-        clock = SimClock(clock.start, accel, epoch_file=str(epoch_file))
-        stack.opts.clock_spec = clock.spec()
+        # Lockstep at most ``accel`` times the wall (a busy host slows the demo down instead
+        # of changing what it shows), or --paced; simulated time starts once all are ready.
+        keeper: TimeKeeper | None = None
+        if args.paced:
+            epoch_file = stack.workdir / "clock-epoch"
+            epoch_file.unlink(missing_ok=True)
+            clock = SimClock(start, accel, epoch_file=str(epoch_file))
+            stack.opts.clock_spec = clock.spec()
+        else:
+            iso = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stack.opts.clock_spec = f"lockstep,start={iso},run={stack.run_id}"
         if not stop:
             stack.start_children()
-            stack.release_clock(args.warmup_s)
+            if args.paced:
+                stack.release_clock(args.warmup_s)
+            else:
+                keeper = _keeper(stack, start, accel)
         for c in stack.children:
             say(f"aquavolt demo: started {c.name} (pid {c.proc.pid if c.proc else '?'})")
         for srv in (stack.mosquitto, stack.influxdb):
@@ -87,7 +99,8 @@ def run_demo(args: argparse.Namespace) -> int:
         while not stop and (deadline is None or time.monotonic() < deadline):
             for name, rc in stack.supervise():
                 say(f"aquavolt demo: {name} died (exit {rc}); restarted")
-            now = datetime.fromtimestamp(max(clock.now(), clock.start), UTC).strftime("%Y-%m-%d %H:%M")
+            t = keeper.t_ms / 1000 if keeper is not None else max(clock.now(), clock.start)
+            now = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
             if tty:
                 sys.stdout.write("\x1b[2J\x1b[H" + view.render(now) + _behind(stack) + "\n(Ctrl-C stops)\n")
                 sys.stdout.flush()
@@ -95,12 +108,14 @@ def run_demo(args: argparse.Namespace) -> int:
                 last_plain = time.monotonic()
                 say((view.render(now) + _behind(stack)).replace("\n", "\n  "))
             time.sleep(1.0)
-        if not stop and deadline is not None:  # a bounded run: what was received is judged
-            behind = stack.settle()
+        if keeper is not None:
+            keeper.stop()
+        if not stop and deadline is not None:  # a bounded run: what was sent is summarised
+            until = keeper.t_ms if keeper is not None else None
+            behind = stack.catch_up(until)
             if behind:
-                left = ", ".join(f"{k} {v:,} messages" for k, v in behind.items())
-                say(f"aquavolt demo: still behind after freezing the field for {PAUSE_MAX_S:g} s: {left}"
-                    + " (the host is too busy for this acceleration; try a lower --acceleration)")
+                say("aquavolt demo: the collector or the rules engine did not catch up: "
+                    + "; ".join(f"{k}: {v}" for k, v in behind.items()))
     finally:
         if view is not None:
             view.stop()
@@ -115,6 +130,18 @@ def run_demo(args: argparse.Namespace) -> int:
 
 CUSTOMER_CONDITIONS = ("over_consumption", "continuous_flow")
 """Listed in the summary whatever their priority: they are what customers hear about."""
+
+def _keeper(stack: Stack, start: float, cap: float) -> TimeKeeper:
+    """Grant time in a thread for as long as the demo runs."""
+    import threading
+
+    parts = {c.component: TimeStage.FIELD if c.name == "sim" else TimeStage.EDGE
+             for c in stack.children if c.name == "sim" or c.name.startswith("edge:")}
+    keeper = TimeKeeper(stack.watch, stack.run_id, int(start * 1000), parts, cap=cap)
+    keeper.wait_ready()
+    threading.Thread(target=keeper.run_until, args=(2**52,), daemon=True, name="time keeper").start()
+    return keeper
+
 
 def _behind(stack: Stack) -> str:
     """A line when the collector or the rules engine is behind what it received."""
@@ -182,9 +209,12 @@ def register_demo(sub: Any) -> None:
     p.add_argument("--scenario", help="scenario YAML with the incidents to play")
     p.add_argument("--workdir", default="var/demo", help="where servers keep data and logs")
     p.add_argument("--start", default=None, help="simulated start instant (default: the scenario's)")
-    p.add_argument("--acceleration", type=float, default=None, help="simulated seconds per second")
+    p.add_argument("--acceleration", type=float, default=None,
+                   help="at most this many simulated seconds per wall second (default: the scenario's)")
+    p.add_argument("--paced", action="store_true",
+                   help="simulated time paced by the wall clock instead of lockstep")
     p.add_argument("--warmup-s", type=float, default=3.0,
-                   help="wall seconds between every process being connected and the simulated start")
+                   help="--paced: wall seconds between every process being ready and the simulated start")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds")

@@ -6,6 +6,11 @@ per gateway, the collector and the rules engine as ``aquavolt <component> ...`` 
 all on one simulated clock. Components that are not installed are named and skipped. A
 process that dies is reported and restarted. The kernel imports no component: it only
 runs their commands.
+
+Readiness and progress come over MQTT (``{prefix}/progress/{component}``, read by a
+:class:`~aquavolt.timekeeper.Watch`), never from log files. In a lockstep run
+(``clock_spec`` ``lockstep,...``) the simulator and the edge agents take part in time advance
+(:mod:`aquavolt.lockstep`); the caller runs the :class:`~aquavolt.timekeeper.TimeKeeper`.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO
 
-from aquavolt.clock import SimClock, clock_from_spec, write_epoch_file
+from aquavolt.clock import SimClock, clock_from_spec, parse_instant, write_epoch_file
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
 from aquavolt.influx import Influx, InfluxError
@@ -32,11 +40,12 @@ from aquavolt.relocate import relocate_file
 from aquavolt.schema import ROLLUPS, TELEMETRY
 from aquavolt.services import InfluxDB, Mosquitto, die_with_parent, free_port
 from aquavolt.settings import InfluxSettings, MqttSettings
+from aquavolt.timekeeper import Watch
 
 COMPONENTS = ("sim", "edge", "collector", "rules")
-PAUSE_MAX_S = 40.0
-"""Longest freeze of the field while the consumers catch up: under 1.5 x the 30 s MQTT
-keepalive, after which the broker would publish a frozen gateway's will."""
+CATCH_UP_S = 120.0
+"""Longest wait, at the end of a bounded run, for the collector and the rules engine to
+handle what they received."""
 ROLLUP_STEP_S = {"1h": 3600, "1d": 86400}
 """Rollups a simulated run keeps up to date itself (the 1-minute one is left to the CQ)."""
 
@@ -48,6 +57,14 @@ def _get(url: str) -> bytes | None:
             return bytes(r.read())
     except OSError:
         return None
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _iso(ms: int | None) -> str:
+    return "none" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def available_components() -> dict[str, str | None]:
@@ -83,22 +100,15 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    paused: bool = False
+    @property
+    def component(self) -> str:
+        """The name it publishes its progress under (``edge:gw-1`` -> ``edge-gw-1``)."""
+        return self.name.replace(":", "-")
 
     def terminate(self) -> None:
-        """Ask the process to stop (SIGTERM) without waiting; a paused one is continued so
-        that it handles the request."""
+        """Ask the process to stop (SIGTERM) without waiting."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
-            if self.paused:
-                os.kill(self.proc.pid, signal.SIGCONT)
-                self.paused = False
-
-    def pause(self) -> None:
-        """Freeze the process (SIGSTOP): it neither reads nor sends until it is stopped."""
-        if self.proc is not None and self.proc.poll() is None and not self.paused:
-            os.kill(self.proc.pid, signal.SIGSTOP)
-            self.paused = True
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -120,17 +130,19 @@ class SimRollups:
     of wall time, so under an accelerated clock they never see the simulated days: the
     daily over-consumption check (which reads ``rp_1d.telemetry_1d``) would find nothing.
     This does what the CQ would, with ``SELECT ... INTO``, for each simulated interval once
-    it is over plus a lag (readings reach InfluxDB about half a wall second after their time:
-    ``lag_s`` defaults to that many simulated seconds, 60 s at least). Days are rolled up
+    the collector says (its progress on MQTT) that it has written everything up to the end
+    of that interval plus ``lag_s`` of event time. Days are rolled up
     from the hours (the same figures: mean weighted by count), not from the raw readings: a
     day of the demo town is over a million readings, 6 s for InfluxDB on an idle host, and
     hours of simulated time on a busy one, during which the daily check would wait."""
 
-    def __init__(self, influx: Influx, clock: SimClock, lag_s: float | None = None) -> None:
+    def __init__(self, influx: Influx, start: float, written_s: Callable[[], float | None],
+                 lag_s: float = 60.0) -> None:
         self.influx = influx
-        self.clock = clock
+        self.start = start
+        self.written_s = written_s
         self.db = influx.s.database
-        self.lag_s = lag_s if lag_s is not None else min(max(60.0, clock.acceleration * 0.5), 1800.0)
+        self.lag_s = lag_s
         self.done: dict[str, int] = {}
         self.queries = 0
         self.errors = 0
@@ -151,7 +163,10 @@ class SimRollups:
     def pump(self) -> int:
         """Roll up every interval that ended (plus the lag) since the last call; return how
         many statements ran."""
-        now = self.clock.now() - self.lag_s
+        written = self.written_s()
+        if written is None:
+            return 0
+        now = written - self.lag_s
         ran = 0
         for rp, _dur, interval, meas in ROLLUPS:
             step = ROLLUP_STEP_S.get(interval)
@@ -160,7 +175,7 @@ class SimRollups:
             upto = int(now // step * step)
             if interval == "1d":  # only once the hours of those days are rolled up
                 upto = min(upto, self.done.get("1h", 0) // step * step)
-            since = self.done.setdefault(interval, int(self.clock.start // step * step))
+            since = self.done.setdefault(interval, int(self.start // step * step))
             if upto <= since:
                 continue
             try:
@@ -184,6 +199,8 @@ class StackOptions:
     influx_url: str | None = None
     database: str = "aquavolt"
     components: tuple[str, ...] = COMPONENTS
+    run_id: str | None = None
+    """Names the run in lockstep grants (default: a new id)."""
     extra_args: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     """More arguments per component (``sim``, ``edge``, ``collector``, ``rules``), appended to
     its command line, e.g. ``{"rules": ["--tokens", "operators.yaml"]}``."""
@@ -202,8 +219,19 @@ class Stack:
         self.sim_http_port = free_port()
         self.metrics_port = free_port()
         self.rollups: SimRollups | None = None
+        self._watch: Watch | None = None
+        self.run_id = opts.run_id or f"run-{uuid.uuid4().hex[:10]}"
         self.have = available_components()
         self.missing = [c for c in opts.components if self.have.get(c, "not installed")]
+
+    @property
+    def watch(self) -> Watch:
+        assert self._watch is not None, "start_servers() first"
+        return self._watch
+
+    @watch.setter
+    def watch(self, value: Watch) -> None:
+        self._watch = value
 
     @property
     def mqtt_url(self) -> str:
@@ -239,6 +267,8 @@ class Stack:
         if not self.opts.influx_url:
             self.influxdb = InfluxDB(self.workdir / "influxdb")
             self.influxdb.start()
+        self.watch = Watch(self.mqtt_settings(), f"aquavolt-harness-{self.run_id}"[:100], run=self.run_id)
+        self.watch.start()
 
     def prepare_field(self) -> Path:
         relocate_file(self.opts.field, self.field_path, self.workdir / "serial")
@@ -275,53 +305,60 @@ class Stack:
         return out
 
     def start_children(self, ready_timeout_s: float = 90.0) -> None:
-        """Start the simulator first and wait until it serves, then everything else."""
+        """Start the simulator first and wait until it says (on MQTT) that it serves, then
+        everything else."""
         self.children = self.plan()
-        clock = clock_from_spec(self.opts.clock_spec)
-        if isinstance(clock, SimClock):
-            self.rollups = SimRollups(Influx(self.influx_settings()), clock)
+        clock = None if self.lockstep else clock_from_spec(self.opts.clock_spec)
+        start = clock.start if isinstance(clock, SimClock) else self.lockstep_start
+        if start is not None:
+            watch = self.watch
+            self.rollups = SimRollups(Influx(self.influx_settings()), start,
+                                      lambda: _seconds(watch.event_ms("collector")))
         env = self.env
         sim = next((c for c in self.children if c.name == "sim"), None)
         if sim is not None:
             sim.start(env)
-            self.wait_ready(sim, ready_timeout_s)
+            self.wait_ready([sim], ready_timeout_s)
         for c in self.children:
             if c is not sim:
                 c.start(env)
 
-    @staticmethod
-    def wait_ready(child: Child, timeout_s: float) -> None:
-        """Wait for the child's log to say ``ready`` (the simulator does once it serves)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not child.alive:
-                raise ServiceError(f"{child.name} exited at start: see {child.log_path}")
-            with contextlib.suppress(OSError):
-                if b"ready" in child.log_path.read_bytes()[-4096:]:
-                    return
-            time.sleep(0.1)
-        raise ServiceError(f"{child.name} not ready after {timeout_s:.0f} s: see {child.log_path}")
+    @property
+    def lockstep(self) -> bool:
+        return self.opts.clock_spec.startswith("lockstep")
+
+    @property
+    def lockstep_start(self) -> float | None:
+        if not self.lockstep:
+            return None
+        fields = dict(part.partition("=")[::2] for part in self.opts.clock_spec.split(",")[1:])
+        return parse_instant(fields["start"])
+
+    def wait_ready(self, children: list[Child] | None = None, timeout_s: float = 90.0) -> None:
+        """Wait until every child (default: all) has said on MQTT that it is ready; a child
+        that exits meanwhile is an error."""
+        waiting = list(self.children if children is None else children)
+        names = [c.component for c in waiting]
+
+        def ready() -> bool:
+            for c in waiting:
+                if not c.alive:
+                    raise ServiceError(f"{c.name} exited at start: see {c.log_path}")
+            return not self.watch.ready(names)
+
+        if not self.watch.wait(ready, timeout_s):
+            late = self.watch.ready(names)
+            raise ServiceError(f"not ready after {timeout_s:.0f} s: {', '.join(late)} "
+                               f"(see {self.workdir / 'logs'})")
 
     def release_clock(self, settle_s: float, timeout_s: float = 90.0) -> float:
-        """Start simulated time ``settle_s`` wall seconds after every child said ``connected``
-        (or ``ready``) in its log, when the clock waits on an epoch file; return the epoch.
-        On a loaded machine the processes take tens of seconds to start: the run loses none
-        of its simulated time to that."""
-        clock = clock_from_spec(self.opts.clock_spec)
+        """Paced clock on an epoch file: start simulated time ``settle_s`` wall seconds after
+        every child said it is ready; return the epoch. (On a loaded machine the processes
+        take tens of seconds to start: the run loses none of its simulated time to that.)"""
+        clock = None if self.lockstep else clock_from_spec(self.opts.clock_spec)
         if not isinstance(clock, SimClock) or clock.epoch_file is None:
             return clock.epoch if isinstance(clock, SimClock) else time.time()
-        deadline = time.monotonic() + timeout_s
-        waiting = list(self.children)
-        while waiting and time.monotonic() < deadline:
-            for c in list(waiting):
-                with contextlib.suppress(OSError):
-                    text = c.log_path.read_bytes()
-                    if b"connected" in text or b"ready" in text:
-                        waiting.remove(c)
-                        continue
-                if not c.alive:
-                    waiting.remove(c)  # reported and restarted by supervise()
-            time.sleep(0.1)
+        self.wait_ready(timeout_s=timeout_s)
         epoch = time.time() + settle_s
         write_epoch_file(clock.epoch_file, epoch)
         return epoch
@@ -362,27 +399,29 @@ class Stack:
                     out["collector"] = int(float(line.split()[1]))
         return {k: v for k, v in out.items() if v >= 0}
 
-    def settle(self, timeout_s: float = PAUSE_MAX_S, below: int = 50) -> dict[str, int]:
-        """At the end of a bounded run: let the collector and the rules engine catch up with
-        what they received (on a busy host an accelerated run may leave them behind, and what
-        they have not handled is neither in InfluxDB nor judged). When they are behind, the
-        field (simulator and edge agents) is frozen (SIGSTOP) so that nothing more comes in,
-        at most ``timeout_s``: less than the MQTT keepalive's grace, so that no broker takes
-        a frozen gateway for dead. Frozen processes are continued by :meth:`stop`. Returns
-        the backlogs still above ``below`` (empty when every consumer caught up)."""
-        behind = {k: v for k, v in self.backlogs().items() if v >= below}
-        if not behind:
-            return behind
-        for c in self.children:
-            if c.name == "sim" or c.name.startswith("edge:"):
-                c.pause()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            behind = {k: v for k, v in self.backlogs().items() if v >= below}
-            if not behind:
-                break
-        return behind
+    def catch_up(self, until_ms: int | None = None, timeout_s: float = CATCH_UP_S) -> dict[str, str]:
+        """At the end of a bounded run: wait until the collector and the rules engine have
+        handled what they received (their progress on MQTT: event time at least
+        ``until_ms`` when given, else nothing left in their backlog), at most ``timeout_s``.
+        Returns, per consumer still behind, how far it got (empty when every one caught up)."""
+        names = [c for c in ("collector", "rules") if any(ch.name == c for ch in self.children)]
+
+        def behind() -> dict[str, str]:
+            out = {}
+            for n in names:
+                p = self.watch.progress.get(n)
+                if p is None:
+                    out[n] = "no progress reported"
+                elif until_ms is not None and (p.event_ms or 0) < until_ms:
+                    out[n] = f"event time {_iso(p.event_ms)}, {p.backlog:,} messages waiting"
+                elif until_ms is None and p.backlog > 0:
+                    out[n] = f"{p.backlog:,} messages waiting"
+            return out
+
+        self.watch.wait(lambda: not behind(), timeout_s)
+        if self.rollups is not None:
+            self.rollups.pump()
+        return behind()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every child at once (SIGTERM, SIGKILL after ``timeout_s``), then the servers."""
@@ -391,6 +430,9 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         for c in reversed(self.children):
             c.stop(max(0.1, deadline - time.monotonic()))
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self.influxdb is not None:
             self.influxdb.stop()
         if self.mosquitto is not None:

@@ -4,6 +4,8 @@ and a small threaded subscriber that records what it receives (tests, replay jud
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import threading
 import time
@@ -38,9 +40,19 @@ def make_client(
             ctx.load_cert_chain(settings.cert_file, settings.key_file)
         client.tls_set_context(ctx)
     client.max_inflight_messages_set(100)
+    client.on_socket_open = _no_delay
     if max_queued:
         client.max_queued_messages_set(max_queued)
     return client
+
+
+def _no_delay(_c: mqtt.Client, _u: object, sock: object) -> None:
+    """Small packets leave at once (no Nagle wait for the ACK of the previous one): a
+    lockstep run exchanges a few small messages per simulated instant."""
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is not None:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connect_properties(session_expiry_s: int = 0) -> Properties:

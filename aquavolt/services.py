@@ -233,6 +233,7 @@ class Mosquitto(ManagedServer):
             "autosave_interval 5",
             f"max_queued_messages {self.max_queued}",
             "max_inflight_messages 100",
+            "set_tcp_nodelay true",  # small messages (lockstep grants) go out at once
             "log_dest stderr",
             "log_type error",
             "log_type warning",

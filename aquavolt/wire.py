@@ -14,6 +14,9 @@ Topics, under a prefix (``aquavolt/v1`` by default)::
     {prefix}/event/customer                      CustomerAlert (SMS), every state change
     {prefix}/deadletter/{component}              DeadLetter
     {prefix}/sim/fault                           simulator fault injection
+    {prefix}/progress/{component}                Progress: readiness and event time processed
+    {prefix}/time/grant                          TimeGrant, retained (lockstep runs)
+    {prefix}/time/done/{participant}             TimeDone (lockstep runs)
 
 Ideas taken from Sparkplug B: a birth (retained status ``online`` declaring the points) and
 a death (the will, ``offline``) tied by ``bd_seq``; a per-gateway ``seq`` on every
@@ -224,6 +227,53 @@ class DeadLetter(Wire):
 M = TypeVar("M", bound=BaseModel)
 
 
+class Progress(Wire):
+    """A component's readiness and how far it has processed, in event time. Published when it
+    is ready (connected, serving) and then whenever its event time moves (at most every
+    ``PROGRESS_EVERY_S`` of wall time, and when it has nothing left to do)."""
+
+    v: Literal[1] = 1
+    component: Ident = Field(description="sim, edge-{gateway}, collector, rules")
+    ready: bool = Field(description="Connected and serving; false in a clean stop's last message")
+    event_ms: int | None = Field(
+        None, ge=0, lt=2**53, description="Event time up to which everything received is handled "
+        "(collector: written to InfluxDB; rules: released to the rules), none before any data")
+    backlog: int = Field(0, ge=0, description="Messages received and not handled yet")
+    ts_ms: TsMs = Field(description="The component's clock when it published this")
+
+
+class TimeStage(StrEnum):
+    """A lockstep instant is granted in two stages: the field (simulator) first, then the
+    gateways that read it."""
+
+    FIELD = "field"
+    EDGE = "edge"
+
+
+class TimeGrant(Wire):
+    """The time keeper lets the participants of one stage advance to ``t_ms``."""
+
+    v: Literal[1] = 1
+    run: Ident = Field(description="The run this grant belongs to")
+    step: int = Field(ge=0, description="Counts the instants granted, from 0")
+    stage: TimeStage
+    t_ms: TsMs = Field(description="Simulated instant granted")
+
+
+class TimeDone(Wire):
+    """A participant has finished with the instant of a grant (its messages acknowledged by
+    the broker); ``step`` -1 announces a participant that is ready for the first grant."""
+
+    v: Literal[1] = 1
+    run: Ident
+    participant: Ident
+    step: int = Field(ge=-1)
+    stage: TimeStage
+    t_ms: TsMs
+    next_ms: int | None = Field(None, ge=0, lt=2**53,
+                                description="Earliest instant the participant has work at, if any")
+
+
 def encode(msg: BaseModel) -> bytes:
     """A message's JSON bytes."""
     return orjson.dumps(msg.model_dump(mode="json", exclude_defaults=False))
@@ -290,6 +340,24 @@ class Topics:
     def sim_fault(self) -> str:
         return f"{self.prefix}/sim/fault"
 
+    def progress(self, component: str) -> str:
+        return f"{self.prefix}/progress/{component}"
+
+    @property
+    def all_progress(self) -> str:
+        return f"{self.prefix}/progress/+"
+
+    @property
+    def time_grant(self) -> str:
+        return f"{self.prefix}/time/grant"
+
+    def time_done(self, participant: str) -> str:
+        return f"{self.prefix}/time/done/{participant}"
+
+    @property
+    def all_time_done(self) -> str:
+        return f"{self.prefix}/time/done/+"
+
     # subscription filters
     @property
     def all_data(self) -> str:
@@ -337,5 +405,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "alarm-event": AlarmEvent,
     "customer-alert": CustomerAlert,
     "dead-letter": DeadLetter,
+    "progress": Progress,
+    "time-grant": TimeGrant,
+    "time-done": TimeDone,
 }
 """Every payload of the contract, by the name of its JSON Schema file."""

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import logging
 import signal
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from aquavolt.errors import WireError
+from aquavolt.progress import ProgressReporter
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
 from collector.config import CollectorConfig
@@ -43,6 +46,11 @@ class Batch:
     topics: list[str] = field(default_factory=list)
     messages: list[Inbound] = field(default_factory=list)
     opened: float = 0.0
+    max_ts_ms: int | None = None  # newest event time of the messages in it
+
+    def seen(self, ts_ms: int) -> None:
+        if self.max_ts_ms is None or ts_ms > self.max_ts_ms:
+            self.max_ts_ms = ts_ms
 
     def add(self, topic: str, lines: list[str]) -> None:
         if not self.lines:
@@ -94,6 +102,11 @@ class Collector:
         self._slots = asyncio.Semaphore(cfg.max_concurrent_writes)
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch = Batch()
+        # event time written: batches complete out of order, progress is the newest event
+        # time of the batches written with every batch submitted before them
+        self._order: collections.deque[list[Any]] = collections.deque()  # [max_ts, done]
+        self.progress = ProgressReporter("collector", self.topics, self.source.publish,
+                                         lambda: int(time.time() * 1000))
 
     # called from paho's thread
     def _arrived(self) -> None:
@@ -155,6 +168,7 @@ class Collector:
                 self.source.taken()
             self.source.taken()
             self._refresh_gauges()
+            self._report()
             b = self._batch
             if b.lines and time.monotonic() - b.opened >= flush_s:
                 await self._submit()
@@ -162,6 +176,18 @@ class Collector:
             timeout = flush_s - (time.monotonic() - b.opened) if b.lines else 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(timeout, 0.001))
+
+    def _report(self) -> None:
+        if not self.progress.is_ready:
+            if self.source.subscribed.is_set():
+                self.progress.ready()
+            return
+        while self._order and self._order[0][1]:
+            ts = self._order.popleft()[0]
+            if ts is not None:
+                self.progress.event_ms = max(ts, self.progress.event_ms or ts)
+        idle = not self.source.inbox and not self._batch.lines and not self._tasks
+        self.progress.update(None, len(self.source.inbox) + len(self._batch.messages), force=idle)
 
     def _take(self, m: Inbound) -> None:
         self.stats.messages += 1
@@ -176,6 +202,10 @@ class Collector:
             return
         if kind is Kind.DATA:
             self.stats.readings += len(lines)
+        if lines:
+            last = lines[-1]
+            with contextlib.suppress(ValueError):
+                b.seen(int(last[last.rfind(" ") + 1:]))  # written with ms precision
         b.add(m.topic, lines)
 
     def _refresh_gauges(self) -> None:
@@ -189,11 +219,13 @@ class Collector:
             return
         await self._slots.acquire()
         self.stats.unacked += len(batch.messages)
-        task = asyncio.create_task(self._write(batch))
+        mark: list[Any] = [batch.max_ts_ms, False]
+        self._order.append(mark)
+        task = asyncio.create_task(self._write(batch, mark))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, batch: Batch) -> None:
+    async def _write(self, batch: Batch, mark: list[Any]) -> None:
         t0 = time.monotonic()
         try:
             refused = await self.writer.write(batch.lines)
@@ -202,6 +234,8 @@ class Collector:
             self.stats.deadletters = dict(self.deadletters.by_kind)
             self.stats.acks += self.source.ack(batch.messages)
             self.stats.batch_done(len(batch.lines) - len(refused), time.monotonic() - t0)
+            mark[1] = True
+            self._wake.set()  # progress to report
         finally:
             self.stats.unacked -= len(batch.messages)
             self._slots.release()

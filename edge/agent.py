@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ import orjson
 from aquavolt import __version__
 from aquavolt.clock import Clock
 from aquavolt.errors import DeviceError
-from aquavolt.field import Device
+from aquavolt.field import Device, OpcuaBus
 from aquavolt.logs import OnceLogger
 from aquavolt.profiles import ModbusPoint, ModbusProfile, OpcuaProfile, PointBase, PointClass
+from aquavolt.progress import ProgressReporter
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
     DeviceState,
@@ -122,6 +124,9 @@ class Agent:
                          settings.live_window, settings.replay_window, settings.replay_max_msgs_per_s,
                          settings.commit_interval_ms / 1000)
         self.link.birth = self._birth
+        self.progress = ProgressReporter(f"edge-{self.gw.id}", self.topics,
+                                         self.link.publish, clock.now_ms)
+        self.link.on_connected.append(self.progress.ready)
         self.link.subscriptions = [f"{self.topics.prefix}/gw/{self.gw.id}/dev/+/cmd"]
         self.drivers: dict[str, Driver] = {}
         self.devices: dict[str, DeviceRuntime] = {}
@@ -139,7 +144,12 @@ class Agent:
     def _build(self) -> None:
         for bus in self.gw.buses:
             devs = [d for d in self.gw.devices if d.bus == bus.id]
-            self.drivers[bus.id] = make_driver(bus, self.cfg.profiles, devs, self.gw, self.state_dir,
+            used = bus
+            if self.clock.lockstep and isinstance(bus, OpcuaBus) and bus.subscribe:
+                # a subscription's publishing cycle runs on wall time: in lockstep each poll
+                # reads the server (Read service), which the simulator updated for this instant
+                used = bus.model_copy(update={"subscribe": False})
+            self.drivers[bus.id] = make_driver(used, self.cfg.profiles, devs, self.gw, self.state_dir,
                                                self.settings.register_gap, self.settings.breaker_max_s)
         for dev in self.gw.devices:
             profile = self.cfg.profiles[dev.profile]
@@ -152,7 +162,8 @@ class Agent:
             flags = self.settings.bitfield_flags
             self.devices[dev.id] = DeviceRuntime(
                 dev, profile, self.drivers[dev.bus], groups, intervals, bands,
-                Breaker(self.settings.breaker_base_s, self.settings.breaker_max_s),
+                Breaker(self.settings.breaker_base_s, self.settings.breaker_max_s,
+                        random.Random(f"{self.gw.id}/{dev.id}")),
                 layouts={g: point_layout(profile, pts, flags) for g, pts in groups.items()},
                 rank_of={p.name: _RANK[p.point_class] for p in profile.points})
 
@@ -181,7 +192,9 @@ class Agent:
         i = 0
         for rt in self.devices.values():
             for group in rt.groups:
-                wall = self.clock.to_wall(rt.intervals_s[group])
+                # in lockstep every poll of a period is due at one instant: no spreading needed
+                # (no wall time passes within an instant), and fewer instants to grant
+                wall = 0.0 if self.clock.lockstep else self.clock.to_wall(rt.intervals_s[group])
                 offset = min(self.settings.stagger_s, wall) * i / n
                 i += 1
                 self._spawn(f"poll {rt.device.id}/{group}",
@@ -189,6 +202,11 @@ class Agent:
         self._spawn("health", self._health_loop)
         if self.notifier.enabled:
             self._spawn("watchdog", self._watchdog_loop)
+        ready = getattr(self.clock, "ready", None)
+        if ready is not None:  # a lockstep participant: every poll loop is asleep on the clock
+            self.clock.drain = self.link.drained  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+            ready()
         self.notifier.ready(f"gateway {self.gw.id}: {len(self.devices)} devices")
         log.info("gateway %s: %d devices on %d buses, bd_seq %d, %d messages waiting in the store",
                  self.gw.id, len(self.devices), len(self.drivers), self.bd_seq, self.store.depth)
@@ -232,11 +250,15 @@ class Agent:
 
     # ------------------------------------------------------------ polling
     async def _poll_loop(self, rt: DeviceRuntime, group: str, offset_wall_s: float) -> None:
-        await asyncio.sleep(offset_wall_s)
+        if offset_wall_s > 0:
+            await asyncio.sleep(offset_wall_s)
         interval = rt.intervals_s[group]
         next_t = self.clock.now()
         while not self.stopping:  # a cancel lost inside a library still ends the loop
-            if rt.breaker.allow(time.monotonic()):
+            await self.clock.sleep_until(next_t)
+            if self.stopping:
+                return
+            if rt.breaker.allow(self.clock.monotonic()):
                 await self.poll_once(rt, group)
             next_t += interval
             now = self.clock.now()
@@ -244,7 +266,6 @@ class Agent:
                 missed = int((now - next_t) // interval) + 1
                 rt.overruns += missed
                 next_t += missed * interval
-            await self.clock.sleep(next_t - now)
 
     async def poll_once(self, rt: DeviceRuntime, group: str) -> None:
         points = rt.groups[group]
@@ -294,7 +315,7 @@ class Agent:
     def _device_failed(self, rt: DeviceRuntime, exc: DeviceError) -> None:
         rt.errors += 1
         rt.last_error = exc.reason
-        wait = rt.breaker.failure(time.monotonic())
+        wait = rt.breaker.failure(self.clock.monotonic())
         self.once.failure(f"device {rt.device.id}", f"{exc.reason} (next try in {wait:.1f} s)")
         if rt.comm_fail:
             return
@@ -356,7 +377,9 @@ class Agent:
     async def _health_loop(self) -> None:
         while not self.stopping:
             await self.clock.sleep(self.settings.health_interval_s)
-            self.link.publish(self.topics.health(self.gw.id), self.health_payload(), qos=0)
+            # QoS 1 in lockstep: a gateway's health moves the engine's event time on
+            self.link.publish(self.topics.health(self.gw.id), self.health_payload(),
+                              qos=1 if self.clock.lockstep else 0)
             if self.task_crashes:
                 log.warning("%d task crashes since start", self.task_crashes)
 

@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"--mqtt / AQUAVOLT_MQTT_URL: {exc}", file=sys.stderr)
         return 1
     state = Path(args.state_dir or f"/var/lib/aquavolt-edge/{cfg.gateway.id}")
-    agent = Agent(cfg, settings, mqtt, state, clock_from_env())
+    agent = Agent(cfg, settings, mqtt, state, clock_from_env(f"edge-{cfg.gateway.id}", "edge"))
     run_agent(agent)
     return 0
 

@@ -52,6 +52,7 @@ class Link:
         self.birth: Birth = list
         self.on_message: OnMessage = lambda _t, _p: None
         self.subscriptions: list[str] = []
+        self.on_connected: list[Callable[[], None]] = []
         self.connected = False
         self.connects = 0
         self.published_live = 0
@@ -63,6 +64,8 @@ class Link:
         self._cursor = -1
         self._acked: list[int] = []
         self._wake = asyncio.Event()
+        self._acks = asyncio.Event()
+        self._plain: set[int] = set()  # mids of QoS 1 messages outside the store, not acked yet
         self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,12 +129,15 @@ class Link:
             self.client.publish(topic, payload, qos=1, retain=True)
         if self.subscriptions:
             self.client.subscribe([(t, 1) for t in self.subscriptions])
+        for hook in self.on_connected:
+            hook()
         self._wake.set()
 
     def _disconnected(self, reason: str) -> None:
         if self.connected:
             log.warning("broker connection lost (%s); buffering on disk", reason)
         self.connected = False
+        self._plain.clear()  # paho sends them again after the reconnect, or they were lost
 
     # ------------------------------------------------------------ data path
     def submit(self, topic: str, build: Callable[[int], bytes], cls: PointClass, created_ms: int) -> int:
@@ -171,10 +177,28 @@ class Link:
         """A message outside the store (status, health, replies); dropped when offline."""
         if not self.connected:
             return False
-        self.client.publish(topic, payload, qos=qos, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0:
+            self._plain.add(info.mid)
         return True
 
+    async def drained(self) -> None:
+        """Wait until every message submitted or published so far has been acknowledged by
+        the broker (a lockstep participant says it is done with an instant only then)."""
+        if self._flush_scheduled:
+            self._flush()
+        while True:
+            self._delete_acked()
+            if self.store.pending == 0 and self.store.depth == 0 and not self._plain:
+                return
+            self._acks.clear()
+            await self._acks.wait()
+
     def _puback(self, mid: int) -> None:
+        self._acks.set()
+        if mid in self._plain:
+            self._plain.discard(mid)
+            return
         hit = self._inflight.pop(mid, None)
         if hit is None:
             return

@@ -28,6 +28,7 @@ from aquavolt.errors import WireError
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import connect_properties, make_client
+from aquavolt.progress import ProgressReporter
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
     AlarmEvent,
@@ -131,6 +132,8 @@ class Engine:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.progress = ProgressReporter("rules", self.topics,
+                                         lambda t, p: self.client.publish(t, p, qos=1), clock.now_ms)
         self._handlers: dict[str, Callable[[str, bytes], Output]] = {
             "data": self._data, "status": self._status, "health": self._health}
 
@@ -142,8 +145,10 @@ class Engine:
             return
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 0)])
+                          (t.all_health, 1)])
         self.connected.set()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.progress.ready)
         log.info("connected to MQTT %s:%d", self.settings.host, self.settings.port)
 
     def _on_disconnect(self, *_: object) -> None:
@@ -222,6 +227,8 @@ class Engine:
         self.stats.rounds += 1
         self.emit(out.events, out.customer)
         self._maybe_daily()
+        # after the events of this round: whoever sees this progress has seen them
+        self.progress.update(self.core.watermark or None, len(inbox), force=not inbox)
         if out.lines and self.influx is not None and self._loop is not None:
             task = self._loop.create_task(self._write(out.lines))
             self._writes.add(task)

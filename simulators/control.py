@@ -26,7 +26,9 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from aquavolt.mqtt import make_client
+from aquavolt.progress import ProgressReporter
 from aquavolt.settings import MqttSettings
+from aquavolt.wire import Topics
 from simulators.faults import FaultError, FaultSpec
 from simulators.sim import Simulation
 
@@ -110,10 +112,14 @@ class MqttFaults:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.subscribed = asyncio.Event()
+        self.progress = ProgressReporter("sim", Topics(settings.prefix),
+                                         lambda t, p: self.client.publish(t, p, qos=1), sim.clock.now_ms)
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
         client.subscribe(self.topic, qos=1)
         self.loop.call_soon_threadsafe(self.subscribed.set)
+        # started once every server serves: connected means ready (said again on a reconnect)
+        self.loop.call_soon_threadsafe(self.progress.ready)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.loop.call_soon_threadsafe(self._apply, bytes(msg.payload))

@@ -1,10 +1,14 @@
 """``aquavolt replay SCENARIO.yaml``: run a scenario end to end and judge the system.
 
 The same separate processes as in production (simulator, one edge agent per gateway,
-collector, rules engine) on a Mosquitto and InfluxDB that it starts (or is given), at the
-scenario's acceleration. Every alarm transition is collected from MQTT and compared with
-the scenario's expectations; the report is printed and written as JSON and JUnit XML. The
-exit status is 1 on a missed or late expected alarm or a forbidden one.
+collector, rules engine) on a Mosquitto and InfluxDB that it starts (or is given). By
+default in lockstep (:mod:`aquavolt.lockstep`): simulated time advances only when the
+simulator and every edge agent are done with the current instant, as fast as the slowest of
+them allows (``--acceleration`` caps the pace), so a loaded machine gives the same alarms as
+an idle one. ``--paced`` runs the wall-paced clock instead, at the scenario's acceleration.
+Every alarm transition is collected from MQTT and compared with the scenario's
+expectations; the report is printed and written as JSON and JUnit XML. The exit status is 1
+on a missed or late expected alarm or a false one.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aquavolt.clock import SimClock
 from aquavolt.errors import WireError
-from aquavolt.launcher import PAUSE_MAX_S, Stack, StackOptions
-from aquavolt.mqtt import Recorder
-from aquavolt.wire import AlarmEvent, Topics, decode
+from aquavolt.launcher import Stack, StackOptions
+from aquavolt.mqtt import Message, Recorder
+from aquavolt.timekeeper import TimeKeeper
+from aquavolt.wire import AlarmEvent, Progress, TimeStage, Topics, decode
 from simulators.judge import Report, judge
 from simulators.scenario import load_scenario
 
@@ -31,24 +39,67 @@ def _say(text: str) -> None:
     print(f"aquavolt replay: {text}", flush=True)
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def participants(stack: Stack) -> dict[str, TimeStage]:
+    """The children that take part in lockstep time advance, by stage."""
+    out = {}
+    for c in stack.children:
+        if c.name == "sim":
+            out[c.component] = TimeStage.FIELD
+        elif c.name.startswith("edge:"):
+            out[c.component] = TimeStage.EDGE
+    return out
+
+
+def rules_reached(topic: str, until_ms: int) -> Any:
+    """A predicate on a record: the rules engine says it has handled event time ``until_ms``
+    (its alarm events before that progress came on the same connection: all recorded)."""
+
+    def ok(msgs: list[Message]) -> bool:
+        for m in reversed(msgs):
+            if m.topic == topic:
+                try:
+                    p = decode(m.payload, Progress)
+                except WireError:
+                    continue
+                return p.event_ms is not None and p.event_ms >= until_ms
+        return False
+
+    return ok
+
+
+def run_lockstep(stack: Stack, rec: Recorder, start: float, until: float, cap: float | None,
+                 stop: threading.Event) -> TimeKeeper:
+    keeper = TimeKeeper(stack.watch, stack.run_id, int(start * 1000), participants(stack), cap=cap)
+    keeper.wait_ready()
+    worker = threading.Thread(target=keeper.run_until, args=(int(until * 1000),), daemon=True)
+    worker.start()
+    while worker.is_alive():
+        if stop.is_set():
+            keeper.stop()
+        for name, rc in stack.supervise():
+            _say(f"{name} died (exit {rc}); restarted")
+        worker.join(0.5)
+    return keeper
+
+
 def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     sc_path = Path(args.scenario).resolve()
     sc = load_scenario(sc_path)
     workdir = Path(args.workdir).resolve() if args.workdir else Path(
         tempfile.mkdtemp(prefix=f"aquavolt-replay-{sc_path.stem}-"))
-    accel = args.acceleration or sc.scenario.acceleration
+    run_id = f"{sc_path.stem}-{uuid.uuid4().hex[:8]}"[:64]
     stack = Stack(StackOptions(field=(sc_path.parent / sc.scenario.field).resolve(), workdir=workdir,
                                clock_spec="", scenario=sc_path, mqtt_url=args.mqtt,
-                               influx_url=args.influx))
+                               influx_url=args.influx, run_id=run_id))
     if stack.missing:
         raise SystemExit(f"aquavolt replay: components missing: {', '.join(stack.missing)}")
-    stop = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    old = signal.signal(signal.SIGINT, _stop)
+    stop = threading.Event()
+    old = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    end = sc.end + args.grace_s
     try:
         stack.start_servers()
         stack.prepare_field()
@@ -61,30 +112,47 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                             "--seed", str(sc.scenario.seed)],
                            env=stack.env, check=True, stdout=subprocess.DEVNULL)
             _say(f"history written in {time.monotonic() - t0:.1f} s")
-        (workdir / "clock-epoch").unlink(missing_ok=True)  # a work folder used before
-        clock = SimClock(sc.start, accel, epoch_file=str(workdir / "clock-epoch"))
-        stack.opts.clock_spec = clock.spec()
         topics = Topics(stack.mqtt_settings().prefix)
-        with Recorder(stack.mqtt_settings(), [topics.alarm_events], f"replay-{workdir.name}") as rec:
+        if args.paced:
+            accel = args.acceleration or sc.scenario.acceleration
+            (workdir / "clock-epoch").unlink(missing_ok=True)  # a work folder used before
+            clock = SimClock(sc.start, accel, epoch_file=str(workdir / "clock-epoch"))
+            stack.opts.clock_spec = clock.spec()
+        else:
+            stack.opts.clock_spec = f"lockstep,start={_iso(sc.start)},run={run_id}"
+        filters = [topics.alarm_events, topics.progress("rules")]
+        with Recorder(stack.mqtt_settings(), filters, f"replay-{run_id}") as rec:
             t0 = time.monotonic()
             stack.start_children()
-            stack.release_clock(args.warmup_s)
-            _say(f"{sc_path.name}: {sc.scenario.start} for {sc.scenario.duration} at {accel:g}x "
-                 f"(about {(sc.end - sc.start) / accel + args.warmup_s:.0f} s after a start of "
-                 f"{time.monotonic() - t0:.0f} s); work folder {workdir}")
-            end = sc.end + args.grace_s
-            while not stop and clock.now() < end:
-                for name, rc in stack.supervise():
-                    _say(f"{name} died (exit {rc}); restarted")
-                time.sleep(0.5)
-            if not stop:  # judge what was received: a busy host may leave the engine behind
-                behind = stack.settle()
+            started_s = time.monotonic() - t0
+            if args.paced:
+                stack.release_clock(args.warmup_s)
+                _say(f"{sc_path.name}: {sc.scenario.start} for {sc.scenario.duration}, paced at "
+                     f"{accel:g}x after a start of {started_s:.0f} s; work folder {workdir}")
+                while not stop.is_set() and clock.now() < end:
+                    for name, rc in stack.supervise():
+                        _say(f"{name} died (exit {rc}); restarted")
+                    time.sleep(0.5)
+            else:
+                cap = args.acceleration
+                _say(f"{sc_path.name}: {sc.scenario.start} for {sc.scenario.duration} in lockstep"
+                     + (f", at most {cap:g}x" if cap else "") + f" after a start of {started_s:.0f} s; "
+                     f"work folder {workdir}")
+                keeper = run_lockstep(stack, rec, sc.start, end, cap, stop)
+                st = keeper.stats
+                _say(f"lockstep: {st.steps:,} instants, {st.simulated_s:,.0f} simulated s in "
+                     f"{st.wall_s:.1f} wall s: {st.ratio:,.0f}x; busy: " + ", ".join(
+                         f"{n} {v:.1f} s" for n, v in sorted(st.busy_s.items(), key=lambda kv: -kv[1])))
+            if not stop.is_set():  # judge what was sent: the consumers handle what they received
+                behind = stack.catch_up(int(sc.end * 1000))
                 if behind:
-                    _say(f"still behind after freezing the field for {PAUSE_MAX_S:g} s: " + ", ".join(
-                        f"{k} {v:,} messages" for k, v in behind.items())
-                        + " (the host is too busy for this acceleration)")
+                    _say("the collector or the rules engine did not catch up: " + "; ".join(
+                        f"{k}: {v}" for k, v in behind.items()))
+                rec.wait_for(rules_reached(topics.progress("rules"), int(sc.end * 1000)), 30.0)
             events = []
             for m in rec.snapshot():
+                if m.topic != topics.alarm_events:
+                    continue
                 try:
                     events.append(decode(m.payload, AlarmEvent))
                 except WireError as exc:
@@ -112,9 +180,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--report-dir", help="where to write the JSON and JUnit reports (default workdir)")
     p.add_argument("--mqtt", help="use this broker instead of starting one")
     p.add_argument("--influx", help="use this InfluxDB instead of starting one")
-    p.add_argument("--acceleration", type=float, help="override the scenario's acceleration")
+    p.add_argument("--acceleration", type=float,
+                   help="lockstep: at most this many simulated seconds per wall second (default: "
+                        "as fast as the slowest participant); --paced: the clock's acceleration "
+                        "(default: the scenario's)")
+    p.add_argument("--paced", action="store_true",
+                   help="simulated time paced by the wall clock instead of lockstep")
     p.add_argument("--warmup-s", type=float, default=3.0,
-                   help="wall seconds between every process being connected and the simulated start")
+                   help="--paced: wall seconds between every process being ready and the simulated start")
     p.add_argument("--grace-s", type=float, default=120.0, help="simulated seconds after the end")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")

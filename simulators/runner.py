@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aquavolt.clock import ENV as CLOCK_ENV
-from aquavolt.clock import RealClock, SimClock, clock_from_env, parse_instant
+from aquavolt.clock import Clock, RealClock, SimClock, clock_from_env, parse_instant
 from aquavolt.config import LoadedField
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus, OpcuaBus
 from aquavolt.settings import MQTT_ENV, MqttSettings
@@ -57,11 +57,11 @@ class RunOptions:
     opcua_period_s: float = 0.5
 
 
-def choose_clock(opts: RunOptions, scenario: LoadedScenario | None) -> RealClock | SimClock:
+def choose_clock(opts: RunOptions, scenario: LoadedScenario | None) -> Clock:
     if opts.start is not None:
         return SimClock(parse_instant(opts.start), opts.acceleration or 1.0)
     if os.environ.get(CLOCK_ENV):
-        return clock_from_env()
+        return clock_from_env("sim", "field")
     if scenario is not None:
         return SimClock(scenario.start, opts.acceleration or scenario.scenario.acceleration)
     if opts.acceleration:
@@ -117,8 +117,14 @@ class Runner:
             mq.start()
             self.closers.append(mq.stop)
             say(f"faults on MQTT topic {mq.topic}")
-        spec = self.clock.spec()
+        spec = getattr(self.clock, "spec", lambda: "?")()
         say(f"clock {spec}; seed {sim.seed}; step {self.opts.step_s:g} s; ready")
+
+    async def _on_grant(self) -> None:
+        """Lockstep: the field at the instant granted, before the gateways read it."""
+        self.sim.sync()
+        for ops in self.opcua:
+            await ops.update()
 
     async def run(self) -> None:
         await self.start()
@@ -126,6 +132,15 @@ class Runner:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stopping.set)
+        ready = getattr(self.clock, "ready", None)
+        if ready is not None:  # lockstep: the model moves at each grant, nothing else to do
+            self.clock.on_grant = self._on_grant  # type: ignore[attr-defined]
+            ready()
+            try:
+                await self.stopping.wait()
+            finally:
+                await self.close()
+            return
         last_ua = 0.0
         end = self.scenario.end if self.scenario is not None else math.inf
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from aquavolt.clock import RealClock, SimClock
+from aquavolt.clock import Clock
 from aquavolt.codec import DataType, Value, decode_raw, encode_raw, remove_scale
 from aquavolt.config import LoadedField
 from aquavolt.profiles import ModbusPoint, ModbusProfile, RegisterType
@@ -49,7 +49,7 @@ def to_python(v: Any) -> Value:
 
 class Simulation:
     def __init__(self, loaded: LoadedField, seed: int, start: float,
-                 clock: RealClock | SimClock, step_s: float = 10.0) -> None:
+                 clock: Clock, step_s: float = 10.0) -> None:
         self.loaded = loaded
         self.clock = clock
         self.seed = seed

@@ -23,7 +23,8 @@ def test_wire_format_document_names_every_topic_and_payload() -> None:
     for topic in (t.gateway_status("{gateway}"), t.health("{gateway}"), t.data("{gateway}", "{device}"),
                   t.device_status("{gateway}", "{device}"), t.command("{gateway}", "{device}"),
                   t.reply("{gateway}", "{device}"), t.alarm("{asset}", "{condition}"),
-                  t.alarm_events, t.customer_alerts, t.deadletter("{component}"), t.sim_fault):
+                  t.alarm_events, t.customer_alerts, t.deadletter("{component}"), t.sim_fault,
+                  t.progress("{component}"), t.time_grant, t.time_done("{participant}")):
         assert f"`{topic}`" in doc, topic
     for name in WIRE_MODELS:
         assert f"{name}.json" in doc, name
