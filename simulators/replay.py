@@ -2,9 +2,10 @@
 
 The same separate processes as in production (simulator, one edge agent per gateway,
 collector, rules engine) on a Mosquitto and InfluxDB that it starts (or is given), at the
-scenario's acceleration. Every alarm transition is collected from MQTT and compared with
-the scenario's expectations; the report is printed and written as JSON and JUnit XML. The
-exit status is 1 on a missed or late expected alarm or a forbidden one.
+scenario's acceleration. Every alarm transition is collected from MQTT and judged against
+the scenario (simulators/judge.py); the report is printed and written as JSON and JUnit
+XML. The exit status is 1 on a missed or late expected alarm, a false alarm (annunciated,
+neither expected nor allowed, or forbidden) or a limit exceeded.
 """
 
 from __future__ import annotations
