@@ -47,7 +47,7 @@ def row(name: str, out: Path) -> dict[str, object]:
         "scenario": name, "ran": True, "passed": r["passed"],
         "expected": [(e["condition"], e["asset"], e["ok"], e["delay_s"]) for e in r["expected"]],
         "false_alarms": r["false_alarms"],
-        "false": sorted({u["alarm_id"] for u in r["unexpected"] if u["forbidden"]}),
+        "false": sorted({a["alarm_id"] for a in r.get("alarms", []) if a["verdict"] == "false"}),
         "wall_s": int(wall.read_text()) if wall.exists() else None,
     }
 

@@ -7,8 +7,9 @@ simulator and every edge agent are done with the current instant, as fast as the
 them allows (``--acceleration`` caps the pace), so a loaded machine gives the same alarms as
 an idle one. ``--paced`` runs the wall-paced clock instead, at the scenario's acceleration.
 Every alarm transition is collected from MQTT and compared with the scenario's
-expectations; the report is printed and written as JSON and JUnit XML. The exit status is 1
-on a missed or late expected alarm or a false one.
+expectations (simulators/judge.py); the report is printed and written as JSON and JUnit
+XML. The exit status is 1 on a missed or late expected alarm, a false alarm (annunciated,
+neither expected nor allowed, or forbidden) or a limit exceeded.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Scenario files: a field, a start, a duration, a seed, faults, and the alarms the system
-must (``expect``) and must not (``forbid``) raise. Format in simulators/README.md.
+must (``expect``), may (``allow``) and must not (``forbid``) raise, with alarm-rate
+``limits``. Format in simulators/README.md.
 """
 
 from __future__ import annotations
@@ -63,6 +64,42 @@ class Forbid(Frozen):
     asset: str | None = None
 
 
+class Allow(Frozen):
+    """A legitimate consequence: ``condition`` (on ``asset``, any asset when absent) may be
+    annunciated without being a false alarm; with ``after`` or ``within``, only from that
+    fault's start (the first fault by default) to ``within`` later (the run's end when absent)."""
+
+    condition: str
+    asset: str | None = None
+    after: str | None = Field(None, description="Fault id the window opens at (default: first)")
+    within: str | float | None = Field(None, description="Window length after that fault (offset)")
+
+    @field_validator("within")
+    @classmethod
+    def _within(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            parse_offset(v)
+        return v
+
+    @property
+    def timed(self) -> bool:
+        return self.after is not None or self.within is not None
+
+
+class Limits(Frozen):
+    """Alarm-rate limits (EEMUA 191 figures, simulators/eemua.py); each one absent is not
+    checked. Windows are the fixed 10-minute windows from the scenario's start."""
+
+    max_per_10min: int | None = Field(None, ge=0, description="Most alarms in any 10-minute window")
+    max_floods: int | None = Field(None, ge=0, description="Most 10-minute windows with more than 10")
+    max_chattering: int | None = Field(None, ge=0, description="Most alarms annunciated 3+ times in 60 s")
+    max_per_hour: float | None = Field(None, ge=0, description="Most alarms per hour, on average")
+
+    def checked(self) -> list[tuple[str, float]]:
+        """The limits set, by name."""
+        return [(k, v) for k, v in self.model_dump().items() if v is not None]
+
+
 class Scenario(Frozen):
     field: str = Field(description="Field file, relative to the scenario file")
     description: str = ""
@@ -74,6 +111,8 @@ class Scenario(Frozen):
     faults: list[FaultSpec] = Field(default_factory=list)
     expect: list[Expect] = Field(default_factory=list)
     forbid: list[Forbid] = Field(default_factory=list)
+    allow: list[Allow] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("start", mode="before")
     @classmethod
@@ -121,6 +160,13 @@ class LoadedScenario:
         assert e.within is not None
         return self.fault_start(e.after) + parse_offset(e.within)
 
+    def allow_window(self, a: Allow) -> tuple[float, float]:
+        """Simulated instants between which ``a`` allows its alarm (the whole run if untimed)."""
+        if not a.timed:
+            return self.start, self.end
+        t0 = self.fault_start(a.after)
+        return t0, (t0 + parse_offset(a.within) if a.within is not None else self.end)
+
 
 def load_scenario(path: Path | str, field_path: Path | str | None = None,
                   loaded: LoadedField | None = None) -> LoadedScenario:
@@ -142,6 +188,11 @@ def load_scenario(path: Path | str, field_path: Path | str | None = None,
             issues.append(ConfigIssue(str(path), f"expect[{i}].after", f"no fault {e.after!r}"))
         if e.within is not None and not sc.faults:
             issues.append(ConfigIssue(str(path), f"expect[{i}].within", "no fault to count from"))
+    for i, a in enumerate(sc.allow):
+        if a.after is not None and a.after not in ids:
+            issues.append(ConfigIssue(str(path), f"allow[{i}].after", f"no fault {a.after!r}"))
+        if a.within is not None and not sc.faults:
+            issues.append(ConfigIssue(str(path), f"allow[{i}].within", "no fault to count from"))
     if issues:
         raise ConfigError(issues)
     return LoadedScenario(path, sc, loaded)

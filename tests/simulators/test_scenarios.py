@@ -32,7 +32,7 @@ def test_every_fault_kind_has_a_scenario_and_a_clean_week_exists(loaded):
     assert clean.scenario.forbid and (clean.end - clean.start) / clean.scenario.acceleration < 200
 
 
-def test_expectations_name_known_conditions_and_assets(loaded):
+def test_expectations_and_allowances_name_known_conditions_and_assets(loaded):
     for name, sc in loaded.items():
         f = sc.field.field
         points = {p.name for prof in sc.field.profiles.values() for p in prof.points}
@@ -43,7 +43,7 @@ def test_expectations_name_known_conditions_and_assets(loaded):
             assert known_condition(e.condition, points), (name, e.condition)
             assert e.asset in assets, (name, e.asset)
             assert sc.start < sc.deadline(e) <= sc.end, name
-        for fb in sc.scenario.forbid:
+        for fb in [*sc.scenario.forbid, *sc.scenario.allow]:
             assert known_condition(fb.condition, points), (name, fb.condition)
             assert fb.asset is None or fb.asset in assets, (name, fb.asset)
 
