@@ -189,8 +189,7 @@ class OutageConfig(Frozen):
     bay_skew_s: float = Field(
         15.0, ge=0, description="A feeder-bay reading taken less than this after a transformer's "
         "loss may still show the state before it (timestamps are taken at poll time; devices and "
-        "gateways do not sample at one instant); on a simulated clock the engine adds half a wall "
-        "second of transport lag, scaled by the acceleration")
+        "gateways do not sample at one instant)")
     priority: Priority = Priority.HIGH
 
 

@@ -37,21 +37,18 @@ class Output:
         self.lines += other.lines
 
 
-def field_rules(loaded: LoadedField, time_scale: float = 1.0) -> list[Any]:
-    """Generic rules plus the detectors ``rules.detectors.build_detectors`` gives;
-    ``time_scale``: the acceleration of the clock the readings are stamped with."""
+def field_rules(loaded: LoadedField) -> list[Any]:
+    """Generic rules plus the detectors ``rules.detectors.build_detectors`` gives."""
     from rules.detectors import build_detectors
 
-    return (build_comm_rules(loaded) + build_generic_rules(loaded, time_scale)
-            + list(build_detectors(loaded, time_scale)))
+    return build_comm_rules(loaded) + build_generic_rules(loaded) + list(build_detectors(loaded))
 
 
 class Core:
     def __init__(self, loaded: LoadedField, rules: list[Any] | None = None,
-                 manager: AlarmManager | None = None, tick_every_ms: int = 1000,
-                 time_scale: float = 1.0) -> None:
+                 manager: AlarmManager | None = None, tick_every_ms: int = 1000) -> None:
         self.loaded = loaded
-        self.rules = field_rules(loaded, time_scale) if rules is None else rules
+        self.rules = field_rules(loaded) if rules is None else rules
         self.states: list[Any] = [r.init() for r in self.rules]
         release_ms = int(loaded.field.rules.comm_fail.release_after_s * 1000)
         self.manager = manager or AlarmManager(build_suppressors(loaded), release_ms)

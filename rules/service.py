@@ -66,13 +66,6 @@ STOP_BUDGET_S = 0.5
 """Wall seconds given at stop to the messages already received and to pending writes."""
 
 
-TICK_WALL_S = 0.02
-"""On an accelerated clock, time-based rules are ticked at most this often in wall time (every
-12 simulated seconds at 600x): a tick judges every rule (1,028 in the demo town), and with a
-tick every simulated second, ticks were 11 % of the engine's samples in a profiled 600x demo.
-A condition judged on the tick is stamped at most one tick later; conditions judged on
-readings are not affected."""
-
 
 @dataclass
 class Stats:
@@ -97,11 +90,7 @@ class Engine:
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
-        # a simulated clock's acceleration scales the tolerances between gateways' readings,
-        # and the tick: time-based rules are judged at most every TICK_WALL_S of wall time
-        tick_every_ms = max(tick_every_ms, int(clock.acceleration * TICK_WALL_S * 1000))
-        self.core = Core(loaded, tick_every_ms=tick_every_ms,
-                         time_scale=clock.acceleration)
+        self.core = Core(loaded, tick_every_ms=tick_every_ms)
         alarms, seq, watermark = self.store.load()
         self.core.manager.load(alarms, seq)
         self.core.watermark = watermark
