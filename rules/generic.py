@@ -8,7 +8,7 @@ restarted with remembered alarms reconciles them with the present).
 
 Delays: a condition that must hold ``on_delay_s`` before it activates activates at exactly
 ``start + on_delay`` (event time), whether the deadline is noticed by a later sample of the
-device or by the watermark (``tick``). The same holds for ``off_delay_s``.
+device or by a tick of event time (``tick``). The same holds for ``off_delay_s``.
 """
 
 from __future__ import annotations
