@@ -75,6 +75,25 @@ class DiscreteRule(Selector):
     message: str = ""
 
 
+class EventTimeConfig(Frozen):
+    """Event time in the rules engine: how long it waits for late messages, how often it judges time.
+
+    Messages (data, device and gateway status, health) are put in event-time order in a buffer
+    before any rule sees them: the newest timestamp seen, less ``allowed_lateness_s``, is the
+    horizon; everything stamped at or before it is released in timestamp order. Time-based rules
+    (stale, delays, windows) are judged on a grid of ``tick_s``. Both are event seconds, the same
+    at any speed of the clock: a replay gives the same alarms however its messages arrive, as
+    long as no message comes later than the lateness."""
+
+    allowed_lateness_s: float = Field(
+        10.0, ge=0, description="Event seconds a message may arrive after a newer one and still be "
+        "judged in order (gateways interleaved, a gateway a poll cycle behind another); a message "
+        "older than what was already released is processed at once and counted as late")
+    tick_s: float = Field(
+        5.0, ge=0.001, description="Time-based rules are judged at multiples of this many event seconds "
+        "(a tick judges every rule: about 1,000 in the demo town)")
+
+
 class StaleDefaults(Frozen):
     """Stale data, judged on each gateway's own event time (its newest data, status or health
     timestamp), so a gateway whose messages lag the others' is not taken for silent."""
@@ -88,7 +107,7 @@ class StaleDefaults(Frozen):
         300.0, ge=0, description="A device never heard from is not stale before this long after its "
         "gateway's first message (polls of a starting gateway spread over its slowest interval)")
     gateway_after_s: float = Field(
-        300.0, gt=0, description="A gateway whose event time lags the engine's watermark by this "
+        300.0, gt=0, description="A gateway whose event time lags the engine's horizon by this "
         "much (no data, status or health) raises ONE stale alarm on the gateway id, not one per device")
 
 
@@ -189,8 +208,8 @@ class OutageConfig(Frozen):
     bay_skew_s: float = Field(
         15.0, ge=0, description="A feeder-bay reading taken less than this after a transformer's "
         "loss may still show the state before it (timestamps are taken at poll time; devices and "
-        "gateways do not sample at one instant); on a simulated clock the engine adds half a wall "
-        "second of transport lag, scaled by the acceleration")
+        "gateways do not sample at one instant); late delivery is the lateness buffer's business "
+        "(event_time.allowed_lateness_s)")
     priority: Priority = Priority.HIGH
 
 
@@ -240,6 +259,7 @@ class SmsConfig(Frozen):
 
 
 class RulesConfig(Frozen):
+    event_time: EventTimeConfig = EventTimeConfig()
     limits: list[LimitRule] = Field(default_factory=list)
     rates: list[RateRule] = Field(default_factory=list)
     discrete: list[DiscreteRule] = Field(default_factory=list)

@@ -1,8 +1,10 @@
 """The rule interface: every rule, generic or detector, is a pure function on event time.
 
-A rule never reads a clock and never does I/O. The engine feeds it samples in event-time
-order and ticks it with the event-time watermark (the newest timestamp seen), so that a
-replay at 1000x raises the same conditions at the same event times as real time::
+A rule never reads a clock, never does I/O and knows nothing of the speed of the clock the
+readings were stamped with. The engine feeds it samples in event-time order (the reorder
+buffer of ``rules.eventtime``: late and out-of-order delivery is handled there, not in rules)
+and ticks it on a fixed grid of event time, so that a replay at 1000x raises the same
+conditions at the same event times as real time::
 
     state = rule.init()
     state, out = rule.step(state, sample)      # a reading arrived
@@ -77,7 +79,8 @@ class Rule(Protocol, Generic[S]):
         """A sample arrived (event-time order within a series)."""
 
     def tick(self, state: S, now_ms: int) -> tuple[S, list[Condition]]:
-        """Event time reached ``now_ms`` (watermark): time-based conditions fire here."""
+        """Event time reached ``now_ms`` (a tick of the grid, at or before the horizon):
+        time-based conditions fire here."""
 
 
 # Condition names every part agrees on (scenarios' expectations, dashboards, SMS use them).
@@ -119,10 +122,3 @@ class CustomerSink(Protocol):
     def handle(self, condition: Condition) -> None:
         """A customer-facing condition changed (active or cleared)."""
 
-
-TRANSPORT_LAG_WALL_S = 0.5
-"""Wall seconds by which a reading may reach the engine later than its timestamp says, or later
-than another gateway's reading of the same instant (poll cycles, OPC-UA publishing, MQTT, a
-busy host). Negligible at 1x; on a clock running 600 times faster it is five simulated
-minutes, so the tolerances that judge the timing of readings scale with the clock's
-acceleration (``time_scale``)."""

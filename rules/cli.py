@@ -88,6 +88,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--api-port", type=int, default=8470, help="operator API port (0: no API)")
     r.add_argument("--tokens", default=None, help="YAML 'operator: token' file for the API")
     r.add_argument("--notify", default=None, help="notification config YAML (email, webhook)")
-    r.add_argument("--tick-ms", type=int, default=1000,
-                   help="event-time granularity of time-based rules (stale, delays)")
+    r.add_argument("--tick-ms", type=int, default=None,
+                   help="override the field's rules.event_time.tick_s: event milliseconds between "
+                   "ticks of time-based rules (stale, delays); 0 is taken as 1")
     r.set_defaults(func=run)

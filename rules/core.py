@@ -1,10 +1,14 @@
 """The engine's pure core: wire messages in, alarm transitions out. No I/O, no clock.
 
-``Core`` holds every rule's state and the alarm manager. It turns a :class:`Batch` into
-samples, dispatches each sample to the rules that want it, ticks time-based rules with the
-event-time watermark (the newest timestamp seen in data, status and health messages), and
-feeds the conditions to the manager. Device ``comm_fail`` and gateway ``offline`` come from
-status messages. Customer-facing conditions are also collected for the SMS sink.
+``Core`` holds every rule's state and the alarm manager. Incoming messages (data batches,
+device and gateway status, health) first go through the reorder buffer of
+:mod:`rules.eventtime`: they reach the rules in event-time order once the horizon (newest
+timestamp seen less ``rules.event_time.allowed_lateness_s``) has passed them, and time-based
+rules are ticked on the grid of ``rules.event_time.tick_s``. The output is so a function of the
+event-time-ordered stream, not of the order in which messages arrived. A released batch becomes
+samples, each dispatched to the rules that want it; the conditions go to the manager. Device
+``comm_fail`` and gateway ``offline`` come from status messages. Customer-facing conditions are
+also collected for the SMS sink.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayState, Gateway
 from rules.alarms import AlarmManager
 from rules.api import Condition, Sample
 from rules.comm import build_comm_rules
+from rules.eventtime import Reorder
 from rules.generic import build_generic_rules
 from rules.topology import build_suppressors
 
@@ -37,27 +42,26 @@ class Output:
         self.lines += other.lines
 
 
-def field_rules(loaded: LoadedField, time_scale: float = 1.0) -> list[Any]:
-    """Generic rules plus the detectors ``rules.detectors.build_detectors`` gives;
-    ``time_scale``: the acceleration of the clock the readings are stamped with."""
+def field_rules(loaded: LoadedField) -> list[Any]:
+    """Generic rules plus the detectors ``rules.detectors.build_detectors`` gives."""
     from rules.detectors import build_detectors
 
-    return (build_comm_rules(loaded) + build_generic_rules(loaded, time_scale)
-            + list(build_detectors(loaded, time_scale)))
+    return build_comm_rules(loaded) + build_generic_rules(loaded) + list(build_detectors(loaded))
 
 
 class Core:
+    """``tick_every_ms`` overrides ``rules.event_time.tick_s`` (the engine's ``--tick-ms``)."""
+
     def __init__(self, loaded: LoadedField, rules: list[Any] | None = None,
-                 manager: AlarmManager | None = None, tick_every_ms: int = 1000,
-                 time_scale: float = 1.0) -> None:
+                 manager: AlarmManager | None = None, tick_every_ms: int | None = None) -> None:
         self.loaded = loaded
-        self.rules = field_rules(loaded, time_scale) if rules is None else rules
+        self.rules = field_rules(loaded) if rules is None else rules
         self.states: list[Any] = [r.init() for r in self.rules]
         release_ms = int(loaded.field.rules.comm_fail.release_after_s * 1000)
         self.manager = manager or AlarmManager(build_suppressors(loaded), release_ms)
-        self.watermark = 0
-        self.tick_every_ms = tick_every_ms
-        self._last_tick = -(2**62)
+        et = loaded.field.rules.event_time
+        tick_ms = int(et.tick_s * 1000) if tick_every_ms is None else tick_every_ms
+        self.order = Reorder(int(et.allowed_lateness_s * 1000), max(1, tick_ms), self._tick)
         self._dispatch: dict[tuple[str, str], tuple[int, ...]] = {}
         # rules bound to one device (attribute ``device``) are asked only about that device
         self._of_device: dict[str, list[int]] = {}
@@ -68,7 +72,6 @@ class Core:
                 self._of_device.setdefault(dev, []).append(i)
             else:
                 self._unbound.append(i)
-        self._gateway_of = {d: g.id for d, (g, _dev) in loaded.field.devices.items()}
         self._bd_seq: dict[str, int] = {}
         self._metrics = [i for i, r in enumerate(self.rules) if hasattr(r, "drain_lines")]
         self.readings = 0
@@ -79,14 +82,48 @@ class Core:
         self._gw_stale_ms = int(stale.gateway_after_s * 1000)
         self._gw_grace_ms = max(self._gw_stale_ms, int(stale.startup_grace_s * 1000))
         self._gw_stale: dict[str, bool] = {}
-        self._first_watermark: int | None = None
+        self._first_tick: int | None = None
+
+    # ---------------------------------------------------------------- event time
+    @property
+    def horizon_ms(self) -> int:
+        """Event time released to the rules: the newest timestamp seen less the lateness (0
+        before any message)."""
+        return max(0, self.order.horizon)
+
+    @property
+    def max_seen_ms(self) -> int:
+        """The newest timestamp seen in any message (0 before any)."""
+        return max(0, self.order.max_seen)
+
+    @property
+    def late_messages(self) -> int:
+        """Messages that arrived older than what was already released (processed at once)."""
+        return self.order.late
+
+    @property
+    def pending_messages(self) -> int:
+        """Messages in the reorder buffer, waiting for the horizon."""
+        return self.order.pending
+
+    def flush(self, until_ms: int) -> Output:
+        """Release every buffered message stamped at or before ``until_ms`` and tick the last
+        grid point at or before it: the end of a stream, or a real-time engine left idle."""
+        out = Output()
+        self.order.flush(until_ms, out)
+        return out
+
+    def restore(self, horizon_ms: int) -> None:
+        """An engine restarted with its stored horizon: messages at or before it are late."""
+        self.order.settle(horizon_ms)
 
     def prime(self, samples: list[Sample]) -> int:
-        """Train the learning detectors on history (``rules.history``): no alarm, no watermark."""
+        """Train the learning detectors on history (``rules.history``): no alarm, no event time."""
         from rules.history import prime
 
         return prime(self.rules, self.states, samples)
 
+    # ---------------------------------------------------------------- released messages
     def _gw_seen(self, gateway: str, ts_ms: int) -> None:
         if ts_ms > self.gw_time.get(gateway, -1):
             self.gw_time[gateway] = ts_ms
@@ -114,8 +151,7 @@ class Core:
             if conds:
                 self._conditions(conds, out)
 
-    def batch(self, b: Batch) -> Output:
-        out = Output()
+    def _batch(self, b: Batch, out: Output) -> None:
         dev, gw, hist = b.device, b.gateway, b.historical
         states, rules, dispatch = self.states, self.rules, self._dispatch
         newest = 0
@@ -135,34 +171,85 @@ class Core:
         self.readings += len(b.readings)
         if newest > self.gw_time.get(gw, -1):
             self.gw_time[gw] = newest
-        self.advance(newest, out)
+
+    def _health(self, h: Health, out: Output) -> None:
+        self._gw_seen(h.gateway, h.ts_ms)
+
+    def _device_status(self, st: DeviceStatus, out: Output) -> None:
+        self._gw_seen(st.gateway, st.ts_ms)
+        self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms, note=st.reason), out)
+
+    def _gateway_status(self, st: GatewayStatus, out: Output, ts: int | None = None) -> None:
+        active = st.state is GatewayState.OFFLINE
+        msg = f"gateway offline{': ' + st.reason if st.reason else ''}" if active else ""
+        ts = st.ts_ms if ts is None else ts
+        self._conditions([Condition(st.gateway, "gateway_offline", active, ts, Priority.HIGH, msg)], out)
+
+    # ---------------------------------------------------------------- entry points
+    def batch(self, b: Batch) -> Output:
+        """A data batch, released at its newest reading's timestamp."""
+        out = Output()
+        if b.readings:
+            self.order.push(max(r.ts_ms for r in b.readings), b.gateway, self._batch, b, out)
+        return out
+
+    def health(self, h: Health) -> Output:
+        """A gateway's health message: its event time moves on even when no data flows."""
+        out = Output()
+        self.order.push(h.ts_ms, h.gateway, self._health, h, out)
+        return out
+
+    def device_status(self, st: DeviceStatus) -> Output:
+        """The state goes to rules as a ``_status`` sample: ``rules.comm`` raises ``comm_fail``
+        (per device after a hold-off, or one per bus or gateway), detectors use it as evidence."""
+        out = Output()
+        self.order.push(st.ts_ms, st.gateway, self._device_status, st, out)
+        return out
+
+    def gateway_status(self, st: GatewayStatus) -> Output:
+        """The session check is done on arrival: a will whose ``bd_seq`` is older than the
+        session already announced is ignored, even if that announcement is still buffered.
+        A will carries the time its session began: stamped before the horizon, it is stamped
+        with the horizon (the death is no earlier) and applied at once, neither late nor
+        moving event time; a later offline status is buffered like any message."""
+        out = Output()
+        current = self._bd_seq.get(st.gateway, -1)
+        if st.state is GatewayState.OFFLINE and st.bd_seq < current:
+            return out  # the will of an older session
+        if st.state is GatewayState.ONLINE:
+            self._bd_seq[st.gateway] = st.bd_seq
+        horizon = self.order.horizon
+        if st.state is GatewayState.OFFLINE and st.ts_ms < horizon:
+            self.order.settle(horizon)
+            self._gateway_status(st, out, ts=horizon)
+            return out
+        self.order.push(st.ts_ms, st.gateway, self._gateway_status, st, out)
+        return out
+
+    def condition(self, c: Condition) -> Output:
+        """A condition from outside the rules (tests, replays of detector output)."""
+        return self.conditions([c])
+
+    def conditions(self, conds: list[Condition]) -> Output:
+        """Conditions from outside the streaming rules (the daily over-consumption check)."""
+        out = Output()
+        self._conditions(conds, out)
         return out
 
     def drain(self, out: Output) -> Output:
-        """Collect the InfluxDB lines the metrics rules produced. ``advance`` does it after its
-        ticks; the service calls it once after every processing round (lines made by samples)."""
+        """Collect the InfluxDB lines the metrics rules produced. Ticks do it; the service
+        calls it once after every processing round (lines made by samples)."""
         for i in self._metrics:
             self.states[i], lines = self.rules[i].drain_lines(self.states[i])
             out.lines += lines
         return out
 
-    def samples(self, samples: list[Sample]) -> Output:
-        """Samples in event-time order (replays, benchmarks, golden cases)."""
-        out = Output()
-        for s in samples:
-            self.sample(s, out)
-            self.advance(s.ts_ms, out)
-        return out
-
-    def advance(self, ts_ms: int, out: Output | None = None) -> Output:
-        """Move the watermark to ``ts_ms`` (never back) and tick the rules when due."""
-        out = out if out is not None else Output()
-        self.watermark = max(self.watermark, ts_ms)
-        if self.watermark - self._last_tick < self.tick_every_ms:
-            return out
-        self._last_tick = now = self.watermark
-        if self._first_watermark is None:
-            self._first_watermark = now
+    # ---------------------------------------------------------------- ticks
+    def _tick(self, now: int, out: Output) -> None:
+        """A grid point of event time: every time-based rule, the gateways' stale judgement and
+        the manager's releases, at ``now`` (at or before the horizon)."""
+        if self._first_tick is None:
+            self._first_tick = now
         states, rules, clocks, gwt = self.states, self.rules, self._clock_of, self.gw_time
         for i, r in enumerate(rules):
             g = clocks[i]
@@ -178,13 +265,12 @@ class Core:
         self._gateways_stale(now, out)
         out.events += self.manager.tick(now)  # releases after an upstream fault cleared
         self.drain(out)
-        return out
 
     def _gateways_stale(self, now: int, out: Output) -> None:
-        """ONE ``stale`` alarm per gateway whose event time lags the watermark by
+        """ONE ``stale`` alarm per gateway whose event time lags the tick by
         ``stale.gateway_after_s`` (or never heard of ``startup_grace_s`` after the first
-        watermark): its devices are not judged meanwhile (their clock is the gateway's)."""
-        first = self._first_watermark if self._first_watermark is not None else now
+        tick): its devices are not judged meanwhile (their clock is the gateway's)."""
+        first = self._first_tick if self._first_tick is not None else now
         conds: list[Condition] = []
         prio = self.loaded.field.rules.stale.priority
         for gw in self.loaded.field.gateways:
@@ -200,42 +286,3 @@ class Core:
             conds.append(Condition(gw.id, "stale", active, ts, prio, msg))
         if conds:
             self._conditions(conds, out)
-
-    def health(self, h: Health) -> Output:
-        """A gateway's health message: its event time moves on even when no data flows."""
-        self._gw_seen(h.gateway, h.ts_ms)
-        return self.advance(h.ts_ms)
-
-    def device_status(self, st: DeviceStatus) -> Output:
-        """The state goes to rules as a ``_status`` sample: ``rules.comm`` raises ``comm_fail``
-        (per device after a hold-off, or one per bus or gateway), detectors use it as evidence."""
-        out = Output()
-        self._gw_seen(st.gateway, st.ts_ms)
-        self.sample(Sample(st.gateway, st.device, STATUS_POINT, str(st.state), st.ts_ms, note=st.reason), out)
-        self.advance(st.ts_ms, out)
-        return out
-
-    def gateway_status(self, st: GatewayStatus) -> Output:
-        out = Output()
-        current = self._bd_seq.get(st.gateway, -1)
-        if st.state is GatewayState.OFFLINE and st.bd_seq < current:
-            return out  # the will of an older session
-        if st.state is GatewayState.ONLINE:
-            self._bd_seq[st.gateway] = st.bd_seq
-        active = st.state is GatewayState.OFFLINE
-        msg = f"gateway offline{': ' + st.reason if st.reason else ''}" if active else ""
-        # A will carries the time its session began: the death is no earlier than the watermark.
-        ts = max(st.ts_ms, self.watermark) if active else st.ts_ms
-        self._conditions([Condition(st.gateway, "gateway_offline", active, ts, Priority.HIGH, msg)], out)
-        self.advance(st.ts_ms, out)
-        return out
-
-    def condition(self, c: Condition) -> Output:
-        """A condition from outside the rules (tests, replays of detector output)."""
-        return self.conditions([c])
-
-    def conditions(self, conds: list[Condition]) -> Output:
-        """Conditions from outside the streaming rules (the daily over-consumption check)."""
-        out = Output()
-        self._conditions(conds, out)
-        return out

@@ -1,15 +1,17 @@
 """The daily over-consumption check, scheduled on event time.
 
-:class:`DailySchedule` is pure: given the watermark, it says which day's check is due.
+:class:`DailySchedule` is pure: given the engine's horizon (the event time released to the
+rules, ``Core.horizon_ms``; not the newest timestamp seen, which may still be reordered), it
+says which day's check is due.
 The check of day D (``OverConsumptionCheck.check(D, ts)``, period ending D-1) is due at
 ``max(local midnight of D, UTC midnight of D) + check_delay_s``: the field's calendar day
 has begun and InfluxDB has had time to write the 1d rollup of the UTC day D-1. Its
 conditions carry that due time as their event time, so a replay gives the same alarms.
 
-At the first watermark after a start the latest due day is checked (a catch-up: the
+At the first horizon after a start the latest due day is checked (a catch-up: the
 last check is not remembered across restarts; a repeated verdict changes nothing, since
 the alarm manager keeps one alarm per (customer, over_consumption) and the SMS queue one
-message per event). When the watermark jumps several days only the latest day is checked.
+message per event). When the horizon jumps several days only the latest day is checked.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ class DailySchedule:
         utc_midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
         return max(self.local.midnight(day), utc_midnight) + self.delay_ms
 
-    def due(self, watermark_ms: int) -> tuple[date, int] | None:
-        """(day, event time) of the check due at this watermark and not done yet, else None."""
-        if watermark_ms <= 0:
+    def due(self, horizon_ms: int) -> tuple[date, int] | None:
+        """(day, event time) of the check due at this horizon and not done yet, else None."""
+        if horizon_ms <= 0:
             return None
-        day = self.local.day(watermark_ms)
-        if watermark_ms < self.due_ms(day):
+        day = self.local.day(horizon_ms)
+        if horizon_ms < self.due_ms(day):
             day -= timedelta(days=1)
         if self.last is not None and day <= self.last:
             return None

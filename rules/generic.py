@@ -8,7 +8,7 @@ restarted with remembered alarms reconciles them with the present).
 
 Delays: a condition that must hold ``on_delay_s`` before it activates activates at exactly
 ``start + on_delay`` (event time), whether the deadline is noticed by a later sample of the
-device or by the watermark (``tick``). The same holds for ``off_delay_s``.
+device or by a tick of event time (``tick``). The same holds for ``off_delay_s``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import DiscreteRule, LimitRule, Priority, RateRule
 from aquavolt.wire import Quality
-from rules.api import TRANSPORT_LAG_WALL_S, Condition, Sample
+from rules.api import Condition, Sample
 
 STATUS_POINT = "_status"  # the device status pseudo-point (rules.core)
 
@@ -267,16 +267,15 @@ class DeviceWatch:
     alarm, even while its own ``comm_fail`` is still held off (``rules.comm``).
 
     ``gateway_clock``: the core ticks this rule with the event time of the device's gateway,
-    not the global watermark (a gateway lagging the others at 1000x is not silent). A device
+    not the core's tick (a gateway whose messages lag the others' is not silent). A device
     never heard from is judged ``grace_ms`` after the first tick, not one stale limit after.
     """
 
     def __init__(self, device: str, interval_s: float, intervals: float, priority: Priority,
-                 gateway: str | None = None, grace_s: float = 0.0, heartbeat_s: float = 0.0,
-                 lag_s: float = 0.0) -> None:
+                 gateway: str | None = None, grace_s: float = 0.0, heartbeat_s: float = 0.0) -> None:
         self.name = f"watch:{device}"
         self.device = device
-        self.limit_ms = int((heartbeat_s + interval_s * intervals + lag_s) * 1000)
+        self.limit_ms = int((heartbeat_s + interval_s * intervals) * 1000)
         self.grace_ms = max(self.limit_ms, int(grace_s * 1000))
         self.priority = priority
         self.gateway_clock = gateway
@@ -355,9 +354,8 @@ def _devices_for(loaded: LoadedField, device: str | None, profile: str | None) -
     return [d for d, (_g, dev) in loaded.field.devices.items() if dev.profile == profile]
 
 
-def build_generic_rules(loaded: LoadedField, time_scale: float = 1.0) -> list[Any]:
-    """Every generic rule of a field, one instance per device it concerns; ``time_scale``: the
-    clock's acceleration (a stale limit allows readings TRANSPORT_LAG_WALL_S late)."""
+def build_generic_rules(loaded: LoadedField) -> list[Any]:
+    """Every generic rule of a field, one instance per device it concerns."""
     cfg = loaded.field.rules
     out: list[Any] = []
     for lim in cfg.limits:
@@ -367,10 +365,7 @@ def build_generic_rules(loaded: LoadedField, time_scale: float = 1.0) -> list[An
     for disc in cfg.discrete:
         out += [DiscreteBinding(d, disc) for d in _devices_for(loaded, disc.device, disc.profile)]
     st = cfg.stale
-    # on an accelerated clock a heartbeat may come late by a fraction of a wall second; at 1x
-    # the limit is exactly the heartbeat plus the polls (alarm times do not move)
-    lag_s = TRANSPORT_LAG_WALL_S * time_scale if time_scale > 1 else 0.0
     for d, (gw, _dev) in loaded.field.devices.items():
         out.append(DeviceWatch(d, poll_interval_s(loaded, d), st.intervals, st.priority, gw.id,
-                               st.startup_grace_s, st.heartbeat_s, lag_s))
+                               st.startup_grace_s, st.heartbeat_s))
     return out

@@ -90,7 +90,8 @@ async def list_alarms(request: web.Request) -> web.Response:
             continue
         rows.append(_alarm_view(a))
     rows.sort(key=lambda r: r["version"], reverse=True)
-    return _json({"seq": eng.core.manager.seq, "watermark_ms": eng.core.watermark, "alarms": rows})
+    return _json({"seq": eng.core.manager.seq, "watermark_ms": eng.core.max_seen_ms,
+                  "horizon_ms": eng.core.horizon_ms, "alarms": rows})
 
 
 async def get_alarm(request: web.Request) -> web.Response:
@@ -166,7 +167,7 @@ async def service(request: web.Request) -> web.Response:
 
 async def perf(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    until = int(request.query.get("until_ms", eng.core.watermark))
+    until = int(request.query.get("until_ms", eng.core.horizon_ms))
     since = int(request.query.get("since_ms", until - DAY_MS))
     return _json(performance(eng.store.raised_events(since, until), eng.core.manager.alarms.values(),
                              since, until))
@@ -178,9 +179,12 @@ async def actions(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    return _json({"mqtt_connected": eng.connected.is_set(), "watermark_ms": eng.core.watermark,
-                  "backlog_messages": eng.backlog,
-                  **{k: v for k, v in asdict(eng.stats).items() if k != "extra"}})
+    core = eng.core
+    return _json({"mqtt_connected": eng.connected.is_set(),
+                  **{k: v for k, v in asdict(eng.stats).items() if k != "extra"},
+                  "watermark_ms": core.max_seen_ms, "horizon_ms": core.horizon_ms,
+                  "late_messages": core.late_messages, "buffered_messages": core.pending_messages,
+                  "backlog_messages": eng.backlog})
 
 
 async def openapi(request: web.Request) -> web.Response:

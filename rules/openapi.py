@@ -37,7 +37,8 @@ OPENAPI: dict[str, Any] = {
         "/alarms": {"get": {"summary": "Current alarms (not normal, or all with all=true); `seq` is what "
                                        "you saw: send it back with an acknowledgement",
                             "parameters": _q("state", "priority", "asset", "condition", "all"),
-                            "responses": {"200": {"description": "{seq, watermark_ms, alarms}"}}}},
+                            "responses": {"200": {
+                                "description": "{seq, watermark_ms, horizon_ms, alarms}"}}}},
         "/alarms/{asset}/{condition}": {"get": {"summary": "One alarm and its history", "parameters": _ID,
                                                 "responses": {"200": {"description": "{alarm, events}"},
                                                               "404": {"description": "no such alarm"}}}},
@@ -78,7 +79,10 @@ OPENAPI: dict[str, Any] = {
                              "responses": {"200": {"description": "{actions}"}}}},
         "/health": {"get": {"summary": "Engine health (no token)", "security": [],
                             "responses": {"200": {"description": "counters: mqtt_connected, "
-                                                                 "watermark_ms, backlog_messages, ..."}}}},
+                                                                 "watermark_ms (newest event time seen), "
+                                                                 "horizon_ms (event time released to the "
+                                                                 "rules), late_messages, buffered_messages, "
+                                                                 "backlog_messages, ..."}}}},
         "/openapi.json": {"get": {"summary": "This description", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },

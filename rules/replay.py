@@ -5,18 +5,22 @@ A case folder holds::
 
     config.yaml     the field's ``rules:`` section for this case
     field.yaml      optional: the field (else ``field.yaml`` in the parent folder)
-    input.yaml      events in order, each with ``at`` (ms) and one of:
+    input.yaml      events in arrival order, each with ``at`` (ms) and one of:
                       batch: {device, readings: [{point, value, quality?, ts_ms?}], historical?}
                       device_status: {device, state, reason?}
                       gateway_status: {gateway, state, bd_seq?}
                       condition: {asset, condition, active, priority?}    (a detector's output)
-                      tick: true                                        (watermark moves to at)
+                      tick: true                                   (event time reached at: flush)
                       ack: {ids?: [..], seen_seq?: N | latest, by}        (operator clock = at)
                       shelve: {id, by, reason, for_s} / unshelve: {id, by}
                       comment: {id, by, text} / out_of_service: {id, by, reason} / in_service
     expected.yaml   alarm events: [{ts_ms, alarm_id, transition, state, by?}]
 
-Before every input event the manager expires shelves due by ``at`` (operator clock).
+Messages (batch, device_status, gateway_status) go through the core's reorder buffer; every
+other event is something that happens once event time has reached ``at`` (an operator acts on
+what the screen shows, a detector's output, time moving on), so the buffer is flushed up to
+``at`` before it. Before every input event the manager expires shelves due by ``at``
+(operator clock). At the end the buffer is flushed whole (the end of the stream).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from rules.api import Condition
 from rules.core import Core, Output
 
 CASE_KEYS = ("ts_ms", "alarm_id", "transition", "state")
+MESSAGES = ("batch", "device_status", "gateway_status")
 
 
 def load_case_field(folder: Path) -> LoadedField:
@@ -51,8 +56,12 @@ def run_events(core: Core, events: list[dict[str, Any]]) -> list[AlarmEvent]:
     f = core.loaded.field
     out = Output()
     mgr = core.manager
+    end = 0
     for ev in events:
         at = int(ev["at"])
+        end = max(end, at)
+        if not any(k in ev for k in MESSAGES):
+            out.extend(core.flush(at))
         out.events += mgr.expire(at)
         if "batch" in ev:
             b = ev["batch"]
@@ -75,13 +84,13 @@ def run_events(core: Core, events: list[dict[str, Any]]) -> list[AlarmEvent]:
             out.extend(core.condition(Condition(c["asset"], c["condition"], bool(c["active"]), at,
                                                 Priority(c.get("priority", "high")))))
         elif "tick" in ev:
-            core.advance(at, out)
+            pass  # the flush above
         elif "ack" in ev:
             a = ev["ack"]
             seen = a.get("seen_seq", "latest")
             seen_seq = mgr.seq if seen == "latest" else int(seen)
-            events, _skipped = mgr.acknowledge(a.get("ids"), seen_seq, a["by"], at)
-            out.events += events
+            acked, _skipped = mgr.acknowledge(a.get("ids"), seen_seq, a["by"], at)
+            out.events += acked
         elif "shelve" in ev:
             s = ev["shelve"]
             out.events += mgr.shelve(s["id"], s["by"], s["reason"], at + int(s["for_s"] * 1000), at)
@@ -98,6 +107,7 @@ def run_events(core: Core, events: list[dict[str, Any]]) -> list[AlarmEvent]:
             out.events += mgr.set_in_service(o["id"], True, o["by"], o.get("reason", ""), at)
         else:
             raise ValueError(f"unknown input event {ev!r}")
+    out.extend(core.flush(max(end, core.max_seen_ms)))
     return out.events
 
 
@@ -116,6 +126,6 @@ def project(events: list[AlarmEvent]) -> list[dict[str, Any]]:
 def run_case(folder: Path) -> list[dict[str, Any]]:
     """Run one golden case folder; the projected alarm events it produces."""
     loaded = load_case_field(folder)
-    core = Core(loaded, tick_every_ms=0)
+    core = Core(loaded)
     events = yaml.safe_load((folder / "input.yaml").read_text()) or []
     return project(run_events(core, events))

@@ -4,6 +4,12 @@ One asyncio loop owns all state (core, manager, store); the paho network thread 
 appends raw messages to a deque and wakes the loop. Each processing round drains the
 deque, runs the core, stores the transitions in one SQLite transaction, then publishes
 them: retained on ``{prefix}/alarm/{asset}/{condition}`` and on ``{prefix}/event/alarm``.
+
+Event time moves with the messages only (``rules.eventtime``): the engine never scales
+anything by the clock's acceleration. On a real-time clock (``RealClock``) alone, an idle
+engine flushes the reorder buffer up to the wall clock less the allowed lateness (no newer
+message will come to push the horizon); a simulated clock never flushes on wall time, the
+gateways' health messages keep its event time moving. At stop the buffer is flushed whole.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from aquavolt.clock import Clock
+from aquavolt.clock import Clock, RealClock
 from aquavolt.config import LoadedField
 from aquavolt.errors import WireError
 from aquavolt.influx import Influx, InfluxError
@@ -67,13 +73,6 @@ STOP_BUDGET_S = 0.5
 """Wall seconds given at stop to the messages already received and to pending writes."""
 
 
-TICK_WALL_S = 0.02
-"""On an accelerated clock, time-based rules are ticked at most this often in wall time (every
-12 simulated seconds at 600x): a tick judges every rule (1,028 in the demo town), and with a
-tick every simulated second, ticks were 11 % of the engine's samples in a profiled 600x demo.
-A condition judged on the tick is stamped at most one tick later; conditions judged on
-readings are not affected."""
-
 
 @dataclass
 class Stats:
@@ -86,26 +85,28 @@ class Stats:
     last_error: str = ""
     daily_checks: int = 0
     daily_last_day: str = ""
+    horizon_ms: int = 0
+    """Event time released to the rules (newest timestamp seen less the allowed lateness)."""
+    late_messages: int = 0
+    """Messages older than what had been released: processed at once, out of order."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
     def __init__(self, loaded: LoadedField, mqtt_settings: MqttSettings, state_dir: Path, clock: Clock,
                  notifier: Notifier | None = None, customer_sink: CustomerSink | None = None,
-                 tick_every_ms: int = 1000, influx: Influx | None = None) -> None:
+                 tick_every_ms: int | None = None, influx: Influx | None = None) -> None:
         self.loaded = loaded
         self.settings = mqtt_settings
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
-        # a simulated clock's acceleration scales the tolerances between gateways' readings,
-        # and the tick: time-based rules are judged at most every TICK_WALL_S of wall time
-        tick_every_ms = max(tick_every_ms, int(clock.acceleration * TICK_WALL_S * 1000))
-        self.core = Core(loaded, tick_every_ms=tick_every_ms,
-                         time_scale=clock.acceleration)
-        alarms, seq, watermark = self.store.load()
+        # tick_every_ms (--tick-ms) overrides the field's rules.event_time.tick_s
+        self.core = Core(loaded, tick_every_ms=tick_every_ms)
+        self._lateness_ms = int(loaded.field.rules.event_time.allowed_lateness_s * 1000)
+        alarms, seq, horizon = self.store.load()
         self.core.manager.load(alarms, seq)
-        self.core.watermark = watermark
+        self.core.restore(horizon)
         self.notifier = notifier
         self.customer_sink = customer_sink
         self.stats = Stats()
@@ -196,7 +197,7 @@ class Engine:
         """Store, then publish, then notify: every transition, from rules or operators."""
         if events:
             m = self.core.manager
-            self.store.save(events, m.alarms, m.seq, self.core.watermark)
+            self.store.save(events, m.alarms, m.seq, self.core.horizon_ms)
             for e in events:
                 payload = encode(e)
                 self.client.publish(self.topics.alarm(e.asset, e.condition), payload, qos=1, retain=True)
@@ -223,8 +224,14 @@ class Engine:
                 break
         if inbox:
             self._wake.set()  # more: another round after the loop has had its turn
-        self.core.drain(out)
         self.stats.rounds += 1
+        self._output(out)
+
+    def _output(self, out: Output) -> None:
+        """After the core ran: metrics lines, store, publish, notify, the daily check."""
+        self.core.drain(out)
+        self.stats.horizon_ms = self.core.horizon_ms
+        self.stats.late_messages = self.core.late_messages
         self.emit(out.events, out.customer)
         self._maybe_daily()
         # after the events of this round: whoever sees this progress has seen them
@@ -233,6 +240,16 @@ class Engine:
             task = self._loop.create_task(self._write(out.lines))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
+
+    def flush_idle(self) -> None:
+        """On a real-time clock only: with nothing received, release what the wall clock says
+        no newer message can still be ahead of (now less the allowed lateness), at most up to
+        the newest timestamp seen. A simulated clock never flushes on wall time."""
+        if not isinstance(self.clock, RealClock) or self._inbox:
+            return
+        until = min(self.core.max_seen_ms, self.clock.now_ms() - self._lateness_ms)
+        if until > self.core.horizon_ms:
+            self._output(self.core.flush(until))
 
     async def _write(self, lines: list[str]) -> None:
         """Detector metrics (night flow, water balance) to InfluxDB; alarms go via the collector."""
@@ -245,13 +262,14 @@ class Engine:
             self._once.failure("influx", str(exc))
 
     def _maybe_daily(self) -> None:
-        """Start the day's over-consumption check when the watermark says it is due."""
+        """Start the day's over-consumption check when the horizon says it is due."""
         if self.daily is None or self._loop is None or self._daily_task is not None:
             return
         if self._loop.time() < self._daily_retry_at:
             return
-        due = self.schedule.due(self.core.watermark)
-        if due is None and self._recheck is not None and self.core.watermark >= self._recheck[1]:
+        horizon = self.core.horizon_ms
+        due = self.schedule.due(horizon)
+        if due is None and self._recheck is not None and horizon >= self._recheck[1]:
             due, self._recheck = self._recheck, None
         if due is None:
             return
@@ -279,7 +297,7 @@ class Engine:
         finally:
             self._daily_task = None
         self._once.recovered("over-consumption")
-        if self.schedule.last != day and self.core.watermark < ts_ms + int(DAILY_RECHECK_S * 1000):
+        if self.schedule.last != day and self.core.horizon_ms < ts_ms + int(DAILY_RECHECK_S * 1000):
             # judged once more an hour later: a meter's last readings of the day may reach
             # InfluxDB (and its daily rollup) after the first check; repeats change nothing
             self._recheck = (day, ts_ms + int(DAILY_RECHECK_S * 1000))
@@ -314,6 +332,7 @@ class Engine:
         while True:
             await asyncio.sleep(period_s)
             self.emit(self.core.manager.expire(self.clock.now_ms()))
+            self.flush_idle()
             self._maybe_daily()
             if self.notifier is not None:
                 self.notifier.escalate(self.clock.now())
@@ -368,6 +387,8 @@ class Engine:
         if self._inbox:
             log.warning("stopping: %d received message(s) left unprocessed", len(self._inbox))
             self._inbox.clear()
+        # the end of the stream: what waits in the reorder buffer is judged, not lost
+        self._output(self.core.flush(self.core.max_seen_ms))
         pending: list[asyncio.Task[Any]] = [*self._writes]
         if self._daily_task is not None:
             pending.append(self._daily_task)

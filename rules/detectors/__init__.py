@@ -25,16 +25,16 @@ from rules.detectors.quality import PowerQualityRule
 __all__ = ["STATUS_POINT", "MetricsRule", "build_detectors", "drain_lines"]
 
 
-def build_detectors(loaded: LoadedField, time_scale: float = 1.0) -> list[Any]:
-    """Every detector rule for this field; ``time_scale``: the clock's acceleration."""
+def build_detectors(loaded: LoadedField) -> list[Any]:
+    """Every detector rule for this field."""
     rules: list[Any] = []
     rules += NightFlowRule.for_field(loaded)
     rules += BurstRule.for_field(loaded)
     rules += WaterBalanceRule.for_field(loaded)
     if loaded.field.customers:
-        rules.append(ContinuousFlowRule.from_field(loaded, time_scale))
+        rules.append(ContinuousFlowRule.from_field(loaded))
     if loaded.field.electricity.substations:
-        rules.append(OutageRule(loaded, time_scale))
+        rules.append(OutageRule(loaded))
         rules.append(PowerQualityRule(loaded))
     return rules
 

@@ -6,7 +6,7 @@ the same increase summed over the zone's customer meters; losses = input - consu
 (non-revenue water: real and apparent losses plus unbilled use). Totaliser values at
 midnight are interpolated linearly between the reads either side of it. Losses are
 reported per connection per day (domain practice), not as a percentage. A day is written
-once the watermark passes the next midnight by ``GRACE_MS`` (late 15-minute reads); a day
+once event time (a tick) passes the next midnight by ``GRACE_MS`` (late 15-minute reads); a day
 without every inlet's two midnight values is not written; customers without both values
 are counted in ``customers_missing`` and their consumption is unknown (the loss figure
 then overstates: read ``customers_missing`` with it). This rule raises no condition.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.field import Customer
 from aquavolt.rulecfg import ContinuousFlowConfig, Priority
-from rules.api import TRANSPORT_LAG_WALL_S, Condition, Sample
+from rules.api import Condition, Sample
 from rules.detectors.common import HOUR_MS, number
 
 POINT = "volume_m3"
@@ -41,16 +41,15 @@ class ContinuousFlowState:
 class ContinuousFlowRule:
     name = "continuous_flow"
 
-    def __init__(self, customers: list[Customer], cfg: ContinuousFlowConfig, time_scale: float = 1.0) -> None:
+    def __init__(self, customers: list[Customer], cfg: ContinuousFlowConfig) -> None:
         self.cfg = cfg
-        # on an accelerated clock a read may come late by a fraction of a wall second
-        self.max_gap_ms = int((cfg.max_read_gap_s + TRANSPORT_LAG_WALL_S * time_scale) * 1000)
+        self.max_gap_ms = int(cfg.max_read_gap_s * 1000)
         self.by_meter = {c.water_meter: c for c in customers
                          if c.water_meter and not c.continuous_flow_expected}
 
     @classmethod
-    def from_field(cls, loaded: LoadedField, time_scale: float = 1.0) -> ContinuousFlowRule:
-        return cls(loaded.field.customers, loaded.field.rules.continuous_flow, time_scale)
+    def from_field(cls, loaded: LoadedField) -> ContinuousFlowRule:
+        return cls(loaded.field.customers, loaded.field.rules.continuous_flow)
 
     def wants(self, device: str, point: str) -> bool:
         return point == POINT and device in self.by_meter

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import OutageConfig
-from rules.api import TRANSPORT_LAG_WALL_S, Condition, Sample
+from rules.api import Condition, Sample
 from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
@@ -80,10 +80,10 @@ class _Asset:
 class OutageRule:
     name = "outage"
 
-    def __init__(self, loaded: LoadedField, time_scale: float = 1.0) -> None:
+    def __init__(self, loaded: LoadedField) -> None:
         f = loaded.field
         self.cfg: OutageConfig = f.rules.outage
-        self.skew_ms = int((self.cfg.bay_skew_s + TRANSPORT_LAG_WALL_S * time_scale) * 1000)
+        self.skew_ms = int(self.cfg.bay_skew_s * 1000)
         self.hold_ms = int((self.cfg.debounce_s + self.cfg.rollup_hold_s) * 1000) + self.skew_ms
         self.assets: dict[str, _Asset] = {}
         self.meter_tx: dict[str, str] = {}

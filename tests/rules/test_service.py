@@ -197,6 +197,9 @@ def test_comm_fail_and_bad_payload(engine: RulesProcess, mosquitto: Mosquitto, t
             assert dead and "Batch" in json.loads(dead[0].payload)["reason"]
             health = engine.get("/health")
             assert health["rejected"] == 1 and health["backlog_messages"] == 0
+            # a real-time clock, readings from the past: the idle engine flushed its buffer
+            assert health["horizon_ms"] == st.ts_ms and health["buffered_messages"] == 0
+            assert health["late_messages"] == 0
         pub.publish(t.device_status("gw-1", "em-1"), b"", qos=1, retain=True)
     finally:
         pub.disconnect()
