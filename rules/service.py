@@ -235,7 +235,8 @@ class Engine:
         self.emit(out.events, out.customer)
         self._maybe_daily()
         # after the events of this round: whoever sees this progress has seen them
-        self.progress.update(self.core.watermark or None, len(inbox), force=not inbox)
+        backlog = len(self._inbox)
+        self.progress.update(self.core.horizon_ms or None, backlog, force=not backlog)
         if out.lines and self.influx is not None and self._loop is not None:
             task = self._loop.create_task(self._write(out.lines))
             self._writes.add(task)
