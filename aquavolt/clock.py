@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -184,6 +185,21 @@ def parse_instant(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+_NUM = r"(\d+(?:\.\d+)?)"
+_OFFSET = re.compile(rf"^(?:{_NUM}d)?(?:{_NUM}h)?(?:{_NUM}m)?(?:{_NUM}s)?$")
+
+
+def parse_offset(text: str | float) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"36h"``, ``"1d6h"``."""
+    if isinstance(text, int | float):
+        return float(text)
+    m = _OFFSET.match(text.strip())
+    if not text.strip() or m is None:
+        raise ValueError(f"{text!r} is not an offset like 90s, 15m, 36h or 1d6h")
+    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s
 
 
 def clock_from_spec(spec: str | None, participant: str | None = None,

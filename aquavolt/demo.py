@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from aquavolt.clock import SimClock, parse_instant
+from aquavolt.clock import SimClock, parse_instant, parse_offset
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.launcher import Stack, StackOptions
 from aquavolt.liveview import LiveView
@@ -95,8 +95,11 @@ def run_demo(args: argparse.Namespace) -> int:
         view.start()
         tty = sys.stdout.isatty() and not args.plain
         deadline = time.monotonic() + args.duration_s if args.duration_s else None
+        sim_end_ms = int((start + parse_offset(args.sim_duration)) * 1000) if args.sim_duration else None
         last_plain = 0.0
         while not stop and (deadline is None or time.monotonic() < deadline):
+            if sim_end_ms is not None and keeper is not None and keeper.t_ms >= sim_end_ms:
+                break
             for name, rc in stack.supervise():
                 say(f"aquavolt demo: {name} died (exit {rc}); restarted")
             t = keeper.t_ms / 1000 if keeper is not None else max(clock.now(), clock.start)
@@ -110,7 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
             time.sleep(1.0)
         if keeper is not None:
             keeper.stop()
-        if not stop and deadline is not None:  # a bounded run: what was sent is summarised
+        if not stop and (deadline is not None or sim_end_ms is not None):  # bounded: judged
             until = keeper.t_ms if keeper is not None else None
             behind = stack.catch_up(until)
             if behind:
@@ -217,7 +220,10 @@ def register_demo(sub: Any) -> None:
                    help="--paced: wall seconds between every process being ready and the simulated start")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")
-    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds")
+    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many wall seconds")
+    p.add_argument("--sim-duration", default=None,
+                   help="lockstep: stop once this much simulated time has passed (1d2h, 90m, 3600s): "
+                        "the same run on a fast or a busy machine")
     p.add_argument("--plain", action="store_true", help="plain periodic lines, no screen refresh")
     p.add_argument("--plain-every-s", type=float, default=10.0)
     p.set_defaults(func=run_demo)

@@ -132,8 +132,10 @@ class CommFailConfig(Frozen):
         30.0, ge=0, description="The bus alarm clears after this long below the fraction"
     )
     release_after_s: float = Field(
-        60.0, ge=0, description="After an upstream fault (outage, bus, gateway) clears, its devices' "
-        "loss-of-data alarms stay suppressed this long: they need a poll or two to answer again",
+        60.0, ge=0, description="After an upstream fault (outage, bus, gateway) clears, each of its "
+        "devices' loss-of-data alarms stays suppressed for the device's fastest poll interval plus "
+        "this long: a meter read every 15 minutes has had the chance to answer again before any of "
+        "its alarms can show",
     )
     priority: Priority = Priority.MEDIUM
 

@@ -84,13 +84,17 @@ class AlarmError(Exception):
 
 
 class AlarmManager:
-    def __init__(self, suppressors: dict[str, list[Suppressor]] | None = None, release_ms: int = 0) -> None:
+    def __init__(self, suppressors: dict[str, list[Suppressor]] | None = None, release_ms: int = 0,
+                 device_release_ms: dict[str, int] | None = None) -> None:
         self.alarms: dict[str, Alarm] = {}
         self.seq = 0
         self.suppressors = suppressors or {}
-        # After an upstream fault clears, its dependents stay suppressed ``release_ms`` (event
-        # time): devices need a poll or two to answer again. Suppressor id -> when it cleared.
+        # After an upstream fault clears, its dependents stay suppressed (event time) until
+        # each has had the chance to answer again: ``device_release_ms`` per device (its poll
+        # interval plus the margin), ``release_ms`` for the others. Suppressor id -> when it
+        # cleared.
         self.release_ms = release_ms
+        self.device_release_ms = device_release_ms or {}
         self._cleared: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}  # suppressor alarm id -> devices, in field order
         for dev, sups in self.suppressors.items():
@@ -148,19 +152,29 @@ class AlarmManager:
             if sup is not None and sup.active:
                 return sup.alarm_id
             cleared = self._cleared.get(sid)
-            if cleared is not None and ts < cleared + self.release_ms:
+            if cleared is not None and ts < cleared + self.release_of(a.asset):
                 return sid  # its cause ended moments ago (or this was noticed late): released by tick()
         return ""
 
+    def release_of(self, device: str) -> int:
+        return self.device_release_ms.get(device, self.release_ms)
+
     def tick(self, now_ms: int) -> list[AlarmEvent]:
-        """Release the dependents of upstream faults that cleared ``release_ms`` ago."""
+        """Release the dependents of upstream faults that cleared long enough ago for each to
+        have answered again (stamped at the instant each release was due)."""
         out: list[AlarmEvent] = []
         if not self._cleared:
             return out
         for sid, t in list(self._cleared.items()):
-            if now_ms >= t + self.release_ms:
+            sup = self.alarms[sid]
+            deps = self._dependents.get(sid, ())
+            due = sorted({t + self.release_of(dev) for dev in deps} or {t + self.release_ms})
+            for when in due:
+                if when > now_ms:
+                    break
+                self._propagate(sup, when, out, releasing=True)
+            if due[-1] <= now_ms:
                 del self._cleared[sid]
-                self._propagate(self.alarms[sid], t + self.release_ms, out, releasing=True)
         return out
 
     def _propagate(self, sup: Alarm, ts: int, out: list[AlarmEvent], releasing: bool = False) -> None:

@@ -23,7 +23,7 @@ from rules.alarms import AlarmManager
 from rules.api import Condition, Sample
 from rules.comm import build_comm_rules
 from rules.eventtime import Reorder
-from rules.generic import build_generic_rules
+from rules.generic import build_generic_rules, poll_interval_s
 from rules.topology import build_suppressors
 
 STATUS_POINT = "_status"
@@ -58,7 +58,11 @@ class Core:
         self.rules = field_rules(loaded) if rules is None else rules
         self.states: list[Any] = [r.init() for r in self.rules]
         release_ms = int(loaded.field.rules.comm_fail.release_after_s * 1000)
-        self.manager = manager or AlarmManager(build_suppressors(loaded), release_ms)
+        suppressors = build_suppressors(loaded)
+        # a dependant is released once it has been polled again after its cause cleared
+        per_device = {d: int(poll_interval_s(loaded, d) * 1000) + release_ms for d in suppressors
+                      if d in loaded.field.devices}
+        self.manager = manager or AlarmManager(suppressors, release_ms, per_device)
         et = loaded.field.rules.event_time
         tick_ms = int(et.tick_s * 1000) if tick_every_ms is None else tick_every_ms
         self.order = Reorder(int(et.allowed_lateness_s * 1000), max(1, tick_ms), self._tick)

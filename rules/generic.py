@@ -299,6 +299,8 @@ class DeviceWatch:
         # communication may reach the engine after the comm_fail status (the status is published
         # at once, the data through the store-and-forward queue)
         silent = _silent and is_bad
+        if silent:  # a loss of communication's marks: its comm_fail is the one alarm (first out)
+            return (last, first, stale, bad_pts, bad, True), []
         if not stale and bad is not None and not is_bad and s.point not in bad_pts:
             return (ts, first, False, bad_pts, bad, False), []
         out: list[Condition] = []
@@ -316,7 +318,7 @@ class DeviceWatch:
 
     def tick(self, state: Any, now_ms: int) -> tuple[Any, list[Condition]]:
         last, first, stale, bad_pts, bad, silent = state
-        if stale or silent:
+        if stale or silent or bad:  # one alarm per loss of data: comm_fail, else bad_quality
             return state, []
         if first is None:
             first = now_ms

@@ -10,7 +10,6 @@ and energy it added stay in the totalisers, which only grow.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,7 +17,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from aquavolt.clock import parse_instant
+from aquavolt.clock import parse_instant, parse_offset
 from aquavolt.config import LoadedField
 from aquavolt.errors import AquavoltError
 from aquavolt.field import Id
@@ -55,21 +54,6 @@ TARGET_OF = {
 """What ``target`` names, per kind; the others name a device."""
 
 SENSOR_KINDS = (FaultKind.SENSOR_STUCK, FaultKind.SENSOR_SPIKE, FaultKind.SENSOR_DRIFT)
-
-_NUM = r"(\d+(?:\.\d+)?)"
-_OFFSET = re.compile(rf"^(?:{_NUM}d)?(?:{_NUM}h)?(?:{_NUM}m)?(?:{_NUM}s)?$")
-
-
-def parse_offset(text: str | float) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"36h"``, ``"1d6h"``."""
-    if isinstance(text, int | float):
-        return float(text)
-    m = _OFFSET.match(text.strip())
-    if not text.strip() or m is None:
-        raise ValueError(f"{text!r} is not an offset like 90s, 15m, 36h or 1d6h")
-    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
-
 
 def iso_text(v: object) -> object:
     """YAML reads unquoted timestamps as datetimes: back to ISO text (naive means UTC)."""
