@@ -22,6 +22,7 @@ from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayState, Gateway
 from rules.alarms import AlarmManager
 from rules.api import Condition, Sample
 from rules.comm import build_comm_rules
+from rules.comm import groups as comm_groups
 from rules.eventtime import Reorder
 from rules.generic import build_generic_rules, poll_interval_s
 from rules.topology import build_suppressors
@@ -60,8 +61,10 @@ class Core:
         release_ms = int(loaded.field.rules.comm_fail.release_after_s * 1000)
         suppressors = build_suppressors(loaded)
         # a dependant is released once it has been polled again after its cause cleared
-        per_device = {d: int(poll_interval_s(loaded, d) * 1000) + release_ms for d in suppressors
-                      if d in loaded.field.devices}
+        interval_ms = {d: int(poll_interval_s(loaded, d) * 1000) for d in loaded.field.devices}
+        per_device = {d: interval_ms[d] + release_ms for d in suppressors if d in interval_ms}
+        for asset, _kind, _gw, devices in comm_groups(loaded):  # a roll-up: its slowest device
+            per_device[asset] = max((interval_ms[d] for d in devices), default=0) + release_ms
         self.manager = manager or AlarmManager(suppressors, release_ms, per_device)
         et = loaded.field.rules.event_time
         tick_ms = int(et.tick_s * 1000) if tick_every_ms is None else tick_every_ms

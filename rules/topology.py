@@ -7,7 +7,9 @@ asset ``{gateway}.{bus}`` or the gateway id); ``stale`` and ``bad_quality`` also
 device itself is in ``comm_fail`` (the loss of communication is the one alarm). A bus's
 ``comm_fail`` is suppressed by its gateway's ``comm_fail`` or ``gateway_offline``; a
 gateway's own ``stale`` (no message at all, ``rules.core``) by its ``gateway_offline`` and
-rolled-up ``comm_fail``.
+rolled-up ``comm_fail``. A bus or gateway roll-up is also suppressed by an outage (or open
+breaker) upstream of at least ``comm_fail.rollup_fraction`` of its devices: the meters behind
+a concentrator that lost supply do not answer because of the outage, which is the one alarm.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
         electric(c.electricity_meter, c.transformer)
     for t, (_s, _fd, tr) in f.transformers.items():
         electric(tr.device, t)
+    supply = {dev: list(sups) for dev, sups in upstream.items()}  # the electric suppressors only
     for gw in f.gateways:
         add(gw.id, (gw.id, "gateway_offline"))
         add(gw.id, (gw.id, "comm_fail"))
@@ -54,10 +57,18 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
         add(dev, (gw.id, "gateway_offline"))
         add(dev, (dev, "comm_fail"))
     # loss of communication rolled up to a bus or a gateway (rules.comm)
+    fraction = f.rules.comm_fail.rollup_fraction
     for asset, kind, gw_id, devices in comm_groups(loaded):
         for dev in devices:
             add(dev, (asset, "comm_fail"))
         add(asset, (gw_id, "gateway_offline"))
         if kind == "bus":
             add(asset, (gw_id, "comm_fail"))
+        covered: dict[Suppressor, int] = {}
+        for dev in devices:
+            for sup in supply.get(dev, ()):
+                covered[sup] = covered.get(sup, 0) + 1
+        for sup, n in covered.items():
+            if devices and n >= fraction * len(devices):
+                add(asset, sup)
     return upstream
