@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -392,6 +394,16 @@ class Agent:
             await asyncio.sleep(period)
 
 
+STOP_DEADLINE_S = 20.0
+"""Wall seconds a stop may take before the process ends anyway (exit status 3)."""
+
+
+def _exit_late() -> None:
+    log.error("stop took more than %.0f s: exiting now", STOP_DEADLINE_S)
+    logging.shutdown()
+    os._exit(3)
+
+
 def run_agent(agent: Agent) -> Any:
     """Run until SIGTERM/SIGINT; returns when the agent has stopped cleanly."""
     import signal
@@ -399,8 +411,17 @@ def run_agent(agent: Agent) -> Any:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                stop.set()
+                # a stop must end: a library blocked on a dead peer does not keep the process
+                watchdog = threading.Timer(STOP_DEADLINE_S, _exit_late)
+                watchdog.daemon = True
+                watchdog.start()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await agent.run(stop)
 
     asyncio.run(main())

@@ -100,6 +100,7 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
         raise SystemExit(f"aquavolt replay: components missing: {', '.join(stack.missing)}")
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    old_term = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stopped cleanly too
     end = sc.end + args.grace_s
     try:
         stack.start_servers()
@@ -161,6 +162,7 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     finally:
         stack.stop()
         signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, old_term)
     report = judge(sc, events)
     return report, workdir
 
