@@ -98,7 +98,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sim_end_ms = int((start + parse_offset(args.sim_duration)) * 1000) if args.sim_duration else None
         last_plain = 0.0
         while not stop and (deadline is None or time.monotonic() < deadline):
-            if sim_end_ms is not None and keeper is not None and keeper.t_ms >= sim_end_ms:
+            if sim_end_ms is not None and keeper is not None and keeper.t_ms >= sim_end_ms + GRACE_MS:
                 break
             for name, rc in stack.supervise():
                 say(f"aquavolt demo: {name} died (exit {rc}); restarted")
@@ -114,7 +114,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if keeper is not None:
             keeper.stop()
         if not stop and (deadline is not None or sim_end_ms is not None):  # bounded: judged
-            until = keeper.t_ms if keeper is not None else None
+            until = sim_end_ms if sim_end_ms is not None else keeper.t_ms - GRACE_MS if keeper else None
             behind = stack.catch_up(until)
             if behind:
                 say("aquavolt demo: the collector or the rules engine did not catch up: "
@@ -123,6 +123,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if view is not None:
             view.stop()
             summary = _summary(stack, view)
+            if keeper is not None:
+                st = keeper.stats
+                summary += (f"\n  lockstep: {st.steps:,} instants, {st.simulated_s:,.0f} simulated s in "
+                            f"{st.wall_s:,.0f} wall s ({st.ratio:,.0f}x, at most {accel:g}x)")
         stack.stop()
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)
@@ -131,6 +135,9 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+GRACE_MS = 120_000
+"""Simulated time granted past ``--sim-duration`` (as a replay's ``--grace-s``), so that the
+rules engine's event-time horizon (newest event time less the allowed lateness) covers it."""
 CUSTOMER_CONDITIONS = ("over_consumption", "continuous_flow")
 """Listed in the summary whatever their priority: they are what customers hear about."""
 

@@ -63,7 +63,7 @@ def restarted(demo_day_run, tmp_path_factory) -> InfluxSettings:  # type: ignore
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(720)  # the shared demo run (tests/e2e/conftest.py) may be set up here
+@pytest.mark.timeout(1600)  # the shared demo run (tests/e2e/conftest.py) may be set up here
 def test_every_panel_query_returns_data_after_a_simulated_day(restarted: InfluxSettings) -> None:
     ix = Influx(restarted)
     last = ix.query(f'SELECT last("value") FROM "telemetry" WHERE time >= {START_MS}ms')
