@@ -226,7 +226,11 @@ class Stack:
 
     @property
     def watch(self) -> Watch:
-        assert self._watch is not None, "start_servers() first"
+        """Readiness and progress of the children, from MQTT (started on first use)."""
+        if self._watch is None:
+            self._watch = Watch(self.mqtt_settings(), f"aquavolt-harness-{self.run_id}"[:100],
+                                run=self.run_id)
+            self._watch.start()
         return self._watch
 
     @watch.setter
@@ -267,8 +271,7 @@ class Stack:
         if not self.opts.influx_url:
             self.influxdb = InfluxDB(self.workdir / "influxdb")
             self.influxdb.start()
-        self.watch = Watch(self.mqtt_settings(), f"aquavolt-harness-{self.run_id}"[:100], run=self.run_id)
-        self.watch.start()
+        _ = self.watch  # subscribed before any child starts
 
     def prepare_field(self) -> Path:
         relocate_file(self.opts.field, self.field_path, self.workdir / "serial")

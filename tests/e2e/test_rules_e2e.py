@@ -162,7 +162,7 @@ def test_pump_trip_and_overflow_raise_their_alarms_and_the_ack_reaches_influx(
             assert any(r.get("transition") == "raised" and r["time"] == trip.ts_ms for r in stored())
             # both consumers report what they have not handled yet, and keep up with this field
             assert set(stack.backlogs()) == {"rules", "collector"}, stack.backlogs()
-            assert stack.settle(20) == {}
+            assert stack.catch_up(timeout_s=20) == {}
         except urllib.error.URLError as exc:
             raise AssertionError(f"HTTP failed: {exc}; logs: {_logs(stack)}") from exc
         finally:
