@@ -34,6 +34,8 @@ def build_config(args: argparse.Namespace) -> CollectorConfig:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             base[name] = value
+    if getattr(args, "event_time_rollups", None):
+        base["event_time_rollups"] = True
     try:
         return CollectorConfig.model_validate(base)
     except ValueError as exc:
@@ -59,4 +61,6 @@ def register(subparsers: Any) -> None:
     r.add_argument("--config", type=Path, default=None, help="collector YAML file (flags win)")
     for flag, (_name, typ, help_text) in _FLAGS.items():
         r.add_argument(flag, type=typ, default=None, help=help_text)
+    r.add_argument("--event-time-rollups", action="store_true", default=None,
+                   help="make the hourly and daily rollups on event time, once written (simulated fields)")
     r.set_defaults(func=_run)

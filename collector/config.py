@@ -30,6 +30,9 @@ class CollectorConfig(BaseModel):
     stats_interval_s: float = Field(10.0, gt=0, description="collector_stats period")
     deadletter_max_bytes: int = Field(50_000_000, ge=1000)
     shutdown_timeout_s: float = Field(10.0, ge=0)
+    event_time_rollups: bool = Field(
+        False, description="Make the hourly and daily rollups on event time, once written "
+        "(simulated fields, whose timestamps the wall-clock continuous queries never see)")
 
     @field_validator("share_group", "client_id")
     @classmethod

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aquavolt.errors import WireError
+from aquavolt.logs import OnceLogger
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
@@ -33,6 +34,7 @@ from collector.config import CollectorConfig
 from collector.convert import Kind, Router, subscriptions
 from collector.deadletter import DeadLetters
 from collector.metrics import MetricsServer, Stats
+from collector.rollups import EventTimeRollups
 from collector.source import Inbound, MqttSource
 from collector.writer import InfluxWriter
 
@@ -107,6 +109,10 @@ class Collector:
         self._order: collections.deque[list[Any]] = collections.deque()  # [max_ts, done]
         self.progress = ProgressReporter("collector", self.topics, self.source.publish,
                                          lambda: int(time.time() * 1000))
+        self.rollups = EventTimeRollups(influx.database) if cfg.event_time_rollups else None
+        self._first_ms: int | None = None
+        self._rollup_task: asyncio.Task[None] | None = None
+        self._once = OnceLogger(log)
 
     # called from paho's thread
     def _arrived(self) -> None:
@@ -186,8 +192,28 @@ class Collector:
             ts = self._order.popleft()[0]
             if ts is not None:
                 self.progress.event_ms = max(ts, self.progress.event_ms or ts)
+        if self.rollups is not None and self._rollup_task is None and self.progress.event_ms is not None \
+                and self._first_ms is not None:
+            due = self.rollups.due(self.progress.event_ms, self._first_ms)
+            if due:
+                self._rollup_task = asyncio.create_task(self._roll_up(due))
         idle = not self.source.inbox and not self._batch.lines and not self._tasks
         self.progress.update(None, len(self.source.inbox) + len(self._batch.messages), force=idle)
+
+    async def _roll_up(self, due: list[tuple[str, int, str]]) -> None:
+        assert self.rollups is not None
+        try:
+            for interval, upto, stmt in due:
+                err = await self.writer.query(stmt)
+                if err is not None:  # InfluxDB busy or restarting: tried again at the next report
+                    self.stats.retries += 1
+                    self._once.failure("rollups", f"rollup {interval} up to {upto} refused: {err}")
+                    return
+                self.rollups.ran(interval, upto)
+                self._once.recovered("rollups")
+        finally:
+            self._rollup_task = None
+            self._wake.set()  # the next interval (a day after its hours) may be due now
 
     def _take(self, m: Inbound) -> None:
         self.stats.messages += 1
@@ -205,7 +231,10 @@ class Collector:
         if lines:
             last = lines[-1]
             with contextlib.suppress(ValueError):
-                b.seen(int(last[last.rfind(" ") + 1:]))  # written with ms precision
+                ts = int(last[last.rfind(" ") + 1:])  # written with ms precision
+                b.seen(ts)
+                if self._first_ms is None and kind is Kind.DATA:
+                    self._first_ms = ts
         b.add(m.topic, lines)
 
     def _refresh_gauges(self) -> None:
@@ -242,6 +271,8 @@ class Collector:
 
     async def _shutdown(self) -> None:
         """Write what was taken in, acknowledge it, then leave the broker."""
+        if self._rollup_task is not None:
+            self._rollup_task.cancel()  # made again from the written data at the next start
         await self._submit()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=self.cfg.shutdown_timeout_s)

@@ -145,6 +145,19 @@ class InfluxWriter:
         log.info("InfluxDB database %s: retention policies and rollups in place", self.s.database)
         return True
 
+    async def query(self, statement: str) -> str | None:
+        """Run one InfluxQL statement (1.x ``/query``); None when it ran, else why not."""
+        headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
+        try:
+            async with self.session.post(f"{self.s.url}/query", data={"q": statement, "db": self.s.database},
+                                         headers=headers) as resp:
+                body = await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{self.s.url} unreachable: {exc}"
+        if resp.status >= 300 or '"error"' in body:
+            return f"HTTP {resp.status}: {body.strip()[:300]}"
+        return None
+
     def _body(self, lines: list[str]) -> bytes:
         body = "\n".join(lines).encode()
         if self.gzip_level:
