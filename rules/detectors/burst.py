@@ -14,7 +14,10 @@ must also be at least
 pressure level before the step and one after it (a logger not read yet, or silent) nothing
 is raised: a flow step alone is a demand change as often as a burst. The alarm clears once
 the flow stays within half the step threshold of the profile for ``clear_after_s``; slots
-during a burst are not learnt.
+during a burst are not learnt. While a pump of the zone is in fault (its ``fault`` point),
+the zone is not judged and its slots are not learnt (suppression by plant state): the
+time-of-day profile describes the station with all its pumps, and a station running on its
+standby changes the zone's inflow and pressure for as long as the fault lasts.
 With 5-minute slots a clear step is raised at the end of its first or second slot.
 """
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.field import Zone
 from aquavolt.rulecfg import BurstConfig
+from aquavolt.wire import Quality
 from rules.api import Condition, Sample
 from rules.detectors.common import DAY_MS, LocalTime, number
 
@@ -48,13 +52,15 @@ class BurstState:
     calm_since: int | None = None
     started_ms: int | None = None
     suspect_since: int | None = None  # start of the slots that all looked like a burst
+    pump_faults: dict[str, bool] = field(default_factory=dict)  # pump device -> in fault
 
 
 class BurstRule:
     primed_by_history = True  # rules.history feeds it InfluxDB history at start
 
-    def __init__(self, zone: Zone, cfg: BurstConfig, tz: str) -> None:
+    def __init__(self, zone: Zone, cfg: BurstConfig, tz: str, pumps: frozenset[str] = frozenset()) -> None:
         self.zone = zone
+        self.pumps = pumps
         self.cfg = cfg
         self.name = f"burst:{zone.id}"
         self.lt = LocalTime(tz)
@@ -66,9 +72,12 @@ class BurstRule:
     @classmethod
     def for_field(cls, loaded: LoadedField) -> list[BurstRule]:
         f = loaded.field
-        return [cls(z, f.rules.burst, f.timezone) for z in f.water.zones]
+        return [cls(z, f.rules.burst, f.timezone,
+                    frozenset(p.device for p in f.water.pumps if p.zone == z.id)) for z in f.water.zones]
 
     def wants(self, device: str, point: str) -> bool:
+        if point == "fault":
+            return device in self.pumps
         if point == "flow_lps":
             return device in self.inlets or device in self.outlets
         return point == "pressure_bar" and device in self.pressure_devices
@@ -77,6 +86,10 @@ class BurstRule:
         return BurstState()
 
     def step(self, state: BurstState, sample: Sample) -> tuple[BurstState, list[Condition]]:
+        if sample.point == "fault":
+            if sample.quality is Quality.GOOD and isinstance(sample.value, bool | int):
+                state.pump_faults[sample.device] = bool(sample.value)
+            return state, self._roll(state, sample.ts_ms)
         v = number(sample)
         if v is None:
             return state, []
@@ -146,6 +159,12 @@ class BurstRule:
             state.pressure_ref = press
             return None
         mean, sigma = exp
+        if not state.active and any(state.pump_faults.values()):  # suppressed by plant state
+            state.cusum = 0.0
+            state.suspect_since = None
+            if press is not None:
+                state.pressure_ref = press
+            return None
         step_min = max(cfg.min_step_fraction * max(mean, 1e-6), cfg.min_step_lps)
         residual = flow - mean
         if state.active:

@@ -11,7 +11,8 @@ DAY = 86_400_000
 T0 = 1_780_012_800_000 - 1_780_012_800_000 % DAY  # a UTC midnight
 
 
-def _run(step_lps: float, with_pressure: bool, drop_bar: float) -> list[Condition]:
+def _run(step_lps: float, with_pressure: bool, drop_bar: float, pump_fault_at_s: int | None = None
+         ) -> list[Condition]:
     rule = next(r for r in BurstRule.for_field(load_field("examples/small-town.yaml"))
                 if r.zone.id == "zone-a")
     state = rule.init()
@@ -22,6 +23,10 @@ def _run(step_lps: float, with_pressure: bool, drop_bar: float) -> list[Conditio
     for day in range(5):
         for k in range(0, 3 * 3600, 60):
             ts = T0 + day * DAY + k * 1000
+            if day == 4 and k == pump_fault_at_s:
+                for pump in sorted(rule.pumps):
+                    state, c = rule.step(state, Sample("gw", pump, "fault", True, ts))
+                    out += c
             stepped = day == 4 and k >= 3600
             flow = 0.3 + 0.01 * ((k // 60) % 3) + (step_lps if stepped else 0.0)
             state, c = rule.step(state, Sample("gw", inlet, "flow_lps", flow, ts))
@@ -38,6 +43,14 @@ def _run(step_lps: float, with_pressure: bool, drop_bar: float) -> list[Conditio
 def test_a_real_burst_is_raised() -> None:
     raised = _run(3.0, with_pressure=True, drop_bar=0.8)
     assert len(raised) == 1 and raised[0].asset == "zone-a"
+
+
+def test_a_station_on_its_standby_pump_is_not_judged() -> None:
+    """A pump of the zone in fault (tripped half an hour before the step): the profile was
+    learnt with every pump available, so the zone is not judged while the fault lasts."""
+    rule = next(r for r in BurstRule.for_field(load_field("examples/small-town.yaml")) if r.zone.id == "zone-a")
+    assert rule.pumps  # zone A's pumping station
+    assert _run(3.0, with_pressure=True, drop_bar=0.8, pump_fault_at_s=1800) == []
 
 
 def test_small_night_wobble_is_not_a_burst() -> None:
