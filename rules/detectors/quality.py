@@ -19,7 +19,9 @@ aligned ``window_s`` (600 s) windows, as EN 50160 does with 10-minute mean RMS v
   ``power_factor_default`` 0.95 when reactive power is missing), above
   ``overload_fraction`` x nameplate kVA.
 
-Windows whose mean is an interruption (below 1 % of nominal) are left to the outage rule.
+A window that holds an interruption (a phase reading below 1 % of nominal) is flagged, as
+IEC 61000-4-30 flags aggregation intervals with an interruption: it is the outage's, judged
+neither for the band nor for imbalance, and left out of the weekly statistic.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ TX_POWER = ("total_power_w", "total_reactive_power_var", "active_power_kw", "rea
 class _Window:
     start: int | None = None
     sums: dict[str, list[float]] = field(default_factory=dict)  # point -> [sum, n]
+    flagged: bool = False  # an interruption inside: the outage's window
 
 
 @dataclass
@@ -115,6 +118,8 @@ class PowerQualityRule:
         acc = w.sums.setdefault(sample.point, [0.0, 0.0])
         acc[0] += v
         acc[1] += 1
+        if sample.point in PHASES and v < 0.01 * self.by_device[sample.device].nominal_v:
+            w.flagged = True
         return state, out
 
     def tick(self, state: QualityState, now_ms: int) -> tuple[QualityState, list[Condition]]:
@@ -127,9 +132,10 @@ class PowerQualityRule:
                 continue
             end = w.start + self.win_ms
             means = {p: s / n for p, (s, n) in w.sums.items() if n}
-            out += self._judge(state, self.by_device[dev], means, end)
+            out += self._judge(state, self.by_device[dev], means, end, w.flagged)
             w.start = now_ms - now_ms % self.win_ms
             w.sums = {}
+            w.flagged = False
         return out
 
     def _set(self, state: QualityState, asset: str, cond: str, active: bool, ts: int, prio: Priority,
@@ -140,11 +146,12 @@ class PowerQualityRule:
         state.active[key] = active
         return [Condition(asset, cond, active, ts, prio, msg, round(value, 3), details=dict(details))]
 
-    def _judge(self, state: QualityState, a: _Asset, means: dict[str, float], ts: int) -> list[Condition]:
+    def _judge(self, state: QualityState, a: _Asset, means: dict[str, float], ts: int,
+               flagged: bool = False) -> list[Condition]:
         cfg = self.cfg
         out: list[Condition] = []
         phases = {p: m for p, m in means.items() if p in PHASES}
-        if phases and max(phases.values()) >= 0.01 * a.nominal_v:
+        if phases and not flagged and max(phases.values()) >= 0.01 * a.nominal_v:
             worst_p = max(phases, key=lambda p: abs(phases[p] - a.nominal_v))
             worst = phases[worst_p]
             dev = (worst - a.nominal_v) / a.nominal_v
