@@ -40,10 +40,10 @@ from typing import Literal
 from xml.etree import ElementTree as ET
 
 from aquavolt.profiles import Frozen
+from aquavolt.scenario import LoadedScenario
 from aquavolt.wire import AlarmEvent, AlarmState
 from simulators import eemua
 from simulators.eemua import Annunciation, Figures, LimitResult, iso
-from simulators.scenario import LoadedScenario
 
 RELEASES = frozenset({"unsuppressed", "unshelved", "shelve_expired", "returned_to_service"})
 ANNUNCIATING = RELEASES | {"raised"}

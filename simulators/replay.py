@@ -30,10 +30,10 @@ from aquavolt.clock import SimClock
 from aquavolt.errors import WireError
 from aquavolt.launcher import Stack, StackOptions
 from aquavolt.mqtt import Message, Recorder
+from aquavolt.scenario import load_scenario
 from aquavolt.timekeeper import TimeKeeper
 from aquavolt.wire import AlarmEvent, Progress, TimeStage, Topics, decode
 from simulators.judge import Report, judge
-from simulators.scenario import load_scenario
 
 
 def _say(text: str) -> None:
