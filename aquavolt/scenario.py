@@ -87,7 +87,7 @@ class Allow(Frozen):
 
 
 class Limits(Frozen):
-    """Alarm-rate limits (EEMUA 191 figures, simulators/eemua.py); each one absent is not
+    """Alarm-rate limits (EEMUA 191 figures, harness/eemua.py); each one absent is not
     checked. Windows are the fixed 10-minute windows from the scenario's start."""
 
     max_per_10min: int | None = Field(None, ge=0, description="Most alarms in any 10-minute window")
