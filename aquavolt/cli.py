@@ -6,7 +6,8 @@ registers its own subcommands through the ``aquavolt.commands`` entry-point grou
         ...
         p.set_defaults(func=run)   # run(args) -> int
 
-The kernel imports none of them by name.
+The kernel imports none of them by name; the harness (``demo``, ``replay``) registers its
+commands the same way.
 """
 
 from __future__ import annotations
@@ -73,10 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schemas", help="write the wire contract's JSON Schemas")
     p.add_argument("--out", default="docs/schemas", help="folder (default docs/schemas)")
     p.set_defaults(func=_schemas)
-
-    from aquavolt.demo import register_demo
-
-    register_demo(sub)
 
     for ep in sorted(entry_points(group="aquavolt.commands"), key=lambda e: e.name):
         try:

@@ -5,9 +5,9 @@ run: it maps wall time to simulated time by a start instant, an acceleration and
 instant (epoch) at which simulated time began. Processes given the same three numbers
 (``AQUAVOLT_CLOCK=start=2026-03-01T00:00:00Z,accel=1000,epoch=1764412345.5``) agree on
 "now" without talking to each other, so a replay at 1000x behaves like real time.
-The epoch may instead be named by a file (``epoch_file=PATH``) that the launcher writes
-once every process is up: until it appears, simulated time holds one second before the
-start, so a slow start on a loaded machine costs no simulated time.
+The epoch may instead be named by a file (``epoch_file=PATH``) that the harness's launcher
+(harness/stack.py) writes once every process is up: until it appears, simulated time holds
+one second before the start, so a slow start on a loaded machine costs no simulated time.
 
 Rules never read any clock: they work on the readings' timestamps (event time).
 """

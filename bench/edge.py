@@ -139,8 +139,8 @@ class Sampler(threading.Thread):
 
 def main() -> None:
     from aquavolt.mqtt import Recorder
-    from aquavolt.services import Mosquitto
     from aquavolt.wire import decode_batch
+    from harness.servers import Mosquitto
 
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     (work / "profiles").mkdir()

@@ -33,8 +33,8 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 from aquavolt.config import LoadedField, load_field
 from aquavolt.mqtt import make_client
-from aquavolt.services import Mosquitto, free_port
 from aquavolt.wire import AlarmEvent, Batch, Reading, Topics, decode, encode
+from harness.servers import Mosquitto, free_port
 from rules.api import Sample
 from rules.core import Core
 from rules.generic import build_generic_rules

@@ -10,8 +10,8 @@ from typing import Any
 
 def _run(args: argparse.Namespace) -> int:
     from aquavolt.config import load_field
+    from aquavolt.scenario import load_scenario
     from simulators.runner import Runner, RunOptions
-    from simulators.scenario import load_scenario
 
     scenario = None
     if not args.field and not args.scenario:

@@ -25,11 +25,11 @@ import paho.mqtt.client as mqtt
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
+from aquavolt.faults import FaultError, FaultSpec
 from aquavolt.mqtt import make_client
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import Topics
-from simulators.faults import FaultError, FaultSpec
 from simulators.sim import Simulation
 
 log = logging.getLogger("aquavolt.sim.control")

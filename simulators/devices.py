@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aquavolt.codec import Value
+from aquavolt.faults import SENSOR_KINDS, FaultKind
 from simulators.demand import REFERENCE
-from simulators.faults import SENSOR_KINDS, Fault, FaultKind
+from simulators.faults import Fault
 from simulators.model import G_BAR_PER_M, PF, TAN_PHI, FieldModel, Snapshot
 
 DN150_AREA_M2 = math.pi * 0.075**2

@@ -21,11 +21,11 @@ from aquavolt.clock import ENV as CLOCK_ENV
 from aquavolt.clock import Clock, RealClock, SimClock, clock_from_env, parse_instant
 from aquavolt.config import LoadedField
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus, OpcuaBus
+from aquavolt.scenario import LoadedScenario
 from aquavolt.settings import MQTT_ENV, MqttSettings
 from simulators.control import MqttFaults, start_http
 from simulators.modbus import RtuLine, start_tcp, units_of
 from simulators.opcua import OpcuaBusServer
-from simulators.scenario import LoadedScenario
 from simulators.sim import Simulation
 
 log = logging.getLogger("aquavolt.sim")

@@ -12,9 +12,10 @@ from typing import Any
 from aquavolt.clock import Clock
 from aquavolt.codec import DataType, Value, decode_raw, encode_raw, remove_scale
 from aquavolt.config import LoadedField
+from aquavolt.faults import FaultSpec
 from aquavolt.profiles import ModbusPoint, ModbusProfile, RegisterType
 from simulators.devices import Devices
-from simulators.faults import FaultBook, FaultSpec
+from simulators.faults import FaultBook
 from simulators.model import FieldModel
 
 _INT_RANGE = {

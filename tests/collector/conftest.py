@@ -16,9 +16,9 @@ import pytest
 
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.mqtt import make_client
-from aquavolt.services import Mosquitto, free_port
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Batch, Reading, Topics, encode
+from harness.servers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from aquavolt.influx import Influx
 from aquavolt.mqtt import Recorder
-from aquavolt.services import Mosquitto
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import Batch, DeadLetter, Reading, Topics, decode, encode
+from harness.servers import Mosquitto
 
 OLD_WEEK_MS = 1_600_000_000_000  # 2020-09-13: another shard than T0_MS
 

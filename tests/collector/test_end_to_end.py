@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from aquavolt.influx import Influx
-from aquavolt.services import Mosquitto
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import (
     AlarmEvent,
@@ -28,6 +27,7 @@ from aquavolt.wire import (
     Topics,
     encode,
 )
+from harness.servers import Mosquitto
 
 
 def test_readings_in_equal_points_out(mosquitto: Mosquitto, influx_settings: InfluxSettings,

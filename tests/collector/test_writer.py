@@ -14,9 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from aquavolt.influx import Influx
-from aquavolt.services import free_port
 from aquavolt.settings import InfluxSettings
 from collector.writer import InfluxWriter, retry_after_s
+from harness.servers import free_port
 
 OLD_MS = 1_600_000_000_000
 

@@ -24,10 +24,10 @@ import pytest
 from aquavolt.clock import parse_instant
 from aquavolt.config import load_field
 from aquavolt.influx import Influx
-from aquavolt.services import InfluxDB
 from aquavolt.settings import InfluxSettings
 from dashboards.build import build_all
 from dashboards.macros import TimeRange, dashboard_queries, variable_values
+from harness.servers import InfluxDB
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELD = ROOT / "examples" / "demo-town.yaml"

@@ -1,6 +1,6 @@
 """End to end, every component its own process: the simulator (``aquavolt sim run``), the
 edge agent of the pumping station, the collector and the rules engine, on the Mosquitto
-and InfluxDB fixtures, all on one simulated clock (``aquavolt.launcher.Stack``).
+and InfluxDB fixtures, all on one simulated clock (``harness.stack.Stack``).
 
 The field is a trimmed copy of examples/demo-town.yaml: the pumping-station gateway with
 its devices, zones, tank and pumps, no customers and no electricity, the demo's rules for
@@ -28,11 +28,11 @@ import yaml
 
 from aquavolt.clock import SimClock, parse_instant
 from aquavolt.influx import Influx, InfluxError
-from aquavolt.launcher import Stack, StackOptions
 from aquavolt.mqtt import Recorder
-from aquavolt.services import Mosquitto
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import AlarmEvent, Topics, decode
+from harness.servers import Mosquitto
+from harness.stack import Stack, StackOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-pumping"

@@ -135,7 +135,7 @@ def test_scenario_replay_passes(scenario, pool):
 
 def test_clean_run_forbids_every_fault_alarm():
     """The clean week judges leak, burst, outage and over-consumption alarms as false."""
-    from simulators.scenario import load_scenario
+    from aquavolt.scenario import load_scenario
 
     sc = load_scenario(ROOT / "examples" / "scenarios" / "clean-run.yaml")
     forbidden = {f.condition for f in sc.scenario.forbid if f.asset is None}
@@ -161,7 +161,7 @@ def test_small_fields_pass_check(name):
 
 
 def load_scenario_field(path: Path) -> str:
-    from simulators.scenario import load_scenario
+    from aquavolt.scenario import load_scenario
 
     return Path(load_scenario(path).scenario.field).name
 

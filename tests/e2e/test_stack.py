@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aquavolt.clock import parse_instant
 from aquavolt.influx import Influx
-from aquavolt.launcher import SimRollups
 from aquavolt.schema import continuous_queries
+from harness.stack import SimRollups
 
 
 def test_simulated_days_are_rolled_up_once_over(influx_settings):

@@ -19,8 +19,8 @@ from helpers import gateway, latest_values, make_agent, recorder, run_until
 from opcua_peer import OpcuaPeer
 
 from aquavolt.profiles import ModbusProfile
-from aquavolt.services import free_port
 from edge.planner import bit_flags
+from harness.servers import free_port
 
 
 def _expected_modbus(profile: ModbusProfile, salt: int) -> dict[str, object]:

@@ -23,10 +23,10 @@ from helpers import (
 from opcua_peer import OpcuaPeer
 
 from aquavolt.mqtt import Recorder
-from aquavolt.services import free_port
 from aquavolt.wire import DeviceStatus, decode
 from edge.agent import Agent
 from edge.drivers import LinkState
+from harness.servers import free_port
 
 LEVEL = MODBUS_PROFILES["av_level1"]
 

@@ -25,9 +25,9 @@ from typing import Any
 from aquavolt.influx import Influx
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.schema import continuous_queries, line
-from aquavolt.services import Mosquitto, free_port
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import AlarmEvent, BufferHealth, CustomerAlert, Health, Topics, decode, encode
+from harness.servers import Mosquitto, free_port
 from rules.daily import DailySchedule
 
 FIELD = """

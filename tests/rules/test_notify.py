@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from aquavolt.services import free_port
 from aquavolt.wire import AlarmEvent
+from harness.servers import free_port
 from rules.notify import EmailConfig, Notifier, NotifyConfig, WebhookConfig
 
 

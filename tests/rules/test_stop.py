@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from aquavolt.mqtt import make_client
-from aquavolt.services import Mosquitto
 from aquavolt.wire import Batch, Reading, Topics, encode
+from harness.servers import Mosquitto
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_service import RulesProcess  # the engine-process helper of the service tests

@@ -12,7 +12,7 @@ from aquavolt.clock import SimClock, parse_instant
 from aquavolt.codec import apply_scale, decode_raw
 from aquavolt.config import LoadedField, load_field
 from aquavolt.profiles import ModbusPoint, ModbusProfile
-from aquavolt.relocate import relocate_file
+from harness.relocate import relocate_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-town.yaml"

@@ -15,7 +15,7 @@ import yaml
 
 from aquavolt.config import load_field
 from aquavolt.mqtt import make_client
-from aquavolt.services import free_port
+from harness.servers import free_port
 from simulators.control import MqttFaults, start_http
 from simulators.generate import generate
 from simulators.sim import Simulation

@@ -10,10 +10,10 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
 from aquavolt.codec import ByteOrder, DataType, decode_raw
+from aquavolt.faults import FaultSpec
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus
 from aquavolt.profiles import ModbusProfile, RegisterType
-from aquavolt.services import free_port
-from simulators.faults import FaultSpec
+from harness.servers import free_port
 from simulators.modbus import RtuLine, start_tcp, units_of
 from simulators.sim import Simulation
 

@@ -12,8 +12,8 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyAes128Sha256RsaOaep, SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from aquavolt.faults import FaultSpec
 from aquavolt.profiles import OpcuaProfile
-from simulators.faults import FaultSpec
 from simulators.opcua import OpcuaBusServer
 from simulators.sim import Simulation
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from aquavolt.clock import parse_instant
+from aquavolt.faults import FaultSpec
 from simulators.demand import UNDER_REGISTRATION
-from simulators.faults import FaultSpec
 from simulators.sim import Simulation
 
 T0 = parse_instant("2026-06-01T00:00:00Z")

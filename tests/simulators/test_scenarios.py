@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from aquavolt.clock import SimClock
+from aquavolt.faults import TARGET_OF, FaultKind, parse_when
+from aquavolt.scenario import known_condition, load_scenario
 from simulators.devices import OK
-from simulators.faults import TARGET_OF, FaultKind, parse_when
-from simulators.scenario import known_condition, load_scenario
 from simulators.sim import Simulation
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "examples" / "scenarios").glob("*.yaml"))
@@ -98,8 +98,8 @@ def test_readme_samples_are_valid():
 
     import yaml
 
-    from simulators.faults import FaultSpec
-    from simulators.scenario import Scenario
+    from aquavolt.faults import FaultSpec
+    from aquavolt.scenario import Scenario
 
     text = (Path(__file__).resolve().parents[2] / "simulators" / "README.md").read_text()
     sample = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)

@@ -20,8 +20,8 @@ from aquavolt.clock import RealClock
 from aquavolt.config import load_field
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.rulecfg import SmsConfig
-from aquavolt.services import Mosquitto
 from aquavolt.wire import CustomerAlert, Topics, decode
+from harness.servers import Mosquitto
 from rules.api import Condition
 from rules.sms import DryRunProvider, HttpSmsProvider, SmsSink, build_customer_sink
 from rules.sms.queue import SmsQueue

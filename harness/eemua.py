@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from aquavolt.profiles import Frozen
-from simulators.scenario import Limits
+from aquavolt.scenario import Limits
 
 WINDOW_MS = 600_000
 FLOOD_ABOVE = 10

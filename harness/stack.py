@@ -4,13 +4,13 @@
 it is given), copies the field onto free ports, then starts the simulator, one edge agent
 per gateway, the collector and the rules engine as ``aquavolt <component> ...`` processes,
 all on one simulated clock. Components that are not installed are named and skipped. A
-process that dies is reported and restarted. The kernel imports no component: it only
+process that dies is reported and restarted. The harness imports no component: it only
 runs their commands.
 
 Readiness and progress come over MQTT (``{prefix}/progress/{component}``, read by a
-:class:`~aquavolt.timekeeper.Watch`), never from log files. In a lockstep run
+:class:`~harness.timekeeper.Watch`), never from log files. In a lockstep run
 (``clock_spec`` ``lockstep,...``) the simulator and the edge agents take part in time advance
-(:mod:`aquavolt.lockstep`); the caller runs the :class:`~aquavolt.timekeeper.TimeKeeper`.
+(:mod:`aquavolt.lockstep`); the caller runs the :class:`~harness.timekeeper.TimeKeeper`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from aquavolt.clock import SimClock, clock_from_spec, parse_instant, write_epoch
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
 from aquavolt.influx import Influx, InfluxError
-from aquavolt.relocate import relocate_file
 from aquavolt.schema import ROLLUPS, TELEMETRY
-from aquavolt.services import InfluxDB, Mosquitto, die_with_parent, free_port
 from aquavolt.settings import InfluxSettings, MqttSettings
-from aquavolt.timekeeper import Watch
+from harness.relocate import relocate_file
+from harness.servers import InfluxDB, Mosquitto, die_with_parent, free_port
+from harness.timekeeper import Watch
 
 COMPONENTS = ("sim", "edge", "collector", "rules")
 CATCH_UP_S = 120.0

@@ -7,7 +7,7 @@ simulator and every edge agent are done with the current instant, as fast as the
 them allows (``--acceleration`` caps the pace), so a loaded machine gives the same alarms as
 an idle one. ``--paced`` runs the wall-paced clock instead, at the scenario's acceleration.
 Every alarm transition is collected from MQTT and compared with the scenario's
-expectations (simulators/judge.py); the report is printed and written as JSON and JUnit
+expectations (harness/judge.py); the report is printed and written as JSON and JUnit
 XML. The exit status is 1 on a missed or late expected alarm, a false alarm (annunciated,
 neither expected nor allowed, or forbidden) or a limit exceeded.
 """
@@ -28,12 +28,12 @@ from typing import Any
 
 from aquavolt.clock import SimClock
 from aquavolt.errors import WireError
-from aquavolt.launcher import Stack, StackOptions
 from aquavolt.mqtt import Message, Recorder
-from aquavolt.timekeeper import TimeKeeper
+from aquavolt.scenario import load_scenario
 from aquavolt.wire import AlarmEvent, Progress, TimeStage, Topics, decode
-from simulators.judge import Report, judge
-from simulators.scenario import load_scenario
+from harness.judge import Report, judge
+from harness.stack import Stack, StackOptions
+from harness.timekeeper import TimeKeeper
 
 
 def _say(text: str) -> None:

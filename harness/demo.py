@@ -22,15 +22,15 @@ import yaml
 
 from aquavolt.clock import SimClock, parse_instant, parse_offset
 from aquavolt.influx import Influx, InfluxError
-from aquavolt.launcher import Stack, StackOptions
-from aquavolt.liveview import LiveView
-from aquavolt.timekeeper import TimeKeeper
 from aquavolt.wire import TimeStage
+from harness.liveview import LiveView
+from harness.stack import Stack, StackOptions
+from harness.timekeeper import TimeKeeper
 
 
 def _scenario_settings(path: Path | None) -> dict[str, Any]:
-    """The scenario's start, acceleration, history_days and seed (the kernel does not import
-    the simulator's scenario model: only these keys are read here)."""
+    """The scenario's start, acceleration, history_days and seed (only these keys are read
+    here: the simulator plays the scenario)."""
     if path is None:
         return {}
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
@@ -213,7 +213,7 @@ def _summary(stack: Stack, view: LiveView) -> str:
     return "\n".join(lines)
 
 
-def register_demo(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run a live simulated field (every component its own process)")
     p.add_argument("field", help="field YAML file")
     p.add_argument("--scenario", help="scenario YAML with the incidents to play")

@@ -13,10 +13,10 @@ import yaml
 
 from aquavolt.clock import parse_instant
 from aquavolt.errors import ConfigError
+from aquavolt.scenario import LoadedScenario, Scenario, load_scenario
 from aquavolt.wire import AlarmEvent
-from simulators import eemua
-from simulators.judge import judge
-from simulators.scenario import LoadedScenario, Scenario, load_scenario
+from harness import eemua
+from harness.judge import judge
 
 START = "2026-06-01T00:00:00Z"
 T0 = int(parse_instant(START) * 1000)

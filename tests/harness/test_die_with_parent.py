@@ -1,4 +1,4 @@
-"""A server started through aquavolt.services dies with the process that started it, even
+"""A server started through harness.servers dies with the process that started it, even
 when that process is killed with SIGKILL: a killed test run or replay leaves nothing behind."""
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 SCRIPT = """
 import sys, time
 from pathlib import Path
-from aquavolt.services import Mosquitto
+from harness.servers import Mosquitto
 m = Mosquitto(Path(sys.argv[1]))
 m.start()
 print(m.pid, flush=True)

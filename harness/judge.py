@@ -28,7 +28,7 @@ the alarm manager emits no event for it at all. Both are listed as ``not_annunci
    release): one fault, one alarm, unless the scenario allows the repeat.
 
 The replay passes when every expectation is met in time, there is no false alarm, and
-every ``limits`` entry holds (figures: simulators/eemua.py).
+every ``limits`` entry holds (figures: harness/eemua.py).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Literal
 from xml.etree import ElementTree as ET
 
 from aquavolt.profiles import Frozen
+from aquavolt.scenario import LoadedScenario
 from aquavolt.wire import AlarmEvent, AlarmState
-from simulators import eemua
-from simulators.eemua import Annunciation, Figures, LimitResult, iso
-from simulators.scenario import LoadedScenario
+from harness import eemua
+from harness.eemua import Annunciation, Figures, LimitResult, iso
 
 RELEASES = frozenset({"unsuppressed", "unshelved", "shelve_expired", "returned_to_service"})
 ANNUNCIATING = RELEASES | {"raised"}

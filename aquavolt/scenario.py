@@ -10,11 +10,11 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from aquavolt.clock import parse_instant
+from aquavolt.clock import parse_instant, parse_offset
 from aquavolt.config import LoadedField, load_field, load_model
 from aquavolt.errors import ConfigError, ConfigIssue
+from aquavolt.faults import FaultError, FaultSpec, check_target, iso_text, parse_when
 from aquavolt.profiles import Frozen
-from simulators.faults import FaultError, FaultSpec, check_target, iso_text, parse_offset, parse_when
 
 
 class Expect(Frozen):
@@ -87,7 +87,7 @@ class Allow(Frozen):
 
 
 class Limits(Frozen):
-    """Alarm-rate limits (EEMUA 191 figures, simulators/eemua.py); each one absent is not
+    """Alarm-rate limits (EEMUA 191 figures, harness/eemua.py); each one absent is not
     checked. Windows are the fixed 10-minute windows from the scenario's start."""
 
     max_per_10min: int | None = Field(None, ge=0, description="Most alarms in any 10-minute window")

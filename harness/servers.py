@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from aquavolt.errors import ServiceError
-from aquavolt.pki import CertFiles, make_ca, make_cert
 from aquavolt.settings import InfluxSettings, MqttSettings
+from harness.pki import CertFiles, make_ca, make_cert
 
 
 def _load_prctl() -> Callable[..., int] | None:

@@ -1,0 +1,1 @@
+"""aquavolt harness: runs the components as processes (demo, replays)."""
