@@ -25,7 +25,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
@@ -35,8 +34,6 @@ from typing import IO
 from aquavolt.clock import SimClock, clock_from_spec, parse_instant, write_epoch_file
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
-from aquavolt.influx import Influx, InfluxError
-from aquavolt.schema import ROLLUPS, TELEMETRY
 from aquavolt.settings import InfluxSettings, MqttSettings
 from harness.relocate import relocate_file
 from harness.servers import InfluxDB, Mosquitto, die_with_parent, free_port
@@ -46,8 +43,6 @@ COMPONENTS = ("sim", "edge", "collector", "rules")
 CATCH_UP_S = 120.0
 """Longest wait, at the end of a bounded run, for the collector and the rules engine to
 handle what they received."""
-ROLLUP_STEP_S = {"1h": 3600, "1d": 86400}
-"""Rollups a simulated run keeps up to date itself (the 1-minute one is left to the CQ)."""
 
 
 def _get(url: str) -> bytes | None:
@@ -57,10 +52,6 @@ def _get(url: str) -> bytes | None:
             return bytes(r.read())
     except OSError:
         return None
-
-
-def _seconds(ms: int | None) -> float | None:
-    return None if ms is None else ms / 1000
 
 
 def _iso(ms: int | None) -> str:
@@ -123,72 +114,6 @@ class Child:
             self.log = None
 
 
-class SimRollups:
-    """The hourly and daily rollups of a run on a simulated clock.
-
-    InfluxDB's continuous queries run on the wall clock and only look at the last interval
-    of wall time, so under an accelerated clock they never see the simulated days: the
-    daily over-consumption check (which reads ``rp_1d.telemetry_1d``) would find nothing.
-    This does what the CQ would, with ``SELECT ... INTO``, for each simulated interval once
-    the collector says (its progress on MQTT) that it has written everything up to the end
-    of that interval plus ``lag_s`` of event time. Days are rolled up
-    from the hours (the same figures: mean weighted by count), not from the raw readings: a
-    day of the demo town is over a million readings, 6 s for InfluxDB on an idle host, and
-    hours of simulated time on a busy one, during which the daily check would wait."""
-
-    def __init__(self, influx: Influx, start: float, written_s: Callable[[], float | None],
-                 lag_s: float = 60.0) -> None:
-        self.influx = influx
-        self.start = start
-        self.written_s = written_s
-        self.db = influx.s.database
-        self.lag_s = lag_s
-        self.done: dict[str, int] = {}
-        self.queries = 0
-        self.errors = 0
-
-    def statement(self, rp: str, interval: str, meas: str, t0: int, t1: int) -> str:
-        if interval == "1d":  # from the hourly rollup
-            src_rp, src = "rp_1h", "telemetry_1h"  # schema.ROLLUPS' hourly entry
-            return (f'SELECT sum("sum") / sum("count") AS "mean", min("min") AS "min", '
-                    f'max("max") AS "max", sum("sum") AS "sum", sum("count") AS "count", '
-                    f'last("last") AS "last" INTO "{self.db}"."{rp}"."{meas}" '
-                    f'FROM "{self.db}"."{src_rp}"."{src}" '
-                    f"WHERE time >= {t0}s AND time < {t1}s GROUP BY time({interval}), *")
-        return (f'SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max", '
-                f'sum("value") AS "sum", count("value") AS "count", last("value") AS "last" '
-                f'INTO "{self.db}"."{rp}"."{meas}" FROM "{self.db}"."autogen"."{TELEMETRY}" '
-                f"WHERE time >= {t0}s AND time < {t1}s GROUP BY time({interval}), *")
-
-    def pump(self) -> int:
-        """Roll up every interval that ended (plus the lag) since the last call; return how
-        many statements ran."""
-        written = self.written_s()
-        if written is None:
-            return 0
-        now = written - self.lag_s
-        ran = 0
-        for rp, _dur, interval, meas in ROLLUPS:
-            step = ROLLUP_STEP_S.get(interval)
-            if step is None:
-                continue
-            upto = int(now // step * step)
-            if interval == "1d":  # only once the hours of those days are rolled up
-                upto = min(upto, self.done.get("1h", 0) // step * step)
-            since = self.done.setdefault(interval, int(self.start // step * step))
-            if upto <= since:
-                continue
-            try:
-                self.influx.query(self.statement(rp, interval, meas, since, upto))
-            except InfluxError:
-                self.errors += 1  # InfluxDB busy or restarting: the next call tries again
-                continue
-            self.done[interval] = upto
-            ran += 1
-        self.queries += ran
-        return ran
-
-
 @dataclass
 class StackOptions:
     field: Path
@@ -218,7 +143,6 @@ class Stack:
         self.api_port = free_port()
         self.sim_http_port = free_port()
         self.metrics_port = free_port()
-        self.rollups: SimRollups | None = None
         self._watch: Watch | None = None
         self.run_id = opts.run_id or f"run-{uuid.uuid4().hex[:10]}"
         self.have = available_components()
@@ -296,9 +220,12 @@ class Stack:
                     *exe, "edge", "run", f, "--gateway", gw.id,
                     "--state-dir", str(self.workdir / "edge" / gw.id)], logs / f"edge-{gw.id}.log"))
         if "collector" not in self.missing and "collector" in self.opts.components:
-            out.append(Child("collector", [
-                *exe, "collector", "run", "--state-dir", str(self.workdir / "collector"),
-                "--metrics-port", str(self.metrics_port)], logs / "collector.log"))
+            argv = [*exe, "collector", "run", "--state-dir", str(self.workdir / "collector"),
+                    "--metrics-port", str(self.metrics_port)]
+            if self.opts.clock_spec not in ("", "real"):
+                # simulated timestamps: the wall-clock continuous queries never see them
+                argv.append("--event-time-rollups")
+            out.append(Child("collector", argv, logs / "collector.log"))
         if "rules" not in self.missing and "rules" in self.opts.components:
             out.append(Child("rules", [
                 *exe, "rules", "run", f, "--state-dir", str(self.workdir / "rules"),
@@ -311,12 +238,6 @@ class Stack:
         """Start the simulator first and wait until it says (on MQTT) that it serves, then
         everything else."""
         self.children = self.plan()
-        clock = None if self.lockstep else clock_from_spec(self.opts.clock_spec)
-        start = clock.start if isinstance(clock, SimClock) else self.lockstep_start
-        if start is not None:
-            watch = self.watch
-            self.rollups = SimRollups(Influx(self.influx_settings()), start,
-                                      lambda: _seconds(watch.event_ms("collector")))
         env = self.env
         sim = next((c for c in self.children if c.name == "sim"), None)
         if sim is not None:
@@ -372,10 +293,7 @@ class Stack:
         self.start_children()
 
     def supervise(self) -> list[tuple[str, int]]:
-        """Restart every child that died (return (name, exit code) of each restarted one);
-        bring the rollups of a simulated run up to date."""
-        if self.rollups is not None:
-            self.rollups.pump()
+        """Restart every child that died (return (name, exit code) of each restarted one)."""
         died = []
         env = self.env
         for c in self.children:
@@ -422,8 +340,6 @@ class Stack:
             return out
 
         self.watch.wait(lambda: not behind(), timeout_s)
-        if self.rollups is not None:
-            self.rollups.pump()
         return behind()
 
     def stop(self, timeout_s: float = 10.0) -> None:
