@@ -9,6 +9,7 @@ prints a summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import signal
 import subprocess
@@ -21,9 +22,14 @@ from typing import Any
 import yaml
 
 from aquavolt.clock import SimClock, parse_instant, parse_offset
+from aquavolt.errors import WireError
 from aquavolt.influx import Influx, InfluxError
-from aquavolt.wire import TimeStage
+from aquavolt.mqtt import Recorder
+from aquavolt.scenario import load_scenario
+from aquavolt.wire import AlarmEvent, TimeStage, Topics, decode
+from harness.judge import judge
 from harness.liveview import LiveView
+from harness.replay import rules_reached
 from harness.stack import Stack, StackOptions
 from harness.timekeeper import TimeKeeper
 
@@ -61,7 +67,9 @@ def run_demo(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGINT, _stop)
     old_term = signal.signal(signal.SIGTERM, _stop)
     view: LiveView | None = None
+    rec: Recorder | None = None
     summary = ""
+    verdict = ""
     try:
         stack.start_servers()
         stack.prepare_field()
@@ -79,6 +87,10 @@ def run_demo(args: argparse.Namespace) -> int:
             iso = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             stack.opts.clock_spec = f"lockstep,start={iso},run={stack.run_id}"
         if not stop:
+            topics = Topics(stack.mqtt_settings().prefix)
+            rec = Recorder(stack.mqtt_settings(), [topics.alarm_events, topics.progress("rules")],
+                           f"demo-{stack.run_id}")
+            rec.__enter__()
             stack.start_children()
             if args.paced:
                 stack.release_clock(args.warmup_s)
@@ -119,6 +131,8 @@ def run_demo(args: argparse.Namespace) -> int:
             if behind:
                 say("aquavolt demo: the collector or the rules engine did not catch up: "
                     + "; ".join(f"{k}: {v}" for k, v in behind.items()))
+            if scenario is not None and sim_end_ms is not None and rec is not None:
+                verdict = _judge(scenario, rec, sim_end_ms, Path(args.report_dir or stack.workdir))
     finally:
         if view is not None:
             view.stop()
@@ -127,12 +141,35 @@ def run_demo(args: argparse.Namespace) -> int:
                 st = keeper.stats
                 summary += (f"\n  lockstep: {st.steps:,} instants, {st.simulated_s:,.0f} simulated s in "
                             f"{st.wall_s:,.0f} wall s ({st.ratio:,.0f}x, at most {accel:g}x)")
+        if rec is not None:
+            rec.__exit__(None, None, None)
         stack.stop()
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)
     say(summary)
+    if verdict:
+        say(verdict)
     say("aquavolt demo: every process stopped")
     return 0
+
+
+def _judge(scenario: Path, rec: Recorder, sim_end_ms: int, out: Path) -> str:
+    """The scenario's strict judgement of what the demo annunciated, when the run covered it."""
+    sc = load_scenario(scenario)
+    if sim_end_ms < sc.end * 1000:
+        return ("aquavolt demo: not judged: the run stopped before the scenario's end "
+                f"({sc.scenario.duration})")
+    topic = next(f for f in rec.filters if f.endswith("/progress/rules"))
+    rec.wait_for(rules_reached(topic, int(sc.end * 1000)), 30.0)
+    events = []
+    for m in rec.snapshot():
+        if m.topic != topic:
+            with contextlib.suppress(WireError):
+                events.append(decode(m.payload, AlarmEvent))
+    report = judge(sc, events)
+    j, x = report.write(out)
+    return (f"aquavolt demo: judged against {scenario.name}\n{report.text()}\n"
+            f"aquavolt demo: report: {j} and {x}")
 
 
 GRACE_MS = 120_000
@@ -232,5 +269,8 @@ def register(sub: Any) -> None:
                    help="lockstep: stop once this much simulated time has passed (1d2h, 90m, 3600s): "
                         "the same run on a fast or a busy machine")
     p.add_argument("--plain", action="store_true", help="plain periodic lines, no screen refresh")
+    p.add_argument("--report-dir", default=None,
+                   help="with --scenario and --sim-duration covering it: where the judgement of the run "
+                        "is written (replay-report.json, replay-junit.xml; default: the work folder)")
     p.add_argument("--plain-every-s", type=float, default=10.0)
     p.set_defaults(func=run_demo)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import psutil
 import pytest
 
@@ -68,6 +69,15 @@ def test_demo_day_raises_its_incidents_and_stores_readings(demo_day_run):
     assert sms >= 1, summary
     for line in summary.splitlines():
         assert "feeder-1/outage" not in line and "feeder-2/outage" not in line, line
+    # the whole day judged strictly against demo-day.yaml: its incidents, nothing false
+    report = orjson.loads((demo_day_run.workdir / "replay-report.json").read_bytes())
+    assert "judged against demo-day.yaml" in out, out[-3000:]
+    false = [a for a in report["alarms"] if a["verdict"] == "false"]
+    assert report["passed"] and not false and report["misses"] == 0, (false, out[-5000:])
+    assert {(e["condition"], e["asset"]) for e in report["expected"] if e["ok"]} >= {
+        ("pressure_bar_low", "pressure-zone-b"), ("fault", "pump-1"), ("outage", "feeder-3"),
+        ("over_consumption", "c0042"), ("burst", "zone-b")}
+    assert report["figures"]["flood_windows"] == 0, report["figures"]
 
 
 def test_ctrl_c_stops_every_process(tmp_path):
