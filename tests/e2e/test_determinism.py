@@ -45,6 +45,7 @@ def load():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", CASES)
 def test_lockstep_replay_is_the_same_under_load(name, tmp_path, request):
     idle, out_idle = _replay(name, tmp_path / "idle")
