@@ -26,10 +26,10 @@ from aquavolt.errors import WireError
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.mqtt import Recorder
 from aquavolt.scenario import load_scenario
-from aquavolt.wire import AlarmEvent, TimeStage, Topics, decode
+from aquavolt.wire import AlarmEvent, Topics, decode
 from harness.judge import judge
 from harness.liveview import LiveView
-from harness.replay import rules_reached
+from harness.replay import participants, rules_reached
 from harness.stack import Stack, StackOptions
 from harness.timekeeper import TimeKeeper
 
@@ -182,9 +182,7 @@ def _keeper(stack: Stack, start: float, cap: float) -> TimeKeeper:
     """Grant time in a thread for as long as the demo runs."""
     import threading
 
-    parts = {c.component: TimeStage.FIELD if c.name == "sim" else TimeStage.EDGE
-             for c in stack.children if c.name == "sim" or c.name.startswith("edge:")}
-    keeper = TimeKeeper(stack.watch, stack.run_id, int(start * 1000), parts, cap=cap)
+    keeper = TimeKeeper(stack.watch, stack.run_id, int(start * 1000), participants(stack), cap=cap)
     keeper.wait_ready()
     threading.Thread(target=keeper.run_until, args=(2**52,), daemon=True, name="time keeper").start()
     return keeper
