@@ -28,8 +28,9 @@ ENV = "AQUAVOLT_CLOCK"
 
 
 class Clock(Protocol):
-    acceleration: float
     lockstep: bool
+    """True for a lockstep clock (time granted by a keeper); what a rule may not read is how
+    fast any clock runs: no acceleration here."""
 
     def now(self) -> float:
         """Seconds since the Unix epoch (simulated or real)."""
@@ -52,7 +53,6 @@ class Clock(Protocol):
 
 
 class RealClock:
-    acceleration = 1.0
     lockstep = False
 
     def now(self) -> float:
@@ -150,7 +150,6 @@ def write_epoch_file(path: str, epoch: float) -> None:
 class ManualClock:
     """A clock that a test moves by hand (``advance``); ``sleep`` advances it."""
 
-    acceleration = 1.0
     lockstep = False
 
     def __init__(self, start: float = 0.0) -> None:

@@ -53,8 +53,6 @@ def _ms(t: float) -> int:
 class LockstepClock:
     """Simulated time granted over MQTT. ``participant`` None: a follower."""
 
-    acceleration = 1.0
-    """No wall-time ratio: a lockstep run has none (kept for the :class:`Clock` protocol)."""
     lockstep = True
 
     def __init__(self, start: float, run: str, settings: MqttSettings,
