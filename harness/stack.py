@@ -31,7 +31,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO
 
-from aquavolt.clock import SimClock, clock_from_spec, parse_instant, write_epoch_file
+from aquavolt.clock import SimClock, clock_from_spec, write_epoch_file
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
 from aquavolt.settings import InfluxSettings, MqttSettings
@@ -250,13 +250,6 @@ class Stack:
     @property
     def lockstep(self) -> bool:
         return self.opts.clock_spec.startswith("lockstep")
-
-    @property
-    def lockstep_start(self) -> float | None:
-        if not self.lockstep:
-            return None
-        fields = dict(part.partition("=")[::2] for part in self.opts.clock_spec.split(",")[1:])
-        return parse_instant(fields["start"])
 
     def wait_ready(self, children: list[Child] | None = None, timeout_s: float = 90.0) -> None:
         """Wait until every child (default: all) has said on MQTT that it is ready; a child
