@@ -239,7 +239,16 @@ class OverConsumptionConfig(Frozen):
     lag_days: int = Field(364, description="364 keeps weekdays aligned")
     min_history_days: int = Field(395, description="13 months")
     fallback_weeks: int = Field(4, description="Last weeks' average when history is short")
-    ratio_threshold: float = Field(1.3, gt=1, description="+30 % (high-bill alerts)")
+    ratio_threshold: float = Field(1.3, gt=1, description="+30 % (high-bill alerts): the alert is "
+                                   "raised when the ratio is at least this")
+    clear_ratio: float = Field(
+        1.2, gt=0, description="... and cleared only once it is below this (hysteresis: a customer "
+        "at 1.3 times last year is not told and untold on alternate days by SMS)")
+    raise_after_days: int = Field(
+        1, ge=1, description="Daily checks in a row at or above ratio_threshold before raising (the "
+        "14-day period already averages out single days)")
+    clear_after_days: int = Field(
+        3, ge=1, description="Daily checks in a row below clear_ratio before clearing")
     max_plausible_daily_l: float = Field(20000.0, description="Days above this are excluded")
     holidays: list[str] = Field(default_factory=list, description="ISO dates to exclude")
     min_valid_days: int = Field(7, ge=1, description="Comparable days needed for a verdict")
@@ -248,6 +257,13 @@ class OverConsumptionConfig(Frozen):
         description="The daily check runs this long (event time) after midnight, local and UTC "
         "(the 1d rollup of InfluxDB 1.x is computed just after UTC midnight)",
     )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> OverConsumptionConfig:
+        if self.clear_ratio >= self.ratio_threshold:
+            raise ValueError(f"clear_ratio {self.clear_ratio} must be below ratio_threshold "
+                             f"{self.ratio_threshold}")
+        return self
 
 
 class SmsConfig(Frozen):

@@ -9,6 +9,7 @@ April 2026).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -286,6 +287,19 @@ def daily_oc_implausible() -> list[tuple[str, str]]:
             return special[d]
         return 230.0 if d >= date(2026, 6, 1) else 220.0
     return series_of_days("2025-04-01", 440, lit)
+
+
+def daily_oc_flapping() -> list[tuple[str, str]]:
+    # 200 L/day a year ago; from 1 March 2026 the customer uses about 1.3 times that, with a
+    # 10-day wobble of +/-6 % (260 +/- 12 L/day), back to 200 L/day from 15 April: the
+    # 14-day ratio climbs to 1.311 on 15 March, then oscillates between 1.287 and 1.313
+    # for a month, then falls back to 1.0
+    def lit(d: date) -> float:
+        k = (d - date(2026, 3, 1)).days
+        if d < date(2026, 3, 1) or k >= 45:
+            return 200.0
+        return round(200 * (1.30 + 0.06 * math.sin(2 * math.pi * k / 10)), 1)
+    return series_of_days("2025-01-01", 495, lit)
 
 
 DAILY: dict[str, Callable[[], list[tuple[str, str]]]] = {
