@@ -66,6 +66,23 @@ def case_continuous_flow_bad_reads() -> list[Row]:
     return list(meter_reads("wm-c0003", 3, lambda t: household(t) + 10.0, bad={40, 41, 200, 201}))
 
 
+QUIET_HOURS = [1, 2, 2, 3, 1, 4, 1, 2, 3, 4, 1, 3, 2, 4]
+
+
+def moving_quiet(t: datetime) -> float:
+    """A household that uses 6 L in every hour but one quiet hour a night, which moves
+    between 01-02 and 04-05 (day n's quiet hour is QUIET_HOURS[n])."""
+    return 0.0 if t.hour == QUIET_HOURS[(t - local(0)).days % len(QUIET_HOURS)] else 6.0
+
+
+def case_continuous_flow_moving_quiet_hour() -> list[Row]:
+    # wm-c0004: the household above for 14 days, no leak. wm-c0005: the same household with
+    # an 8 L/h leak from day 3 at 14:00
+    rows = list(meter_reads("wm-c0004", 14, moving_quiet))
+    rows += list(meter_reads("wm-c0005", 7, lambda t: moving_quiet(t) + (8.0 if t >= local(3, 14) else 0.0)))
+    return rows
+
+
 def nights(inlet: str, levels_m3h: list[float], users: dict[str, list[float]]) -> list[Row]:
     """Inlet flow every 5 min from 00:00 to 06:00 local; the night's minimum hour is
     02:30-03:30 at ``levels_m3h[n]``, 0.3 m3/h more before and after, +/-0.02 m3/h noise
