@@ -151,8 +151,23 @@ class NightFlowConfig(Frozen):
     cistern_l: float = Field(10.0, description="10 L cistern per night use")
     non_domestic_lph: float = Field(50.0, description="Small non-domestic users, 50 L/h each")
     background_lph_per_km: float = Field(40.0, description="Background losses per km of main")
-    rise_alarm_m3h: float = Field(1.0, ge=0, description="Net night flow rise that alarms")
-    rise_alarm_fraction: float = Field(0.25, ge=0, description="... or this fraction of baseline")
+    # The rise of the net night flow over the zone's baseline alarms when it exceeds the
+    # LARGEST of these: an absolute floor, figures that scale with the zone (per service
+    # connection, per km of mains: how water-loss practice states leakage), a share of the
+    # baseline and the night-to-night noise of the baseline nights (docs/detection.md).
+    rise_alarm_m3h: float = Field(
+        0.2, ge=0, description="Absolute floor of the rise that alarms, m3/h (meter and night-use "
+        "noise of a small zone)")
+    rise_l_per_conn_h: float = Field(
+        3.0, ge=0, description="... per service connection, L/conn/h (a good DMA's whole net night "
+        "flow is a few L/conn/h)")
+    rise_m3_per_km_h: float = Field(
+        0.04, ge=0, description="... per km of mains, m3/km/h (the 40 L/km/h background allowance: a "
+        "rise as large as the zone's whole background leakage)")
+    rise_alarm_fraction: float = Field(0.25, ge=0, description="... this fraction of the baseline")
+    rise_noise_sigmas: float = Field(
+        3.0, ge=0, description="... this many standard deviations of the baseline nights' net night "
+        "flow (a zone whose legitimate night use varies a lot detects less)")
     confirm_nights: int = Field(
         2, ge=1, description="Nights in a row above baseline + threshold: a step, not one odd night"
     )

@@ -113,6 +113,18 @@ def case_night_flow_legit_users() -> list[Row]:
     return nights("inlet-zone-b", inlet, {"wm-c0134": hotel})
 
 
+def case_night_flow_small_leak_night_user() -> list[Row]:
+    # the metering line's zone (examples/meter-line.yaml: 20 connections, 1.5 km of mains):
+    # the dairy (wm-c0018, a metered night user) draws 600-650 L/h at night; the rest of the
+    # zone's minimum hour is 0.03 m3/h, less than the estimated legitimate use (residents
+    # 0.048 + one shop 0.05 m3/h); a 0.2 L/s (0.72 m3/h) leak from night 8
+    dairy = [620.0, 650.0, 600.0, 640.0, 610.0, 630.0, 645.0, 605.0, 625.0, 615.0, 635.0, 640.0]
+    rest = [0.03, 0.032, 0.028, 0.031, 0.029, 0.03, 0.033, 0.027, 0.03, 0.031, 0.029, 0.03]
+    leak = [0.0] * 8 + [0.72] * 4
+    inlet = [round(d / 1000 + r + lk, 4) for d, r, lk in zip(dairy, rest, leak, strict=True)]
+    return nights("inlet-zone-a", inlet, {"wm-c0018": dairy})
+
+
 def burst_series(step_lps: float, drop_bar: float) -> list[Row]:
     """Zone A inflow with a daily profile, every 2 minutes for 4 days, pressure at 3.8 bar;
     on day 3 at 10:02 the flow steps up by ``step_lps`` and pressure falls by ``drop_bar``
