@@ -9,7 +9,10 @@ per zone for this jump, the continuous-flow detector about a second per meter).
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from aquavolt.config import load_field
@@ -21,6 +24,22 @@ from rules.detectors.burst import BurstRule
 DEMO = Path(__file__).parents[2] / "examples" / "demo-town.yaml"
 T0 = 1_764_000_000_000
 CENTURY_MS = 100 * 365 * 86_400_000
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail (not hang) when the block takes longer: a loop walking a century slot by slot
+    would otherwise run for hours."""
+    def expired(_sig: int, _frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: a loop bounded by timestamps")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _samples(loaded, ts: int, k: int = 0) -> list[Sample]:
@@ -44,10 +63,11 @@ def test_every_rule_answers_a_century_jump_at_once() -> None:
             state, _ = r.step(state, s)
         state, _ = r.tick(state, T0 + 900_000)
         t = time.perf_counter()
-        for s in late:
-            if r.wants(s.device, s.point):
-                state, _ = r.step(state, s)
-        state, _ = r.tick(state, T0 + CENTURY_MS)
+        with deadline(5.0):
+            for s in late:
+                if r.wants(s.device, s.point):
+                    state, _ = r.step(state, s)
+            state, _ = r.tick(state, T0 + CENTURY_MS)
         took = time.perf_counter() - t
         if took > 0.05:
             slow.append((getattr(r, "name", type(r).__name__), round(took, 2)))
@@ -61,7 +81,8 @@ def test_the_burst_detector_jumps_over_empty_slots() -> None:
     for k, dev in enumerate(sorted(rule.inlets)):
         state, _ = rule.step(state, Sample("gw", dev, "flow_lps", 10.0 + k, T0))
     t = time.perf_counter()
-    state, _ = rule.tick(state, 2**53)  # the forged timestamp of the finding: must not hang
+    with deadline(1.0):
+        state, _ = rule.tick(state, 2**53)  # the forged timestamp of the finding: must not hang
     assert time.perf_counter() - t < 0.05
     assert state.slot_start == 2**53 - 2**53 % rule.slot_ms and state.flow_n == 0
 
@@ -74,8 +95,9 @@ def test_the_engine_core_answers_a_century_jump_at_once() -> None:
         core.batch(Batch(gateway=gw.id, device=dev, seq=1, readings=[
             Reading(point=p, value=1.0, ts_ms=T0) for p in loaded.profile_of(dev).by_name]))
     t = time.perf_counter()
-    for gw in gws:
-        core.health(Health(gateway=gw, ts_ms=T0 + CENTURY_MS, uptime_s=1.0,
-                           buffer=BufferHealth(depth=0, bytes=0, oldest_age_s=0.0, dropped=0)))
-    core.flush(T0 + CENTURY_MS)
+    with deadline(2.0):
+        for gw in gws:
+            core.health(Health(gateway=gw, ts_ms=T0 + CENTURY_MS, uptime_s=1.0,
+                               buffer=BufferHealth(depth=0, bytes=0, oldest_age_s=0.0, dropped=0)))
+        core.flush(T0 + CENTURY_MS)
     assert time.perf_counter() - t < 1.0
