@@ -15,7 +15,10 @@ gateways' health messages keep its event time moving. At stop the buffer is flus
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -83,6 +86,64 @@ STUCK_AFTER_S = 10.0
 the systemd watchdog is no longer pinged (supervision of the process, not a rule)."""
 
 
+STOP_HARD_S = 5.0
+"""Wall seconds after SIGTERM/SIGINT after which a loop that has not ended is ended by the
+watchdog thread (exit status ``HARD_STOP_STATUS``), every thread's stack written to stderr."""
+HARD_STOP_STATUS = 70
+
+
+class Watchdog:
+    """Supervision of the event loop itself, from a thread (wall time, never a rule): the loop
+    beats at each housekeeping; when it has not for ``stuck_after_s``, every thread's stack is
+    logged once (where it is stuck); once a stop is requested, a loop still running
+    ``stop_hard_s`` later is ended, so SIGTERM is obeyed even by a round that never returns."""
+
+    def __init__(self, stuck_after_s: float = STUCK_AFTER_S, stop_hard_s: float = STOP_HARD_S) -> None:
+        self.stuck_after_s = stuck_after_s
+        self.stop_hard_s = stop_hard_s
+        self.beat_at = time.monotonic()
+        self.stop_requested_at: float | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        self.beat_at = time.monotonic()
+
+    def request_stop(self) -> None:
+        """From a signal handler (runs in the main thread even while a round is running)."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
+
+    def start(self) -> None:
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="rules-watchdog", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        dumped = False
+        while not self._done.wait(0.25):
+            now = time.monotonic()
+            silent = now - self.beat_at
+            if silent > self.stuck_after_s and not dumped:
+                log.error("event loop blocked for %.1f s; stacks follow on stderr", silent)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                dumped = True
+            elif silent <= self.stuck_after_s:
+                dumped = False
+            asked = self.stop_requested_at
+            if asked is not None and now - asked > self.stop_hard_s:
+                log.error("stop requested %.1f s ago and the loop has not ended: exiting", now - asked)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                logging.shutdown()
+                os._exit(HARD_STOP_STATUS)
+
+
 class Rejected(WireError):
     """A well-formed message the engine refuses: ``counter`` names the Stats field counting it."""
 
@@ -137,6 +198,7 @@ class Engine:
         self.stuck_after_s = STUCK_AFTER_S
         self._progress_at = time.monotonic()
         self.systemd = SystemdNotifier()
+        self.watchdog = Watchdog()
         self._systemd_ready = False
         alarms, seq, horizon = self.store.load()
         self.core.manager.load(alarms, seq)
@@ -273,8 +335,10 @@ class Engine:
         except WireError as exc:
             self.stats.rejected += 1
             if isinstance(exc, Rejected):
-                setattr(self.stats, exc.counter, getattr(self.stats, exc.counter) + 1)
-            log.debug("dead letter on %s: %s", topic, exc)
+                n = getattr(self.stats, exc.counter) + 1
+                setattr(self.stats, exc.counter, n)
+                if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: seen in the log, never a flood
+                    log.warning("%s #%d on %s: %s", exc.counter, n, topic, exc)
             dl = DeadLetter(component="rules", topic=topic, reason=str(exc),
                             payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
             self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
@@ -447,6 +511,7 @@ class Engine:
             if self._early:
                 self._wake.set()  # messages waiting for a simulated clock are looked at again
             self._supervise()
+            self.watchdog.beat()
             if self.notifier is not None:
                 self.notifier.escalate(self.clock.now())
 
@@ -484,6 +549,7 @@ class Engine:
     async def run(self, stop: asyncio.Event, serve_api: Callable[[], Any] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await self.prime_from_history()
+        self.watchdog.start()  # after priming: the housekeeping beats from now on
         s = self.settings
         self.client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
                                   properties=connect_properties(3600))
@@ -535,4 +601,7 @@ class Engine:
             await self.notifier.close()
         self.store.close()
         self.systemd.close()
-        log.info("stopped in %.2f s", loop.time() - t0)
+        self.watchdog.close()
+        st = self.stats
+        log.info("stopped in %.2f s; %d message(s) rejected (%d stamped in the future, %d from the wrong "
+                 "source)", loop.time() - t0, st.rejected, st.rejected_future, st.rejected_source)

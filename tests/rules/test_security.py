@@ -259,3 +259,26 @@ def test_health_answers_503_when_processing_makes_no_progress(
     seen = asyncio.run(main())
     assert [code for code, _ in seen] == [200, 200, 503, 200], seen
     assert "no round" in seen[2][1] and "1 message" in seen[2][1]
+
+
+def test_a_loop_that_never_returns_still_obeys_a_stop(tmp_path: Path) -> None:
+    """The watchdog thread ends a process whose loop is blocked in a round after a stop was
+    requested (SIGTERM was once ignored for good), with every thread's stack on stderr."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    script = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
+              "from rules.service import Watchdog\n"
+              "w = Watchdog(stuck_after_s=0.2, stop_hard_s=0.5)\n"
+              "w.start()\n"
+              "w.request_stop()\n"
+              "def a_round_that_never_returns():\n"
+              "    while True:\n"
+              "        pass\n"
+              "a_round_that_never_returns()\n")
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=20)
+    took = time.monotonic() - t0
+    assert done.returncode == 70, done.stderr
+    assert "a_round_that_never_returns" in done.stderr and "exiting" in done.stderr
+    assert took < 5.0
