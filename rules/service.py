@@ -194,6 +194,7 @@ class Engine:
         self._device_gw = {d: g.id for d, (g, _d) in loaded.field.devices.items()}
         self._gateways = {g.id for g in loaded.field.gateways}
         self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
+        self.early_grace_s = EARLY_GRACE_S
         # supervision (wall time): progress of the processing loop, the systemd watchdog
         self.stuck_after_s = STUCK_AFTER_S
         self._progress_at = time.monotonic()
@@ -348,7 +349,7 @@ class Engine:
         message ahead of the window waits ``EARLY_GRACE_S`` for the clock; never on the wall clock."""
         if isinstance(self.clock, RealClock) or len(self._early) >= EARLY_MAX:
             return False
-        return since is None or time.monotonic() - since < EARLY_GRACE_S
+        return since is None or time.monotonic() - since < self.early_grace_s
 
     def stuck(self) -> str:
         """Why the processing loop is judged stuck, '' when it is not: messages have waited

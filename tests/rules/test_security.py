@@ -282,3 +282,42 @@ def test_a_loop_that_never_returns_still_obeys_a_stop(tmp_path: Path) -> None:
     assert done.returncode == 70, done.stderr
     assert "a_round_that_never_returns" in done.stderr and "exiting" in done.stderr
     assert took < 5.0
+
+
+def test_on_a_simulated_clock_a_message_ahead_waits_for_the_clock_then_is_judged(
+        tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> None:
+    """In lockstep the engine follows the grants on its own connection: readings of a new
+    instant may reach it before the grant does. Beyond the window they wait for the clock
+    (``early_grace_s`` of wall time), and are rejected only if it does not come."""
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.settings import MqttSettings
+    from rules.service import Engine
+
+    settings = MqttSettings.from_env(f"{mosquitto.url()}?prefix={topic_prefix}")
+    t0 = 1_764_000_000
+    clock = ManualClock(t0)
+    eng = Engine(load_field(_field(tmp_path)), settings, tmp_path / "state", clock)
+    t = Topics(topic_prefix)
+    try:
+        ahead = (t0 + 400) * 1000  # beyond the 300 s window of the clock's instant
+        eng._inbox.append((t.health("gw-1"), _health("gw-1", ahead)))
+        eng.process_pending()
+        assert eng.stats.waiting_for_clock == 1 and eng.core.max_seen_ms == 0
+        clock.advance(200)  # the grant arrives
+        eng.process_pending()
+        assert eng.stats.waiting_for_clock == 0 and eng.core.max_seen_ms == ahead
+        assert eng.stats.rejected == 0
+
+        eng.early_grace_s = 0.1  # a forged one: the clock never comes
+        eng._inbox.append((t.health("gw-2"), _health("gw-2", FORGED)))
+        eng.process_pending()
+        assert eng.stats.waiting_for_clock == 1
+        deadline = time.monotonic() + 5
+        while eng.stats.rejected_future == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            eng.process_pending()
+        assert eng.stats.waiting_for_clock == 0 and eng.core.max_seen_ms == ahead
+    finally:
+        eng.store.close()
