@@ -92,6 +92,10 @@ class EventTimeConfig(Frozen):
     tick_s: float = Field(
         5.0, ge=0.001, description="Time-based rules are judged at multiples of this many event seconds "
         "(a tick judges every rule: about 1,000 in the demo town)")
+    max_future_s: float = Field(
+        300.0, gt=0, description="Plausibility window, event seconds: a message stamped more than "
+        "this far ahead of the engine's now (the wall clock; in a simulated run the clock's instant, "
+        "in lockstep the last instant granted) is dead-lettered and counted, never moving event time")
 
 
 class StaleDefaults(Frozen):

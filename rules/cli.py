@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -57,9 +56,16 @@ async def _main(args: argparse.Namespace) -> int:
     engine.customer_sink = customer_sink(loaded, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        # a Python-level handler runs in the main thread even while a processing round runs
+        # (loop.add_signal_handler's would wait for the loop): the watchdog thread ends the
+        # process if the loop has not stopped a few seconds later
+        engine.watchdog.request_stop()
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
 
     async def api() -> Any:
         runner = await serve(engine, tokens, args.api_host, args.api_port)

@@ -180,11 +180,12 @@ async def actions(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     core = eng.core
+    stuck = eng.stuck()  # 503 while the processing loop makes no progress with work pending
     return _json({"mqtt_connected": eng.connected.is_set(),
                   **{k: v for k, v in asdict(eng.stats).items() if k != "extra"},
                   "watermark_ms": core.max_seen_ms, "horizon_ms": core.horizon_ms,
                   "late_messages": core.late_messages, "buffered_messages": core.pending_messages,
-                  "backlog_messages": eng.backlog})
+                  "backlog_messages": eng.backlog, "stuck": stuck}, 503 if stuck else 200)
 
 
 async def openapi(request: web.Request) -> web.Response:

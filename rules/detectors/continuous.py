@@ -105,11 +105,11 @@ class ContinuousFlowRule:
         if m.evaluated_to == 0:
             m.evaluated_to = min(m.hours) if m.hours else done_to
         n = self.cfg.hours
-        while m.evaluated_to < done_to:
-            h = m.evaluated_to
-            m.evaluated_to += HOUR_MS
-            if m.covered.get(h, 0) < HOUR_MS:
-                continue  # unknown hour
+        # only the fully covered hours are judged (an unknown hour says nothing): they are
+        # looked up, not walked to, so a read far ahead costs no loop per hour of the gap
+        start = m.evaluated_to
+        m.evaluated_to = max(start, done_to)
+        for h in sorted(k for k, c in m.covered.items() if start <= k < done_to and c >= HOUR_MS):
             if m.hours[h] < self.cfg.min_hourly_l:
                 m.last_quiet = h
                 if m.active:
