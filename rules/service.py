@@ -39,6 +39,7 @@ from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
     AlarmEvent,
     Batch,
+    CommandReply,
     DeadLetter,
     DeviceStatus,
     GatewayStatus,
@@ -53,7 +54,7 @@ from rules.daily import DailySchedule
 from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
 from rules.history import load_history
 from rules.notify import Notifier
-from rules.store import Store
+from rules.store import CommandLog, Store
 
 log = logging.getLogger("aquavolt.rules")
 DAILY_RETRY_S = 5.0
@@ -101,6 +102,7 @@ class Engine:
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
+        self.commands = CommandLog(state_dir)
         # tick_every_ms (--tick-ms) overrides the field's rules.event_time.tick_s
         self.core = Core(loaded, tick_every_ms=tick_every_ms)
         self._lateness_ms = int(loaded.field.rules.event_time.allowed_lateness_s * 1000)
@@ -136,7 +138,7 @@ class Engine:
         self.progress = ProgressReporter("rules", self.topics,
                                          lambda t, p: self.client.publish(t, p, qos=1), clock.now_ms)
         self._handlers: dict[str, Callable[[str, bytes], Output]] = {
-            "data": self._data, "status": self._status, "health": self._health}
+            "data": self._data, "status": self._status, "health": self._health, "reply": self._reply}
 
     # ---------------------------------------------------------------- MQTT thread
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode,
@@ -146,7 +148,7 @@ class Engine:
             return
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 1)])
+                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1)])
         self.connected.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)
@@ -179,6 +181,15 @@ class Engine:
 
     def _health(self, topic: str, payload: bytes) -> Output:
         return self.core.health(decode(payload, Health))
+
+    def _reply(self, topic: str, payload: bytes) -> Output:
+        """A gateway's answer to a command: stored in the command log (from its own topic only)."""
+        reply = decode(payload, CommandReply)
+        _kind, gw, dev = self.topics.parse(topic)
+        if (reply.gateway, reply.device) != (gw, dev):
+            raise WireError(f"reply names {reply.gateway}/{reply.device} on the topic of {gw}/{dev}")
+        self.commands.reply(topic, reply, self.clock.now_ms())
+        return Output()
 
     def _handle(self, topic: str, payload: bytes, out: Output) -> None:
         try:
@@ -408,4 +419,5 @@ class Engine:
         if self.notifier is not None:
             await self.notifier.close()
         self.store.close()
+        self.commands.close()
         log.info("stopped in %.2f s", loop.time() - t0)
