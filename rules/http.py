@@ -337,7 +337,7 @@ async def list_commands(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     q = request.query
     if "id" in q:
-        rows = [r for r in eng.commands.recent(MAX_LIMIT) if r["id"] == q["id"]]
+        rows = eng.commands.recent(1, cmd_id=q["id"])
         if not rows:
             return _json({"error": f"no command {q['id']}"}, 404)
         return _json({"command": rows[0], "replies": eng.commands.replies(q["id"])})

@@ -158,14 +158,18 @@ class CommandLog:
                 (reply.outcome.value, reply.reason, orjson.dumps(reply.value_read), reply.ts_ms, reply.id,
                  reply.gateway, reply.device))
 
-    def recent(self, limit: int = 200, since_ms: int | None = None) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 200, since_ms: int | None = None,
+               cmd_id: str | None = None) -> list[dict[str, Any]]:
         """Newest first: the command as sent and its outcome (None while unanswered)."""
         sql = ("SELECT id, issued_ms, operator, gateway, device, point, command, published, outcome, reason, "
-               "value_read, reply_ms FROM commands")
+               "value_read, reply_ms FROM commands WHERE 1=1")
         args: list[Any] = []
         if since_ms is not None:
-            sql += " WHERE issued_ms >= ?"
+            sql += " AND issued_ms >= ?"
             args.append(since_ms)
+        if cmd_id is not None:
+            sql += " AND id = ?"
+            args.append(cmd_id)
         sql += " ORDER BY issued_ms DESC, rowid DESC LIMIT ?"
         args.append(limit)
         out = []
