@@ -179,3 +179,22 @@ def test_command_signed_published_and_logged(setup: Any, mosquitto: Mosquitto, t
     assert [r["outcome"] for r in one["replies"]] == ["done"]
     acts = api.call("GET", "/actions", token=tokens["vera"])[1]["actions"]
     assert (acts[0]["operator"], acts[0]["action"]) == ("amina", "command")
+
+
+def test_plaintext_tokens_and_readable_keys_refused(tmp_path: Path) -> None:
+    from aquavolt.errors import ConfigError
+    from aquavolt.signing import generate_key, load_private_key, write_private_key
+    from rules.http import load_tokens
+
+    f = tmp_path / "operators.yaml"
+    f.write_text("amina: amina-token-0123456789\nomar: {role: admin, sha256: ab}\n")
+    with pytest.raises(ConfigError) as err:
+        load_tokens(f)
+    text = str(err.value)
+    assert "plaintext token" in text and "admin" in text
+    key = tmp_path / "k.pem"
+    write_private_key(generate_key(), key)
+    load_private_key(key)
+    key.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        load_private_key(key)
