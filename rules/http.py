@@ -372,6 +372,16 @@ async def post_command(request: web.Request) -> web.Response:
     finite = isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value))
     if not finite:
         raise BadRequest(f"value must be true, false or a finite number, not {value!r}")
+    spec = eng.loaded.profile_of(dev_id).by_name.get(point)
+    if spec is None or not spec.writable:
+        raise BadRequest(f"{point} is not a writable point of {dev_id}'s profile")
+    if (str(getattr(spec, "type", "")) == "bool") != isinstance(value, bool):
+        kind = "true or false" if isinstance(value, bool) else "a number"
+        raise BadRequest(f"{dev_id}.{point} does not take {kind}")
+    lo = -math.inf if spec.min_value is None else float(spec.min_value)
+    hi = math.inf if spec.max_value is None else float(spec.max_value)
+    if not isinstance(value, bool) and not lo <= float(value) <= hi:
+        raise BadRequest(f"{value} is outside {point}'s range {spec.min_value}..{spec.max_value}")
     cmd = Command(id=uuid.uuid4().hex, point=point, value=value, ts_ms=eng.clock.now_ms(),
                   operator=request["operator"], reason=_text(body.get("reason", ""), "reason"),
                   issuer=signer.issuer)
