@@ -368,7 +368,7 @@ async def post_command(request: web.Request) -> web.Response:
         raise BadRequest(f"no device {dev_id!r} on gateway {gw_id}")
     if f"{dev_id}.{point}" not in gw.writable_points:
         raise BadRequest(f"{dev_id}.{point} is not in gateway {gw_id}'s writable_points")
-    value = body.get("value")
+    value: Any = body.get("value")
     finite = isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value))
     if not finite:
         raise BadRequest(f"value must be true, false or a finite number, not {value!r}")
