@@ -150,16 +150,20 @@ class Health(Wire):
 
 class Command(Wire):
     v: Literal[1] = 1
-    id: Ident = Field(description="Caller's id, echoed in the reply")
+    id: Ident = Field(description="Issuer's unique id, echoed in the reply; a gateway executes an id once")
     point: PointName
     value: float | int | bool
-    ts_ms: TsMs
-    operator: str = ""
+    ts_ms: TsMs = Field(description="Issue time: the gateway refuses a command outside its freshness window")
+    operator: str = Field("", description="Authenticated operator the issuer acted for (never from a client)")
+    reason: str = Field("", description="Why, as the operator gave it")
+    issuer: str = Field("", max_length=64, description="Key id of the issuer whose key signed the command")
+    sig: str = Field("", max_length=128,
+                     description="Ed25519 signature (URL-safe base64) of aquavolt.signing.canonical_bytes")
 
 
 class CommandOutcome(StrEnum):
     DONE = "done"  # written and read back equal
-    REFUSED = "refused"  # not allowed or out of range: nothing written
+    REFUSED = "refused"  # not allowed, unsigned, stale, replayed, mistyped or out of range: nothing written
     FAILED = "failed"  # write or verification failed
 
 

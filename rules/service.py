@@ -43,6 +43,7 @@ from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
     AlarmEvent,
     Batch,
+    CommandReply,
     DeadLetter,
     DeviceStatus,
     GatewayStatus,
@@ -57,7 +58,7 @@ from rules.daily import DailySchedule
 from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
 from rules.history import load_history
 from rules.notify import Notifier
-from rules.store import Store
+from rules.store import CommandLog, Store
 
 log = logging.getLogger("aquavolt.rules")
 DAILY_RETRY_S = 5.0
@@ -186,6 +187,7 @@ class Engine:
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
+        self.commands = CommandLog(state_dir)
         # tick_every_ms (--tick-ms) overrides the field's rules.event_time.tick_s
         self.core = Core(loaded, tick_every_ms=tick_every_ms)
         self._lateness_ms = int(loaded.field.rules.event_time.allowed_lateness_s * 1000)
@@ -241,7 +243,7 @@ class Engine:
             return
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 1)])
+                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1)])
         self.connected.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)
@@ -283,7 +285,18 @@ class Engine:
             h = decode(payload, Health)
             self._check_source("Health", gw, None, h.gateway, None)
             return self.core.health, h, h.ts_ms
+        if kind == "reply" and dev is not None:
+            reply = decode(payload, CommandReply)
+            self._check_source("CommandReply", gw, dev, reply.gateway, reply.device)
+            topic = self.topics.reply(gw, dev)
+            return (lambda r: self._reply(topic, r)), reply, None
         return None
+
+    def _reply(self, topic: str, reply: CommandReply) -> Output:
+        """A gateway's answer to a command: stored in the command log (from its own topic only,
+        which the caller has checked)."""
+        self.commands.reply(topic, reply, self.clock.now_ms())
+        return Output()
 
     def _batch(self, b: Batch) -> Output:
         self.stats.readings += len(b.readings)
@@ -601,6 +614,7 @@ class Engine:
         if self.notifier is not None:
             await self.notifier.close()
         self.store.close()
+        self.commands.close()
         self.systemd.close()
         self.watchdog.close()
         st = self.stats
