@@ -188,9 +188,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from rules.openapi import OPENAPI
+    from rules.openapi import build
 
-    return _json(OPENAPI)
+    return _json(build(request.app))
 
 
 def build_app(engine: Engine, tokens: dict[str, str]) -> web.Application:
