@@ -6,6 +6,7 @@ local wheel cache) for the edge's dependencies, pinned by constraints.txt."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_edge_extra_from_the_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
+    src = tmp_path / "src"  # a copy: building leaves build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "tests", "*.egg-info",
+                                                              "__pycache__", ".*_cache"))
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, env=env, cwd=tmp_path, timeout=120)
     [wheel] = (tmp_path / "dist").glob("aquavolt-*.whl")
     venv = tmp_path / "venv"
@@ -42,6 +46,14 @@ def test_edge_extra_from_the_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     run = subprocess.run([str(aquavolt), "check", str(ROOT / "examples/demo-town.yaml")], check=False, env=env,
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and ": ok: field demo-town" in run.stdout, run.stderr
+    # a command of a role not installed: one line naming the extra, no traceback
+    for argv, extra in ((["dashboards", "build", str(ROOT / "examples/demo-town.yaml"), "-o", "out"], "dashboards"),
+                        (["rules", "run", str(ROOT / "examples/demo-town.yaml"), "--state-dir", "r"], "server")):
+        run = subprocess.run([str(aquavolt), *argv], check=False, env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        line = run.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"aquavolt {argv[0]} {argv[1]}: needs the '{extra}' extra"), run.stderr
     # the package imported is the installed one, not the repository's
     where = subprocess.run([str(python), "-c", "import aquavolt, edge; print(aquavolt.__file__, edge.__file__)"],
                            env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60)
