@@ -115,3 +115,12 @@ def test_missing_extra_is_one_line(capsys, monkeypatch: pytest.MonkeyPatch, tmp_
     assert code == 2
     assert err == ("aquavolt dashboards build: needs the 'dashboards' extra "
                    "(pip install 'aquavolt[dashboards]'): no module grafana_foundation_sdk\n")
+
+
+def test_unreachable_device_is_one_line(capsys) -> None:
+    from harness.servers import free_port
+
+    port = free_port()  # nothing listens there
+    code, _, err = _run(capsys, "edge", "probe", "--port", str(port), "--timeout-s", "0.5")
+    assert code == 1 and err.splitlines()[-1] == "probe failed: cannot connect"
+    assert "Traceback" not in err  # before: 'RuntimeError: no running event loop' from pymodbus
