@@ -21,12 +21,64 @@ from pathlib import Path
 from typing import Any
 
 from aquavolt import __version__
-from aquavolt.errors import ConfigError
+from aquavolt.errors import AquavoltError, ConfigError
 from aquavolt.logs import setup_logging
 
 log = logging.getLogger("aquavolt")
 
 Register = Callable[[Any], None]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# the extra that installs a module a command may import late (pyproject.toml)
+EXTRAS = {"grafana_foundation_sdk": "dashboards", "grafana_client": "dashboards", "niquests": "dashboards",
+          "matplotlib": "dashboards", "numpy": "sim", "aiohttp": "server", "pymodbus": "edge",
+          "asyncua": "edge", "serial": "edge", "cryptography": "all", "psutil": "dev"}
+# one placeholder per kind of value, whatever the command
+METAVARS = {"mqtt": "URL", "influx": "URL", "influx_url": "URL", "url": "URL", "out": "PATH",
+            "config": "FILE", "scenario": "FILE", "tokens": "FILE", "notify": "FILE", "state_dir": "DIR",
+            "workdir": "DIR", "report_dir": "DIR", "profiles_dir": "DIR", "start": "INSTANT",
+            "end": "INSTANT"}
+
+
+def _show_default(action: argparse.Action) -> None:
+    """Append the default to an option's help (unless None, False or already said)."""
+    text = action.help or ""
+    if (action.option_strings and action.help is not argparse.SUPPRESS
+            and not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+            and "default" not in text):
+        action.help = f"{text} (default: %(default)s)".strip()
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(LOG_LEVELS)})")
+    return level
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--log-level", type=_log_level, default=default, metavar="LEVEL",
+                        help=f"{', '.join(LOG_LEVELS)} (default: $AQUAVOLT_LOG_LEVEL, else INFO)")
+
+
+def _one_style(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """Every command alike: defaults shown, one placeholder per kind of value, COMMAND for
+    subcommands, ``--log-level`` accepted after the subcommand too, and ``-o`` for ``--out``."""
+    if not top and "--log-level" not in parser._option_string_actions:
+        _add_log_level(parser, argparse.SUPPRESS)  # SUPPRESS: given nowhere, the top level's stays
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.metavar = "COMMAND"
+            for child in action.choices.values():
+                _one_style(child, top=False)
+            continue
+        _show_default(action)
+        if action.option_strings and action.metavar is None and action.dest in METAVARS \
+                and action.nargs is None and action.const is None:
+            action.metavar = METAVARS[action.dest]
+        if "--out" in action.option_strings and "-o" not in parser._option_string_actions:
+            action.option_strings = ["-o", *action.option_strings]
+            parser._option_string_actions["-o"] = action
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -64,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aquavolt", description="aquavolt: network supervision for water and electricity"
     )
     parser.add_argument("--version", action="version", version=f"aquavolt {__version__}")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    _add_log_level(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate field files with their device profiles")
@@ -72,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_check)
 
     p = sub.add_parser("schemas", help="write the wire contract's JSON Schemas")
-    p.add_argument("--out", default="docs/schemas", help="folder (default docs/schemas)")
+    p.add_argument("--out", default="docs/schemas", help="folder")
     p.set_defaults(func=_schemas)
 
     for ep in sorted(entry_points(group="aquavolt.commands"), key=lambda e: e.name):
@@ -84,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.set_defaults(func=_unavailable(ep.name, str(exc)))
             continue
         register(sub)
+    _one_style(parser)
     return parser
 
 
@@ -103,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    name = " ".join(["aquavolt", args.command] + [str(v) for k, v in sorted(vars(args).items())
+                                                   if k.endswith("_command") and v])
     try:
         return int(func(args) or 0)
     except ConfigError as exc:
@@ -111,6 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # an optional dependency, imported when the command runs
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRAS.get(top)
+        if extra is None:
+            raise
+        print(f"{name}: needs the '{extra}' extra (pip install 'aquavolt[{extra}]'): no module {top}",
+              file=sys.stderr)
+        return 2
+    except (AquavoltError, OSError) as exc:  # a missing server binary, an unreachable peer, ...
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,13 @@
-"""Small certificate authority for local TLS: test brokers, demo stacks, OPC-UA peers."""
+"""Small certificate authority for local TLS: test brokers, demo stacks, OPC-UA peers.
+
+The certificates pass strict X.509 verification (RFC 5280 profile; OpenSSL's
+``X509_V_FLAG_X509_STRICT``, on by default in Python 3.13's ``ssl.create_default_context``):
+the CA has a critical basicConstraints ``CA:TRUE`` and keyUsage ``keyCertSign, cRLSign``; the
+leaves have ``CA:FALSE``, keyUsage ``digitalSignature, keyEncipherment``, extKeyUsage
+``serverAuth, clientAuth`` and a subjectAltName (127.0.0.1 and localhost by default); every
+certificate has a Subject Key Identifier and the leaves an Authority Key Identifier naming
+the CA's.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +68,7 @@ def make_ca(folder: Path, name: str = "aquavolt local CA") -> CertFiles:
             ),
             critical=True,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +85,7 @@ def make_cert(
     """A leaf certificate signed by ``ca`` for server and client use."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     key = _key()
     alt: list[x509.GeneralName] = []
     for h in hosts:
@@ -95,6 +106,17 @@ def make_cert(
         .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=True,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                       critical=False)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,

@@ -407,9 +407,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from rules.openapi import OPENAPI
+    from rules.openapi import build
 
-    return _json(OPENAPI)
+    return _json(build(request.app))
 
 
 ROLE_OF: dict[str, Role] = {"service": Role.ENGINEER}
