@@ -32,6 +32,8 @@ from aquavolt.config import LoadedField, load_field
 from aquavolt.field import FieldConfig, OpcuaBus
 from aquavolt.wire import DEFAULT_PREFIX
 
+APP_GID = 10001
+"""Group of the ``aquavolt`` user in the aquavolt image (docker/Dockerfile)."""
 BROKER_GID = 1883
 """Group of the ``mosquitto`` user in the eclipse-mosquitto image."""
 SERVICE_USERS = ("collector", "rules", "sim", "healthcheck")
@@ -270,14 +272,16 @@ def _mqtt_url(user: str, password: str, host: str, port: int, ca: str, prefix: s
 
 def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
                  broker_hosts: tuple[str, ...] = ("mosquitto", "localhost", "127.0.0.1"),
-                 harness: bool = False, broker_gid: int | None = BROKER_GID) -> Secrets:
+                 harness: bool = False, broker_gid: int | None = BROKER_GID,
+                 app_gid: int | None = APP_GID) -> Secrets:
     """Generate every secret of a deployment of ``field_path`` into ``out`` (the compose
     stack reads ``./secrets``): fresh passwords, the broker's passwd, ACL and TLS material, the
     env files each service reads, the field with new OPC-UA passwords, one bundle per gateway.
     Existing files are replaced: run it once, keep the folder out of version control.
 
     The broker reads its files after dropping to its own user: they are given to group
-    ``broker_gid`` (the Mosquitto image's, 1883) when this process may, still 0640."""
+    ``broker_gid`` (the Mosquitto image's, 1883) and the components' files to ``app_gid`` (the
+    aquavolt image's, 10001) when this process may (root), still 0640; else see docs/security.md."""
     out = Path(out)
     loaded = load_field(field_path)
     field = loaded.field
@@ -345,6 +349,11 @@ def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
     for gw in field.gateways:
         url = _mqtt_url(gw.id, passwords[gw.id], "mosquitto", 8883, ca_in, prefix)
         files += write_gateway_bundle(deployed, gw.id, out / "edge" / gw.id, url, ca.cert, raw)
+    if app_gid is not None:
+        for path in [out / "field.yaml", out / "rules", out / "rules" / "tokens.yaml",
+                     *(p for p in (out / "edge").rglob("*"))]:
+            with contextlib.suppress(OSError):
+                os.chown(path, -1, app_gid)
     return Secrets(out, passwords, files)
 
 
@@ -524,8 +533,8 @@ def check_compose(path: Path) -> list[Finding]:
                 out += _conf_findings(p)
             if p.exists() and (p.name in ("passwd", "tokens.yaml") or p.suffix in (".key", ".env")
                                or "secrets" in p.parts):
-                secret_files.update([p] if p.is_file() else
-                                    [q for q in p.rglob("*") if q.is_file() and q.suffix != ".pem"])
+                candidates = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()]
+                secret_files.update(q for q in candidates if q.suffix != ".pem")  # certificates are public
             if p.name == "passwd" and p.exists() and _tracked_by_git(p):
                 out.append(Finding(str(p), "password file committed to version control"))
         cmd = svc.get("command") or []
