@@ -333,16 +333,22 @@ def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
         "GF_SECURITY_ADMIN_USER=admin", f"GF_SECURITY_ADMIN_PASSWORD={new_secret()}",
         "GF_USERS_ALLOW_SIGN_UP=false", "GF_AUTH_ANONYMOUS_ENABLED=false",
         f"AQUAVOLT_INFLUX_READ_PASSWORD={influx['grafana']}", ""])))
+    # InfluxDB 1.x: creating the retention policies and continuous queries (the collector)
+    # and the database (assets) needs the admin; the rules engine writes and reads the
+    # database only; Grafana reads it only.
     influx_url = f"http://aquavolt:{influx['aquavolt']}@influxdb:8086/aquavolt"
+    influx_admin_url = f"http://admin:{influx['admin']}@influxdb:8086/aquavolt"
     ca_in = "/etc/aquavolt/ca.pem"
     for user in users:
         if user in ("healthcheck",) or user in {g.id for g in field.gateways}:
             continue
         lines = [f"AQUAVOLT_MQTT_URL={_mqtt_url(user, passwords[user], 'mosquitto', 8883, ca_in, prefix)}"]
-        if user in ("collector", "rules"):
+        if user == "collector":
+            lines.append(f"AQUAVOLT_INFLUX_URL={influx_admin_url}")
+        elif user == "rules":
             lines.append(f"AQUAVOLT_INFLUX_URL={influx_url}")
         files.append(_private(out / "env" / f"{user}.env", "\n".join(lines) + "\n"))
-    files.append(_private(out / "env" / "assets.env", f"AQUAVOLT_INFLUX_URL={influx_url}\n"))
+    files.append(_private(out / "env" / "assets.env", f"AQUAVOLT_INFLUX_URL={influx_admin_url}\n"))
     files.append(_private(out / "rules" / "tokens.yaml",
                           "# Operator API tokens (operator: token), generated: hand each to its operator.\n"
                           f"operator: {new_secret(32)}\n"))

@@ -223,8 +223,10 @@ def test_a_gateway_cannot_subscribe_to_another_gateways_commands(stack: Stack, w
 
 
 def test_a_client_cannot_take_over_the_rules_engines_client_id(stack: Stack, witness: Peer) -> None:
-    engine = stack.connect("rules", client_id="aquavolt-rules")
-    intruder = stack.connect("gw-meters-b", client_id="aquavolt-rules")  # someone else's credentials
+    # The client id the rules engine uses (rules/service.py): predictable from the field id.
+    cid = "aquavolt-rules-demo-town-aquavolt_v1"
+    engine = stack.connect("rules", client_id=cid)
+    intruder = stack.connect("gw-meters-b", client_id=cid)  # someone else's credentials
     assert intruder.connected.is_set()
     # the engine is still connected and publishing after the intruder's connection
     token = uuid.uuid4().hex.encode()
