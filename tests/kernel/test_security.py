@@ -271,3 +271,23 @@ def test_python_hash_is_mosquittos() -> None:
 
     salt = base64.b64decode(line.split("$")[3])
     assert hash_password("gw-pumping-demo", salt) == line
+
+
+def test_broker_certificate_passes_strict_verification(stack: Stack) -> None:
+    """Python 3.13's default VERIFY_X509_STRICT refuses certificates without key identifiers."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(stack.made.folder / "mosquitto" / "ca.pem"))
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    with socket.create_connection(("127.0.0.1", stack.broker.port), timeout=TIMEOUT_S) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        assert tls.version() is not None
+
+
+def test_check_flags_the_committed_template_field() -> None:
+    """docker/field-compose.yaml is a template: its OPC-UA password is the demo's, committed."""
+    from aquavolt.security import check_field
+
+    reasons = [f.reason for f in check_field(ROOT / "docker" / "field-compose.yaml")]
+    assert any("default OPC-UA password" in r for r in reasons)
+    assert any("committed" in r for r in reasons)
