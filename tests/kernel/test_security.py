@@ -241,6 +241,7 @@ def test_a_client_cannot_take_over_the_rules_engines_client_id(stack: Stack, wit
 def test_wrong_password_and_plaintext_are_refused(stack: Stack) -> None:
     bad = stack.connect("rules", password="not-the-password", wait=False)
     assert bad.refused.wait(TIMEOUT_S) and not bad.connected.is_set()
+    bad.client.disconnect()  # no retry
     # The only listener speaks TLS: a plaintext MQTT CONNECT is closed, never answered.
     with socket.create_connection(("127.0.0.1", stack.broker.port), timeout=TIMEOUT_S) as sock:
         sock.sendall(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x1e\x00\x00")
