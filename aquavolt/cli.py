@@ -62,7 +62,12 @@ def _schemas(args: argparse.Namespace) -> int:
 def _security_init(args: argparse.Namespace) -> int:
     from aquavolt.security import init_secrets
 
-    made = init_secrets(Path(args.field), Path(args.out), prefix=args.prefix, harness=args.harness)
+    try:
+        made = init_secrets(Path(args.field), Path(args.out), prefix=args.prefix, harness=args.harness,
+                            force=args.force)
+    except FileExistsError as exc:
+        print(f"aquavolt security init: {exc}", file=sys.stderr)
+        return 1
     print(f"{made.folder}: {len(made.files)} files, {len(made.mqtt_passwords)} MQTT users "
           "(keep this folder secret and out of version control)")
     return 0
@@ -101,6 +106,7 @@ def _add_security(sub: Any) -> None:
     q.add_argument("--out", required=True, help="secrets folder (e.g. secrets; never commit it)")
     q.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     q.add_argument("--harness", action="store_true", help="also a 'harness' user (lockstep time keeper)")
+    q.add_argument("--force", action="store_true", help="replace the secrets of an existing folder")
     q.set_defaults(func=_security_init)
     q = s.add_parser("acl", help="print the least-privilege Mosquitto ACL of a field")
     q.add_argument("field", help="field YAML file")

@@ -273,16 +273,20 @@ def _mqtt_url(user: str, password: str, host: str, port: int, ca: str, prefix: s
 def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
                  broker_hosts: tuple[str, ...] = ("mosquitto", "localhost", "127.0.0.1"),
                  harness: bool = False, broker_gid: int | None = BROKER_GID,
-                 app_gid: int | None = APP_GID) -> Secrets:
+                 app_gid: int | None = APP_GID, force: bool = False) -> Secrets:
     """Generate every secret of a deployment of ``field_path`` into ``out`` (the compose
     stack reads ``./secrets``): fresh passwords, the broker's passwd, ACL and TLS material, the
     env files each service reads, the field with new OPC-UA passwords, one bundle per gateway.
-    Existing files are replaced: run it once, keep the folder out of version control.
+    A folder that already holds secrets is refused unless ``force``: keep it out of version
+    control.
 
     The broker reads its files after dropping to its own user: they are given to group
     ``broker_gid`` (the Mosquitto image's, 1883) and the components' files to ``app_gid`` (the
     aquavolt image's, 10001) when this process may (root), still 0640; else see docs/security.md."""
     out = Path(out)
+    if (out / "mosquitto" / "passwd").exists() and not force:
+        raise FileExistsError(f"{out} already holds secrets: replacing them locks every client out "
+                              "until it gets the new ones (force to do so)")
     loaded = load_field(field_path)
     field = loaded.field
     users = list(acl_entries(field, prefix, harness))

@@ -62,3 +62,4 @@ def test_export_without_secrets_and_of_an_unknown_gateway(tmp_path: Path) -> Non
     assert sorted(p.name for p in out.iterdir()) == ["field.yaml"]
     assert load_gateway(out / "field.yaml", "gw-pumping").gateway.id == "gw-pumping"
     assert main(["edge", "export", str(DEMO), "gw-nowhere", "--out", str(tmp_path / "x")]) == 1
+

@@ -292,3 +292,12 @@ def test_check_flags_the_committed_template_field() -> None:
     reasons = [f.reason for f in check_field(ROOT / "docker" / "field-compose.yaml")]
     assert any("default OPC-UA password" in r for r in reasons)
     assert any("committed" in r for r in reasons)
+
+
+def test_security_init_does_not_replace_existing_secrets(tmp_path: Path) -> None:
+    from aquavolt.cli import main as cli_main
+
+    assert cli_main(["security", "init", str(DEMO), "--out", str(tmp_path / "s")]) == 0
+    before = (tmp_path / "s" / "mosquitto" / "passwd").read_text()
+    assert cli_main(["security", "init", str(DEMO), "--out", str(tmp_path / "s")]) == 1
+    assert (tmp_path / "s" / "mosquitto" / "passwd").read_text() == before
