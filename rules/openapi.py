@@ -54,6 +54,32 @@ class ServiceRequest(_Body):
     reason: str = ""
 
 
+class CommandRequest(_Body):
+    gateway: str = Field(description="Gateway id, as in the field file")
+    device: str = Field(description="Device id on that gateway")
+    point: str = Field(description="A point in the gateway's writable_points")
+    value: bool | float = Field(description="true/false for a coil, a finite number inside the point's range")
+    reason: str = ""
+
+
+class CommandIssued(BaseModel):
+    """The command as signed and published; the gateway's answer lands in the command log."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    issued_ms: int
+    issuer: str
+    operator: str
+    command: dict[str, Any]
+
+
+class CommandLog(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    commands: list[dict[str, Any]] | None = None
+    command: dict[str, Any] | None = Field(None, description="With ?id=: that command")
+    replies: list[dict[str, Any]] | None = Field(None, description="With ?id=: every reply heard")
+
+
 class Error(BaseModel):
     error: str
 
@@ -164,6 +190,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                                 "actors, priority mix", {"since_ms": "integer", "until_ms": "integer"}),
     ("GET", "/actions"): Op("Audit log of operator actions, newest first", {"limit": "integer"},
                             answer=ActionList),
+    ("GET", "/commands"): Op("Command log, newest first: who issued what, and the gateway's reply; with "
+                             "`id`, one command and every reply heard",
+                             {"id": "string", "since_ms": "integer", "limit": "integer"}, answer=CommandLog,
+                             answers={"404": "no such command"}),
+    ("POST", "/commands"): Op("Issue a command (role operator or engineer): the engine names the operator "
+                              "from the token, signs it (Ed25519) and publishes it, never retained; the "
+                              "gateway checks and answers", body=CommandRequest, answer=CommandIssued,
+                              answers={**_REFUSED, "503": "the engine has no command key"}),
 }
 
 _ALTERNATION = re.compile(r"^[A-Za-z0-9_.~-]+(\|[A-Za-z0-9_.~-]+)*$")
