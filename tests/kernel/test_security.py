@@ -301,3 +301,30 @@ def test_security_init_does_not_replace_existing_secrets(tmp_path: Path) -> None
     before = (tmp_path / "s" / "mosquitto" / "passwd").read_text()
     assert cli_main(["security", "init", str(DEMO), "--out", str(tmp_path / "s")]) == 1
     assert (tmp_path / "s" / "mosquitto" / "passwd").read_text() == before
+
+
+def test_generated_operator_token_and_command_key_work_together(stack: Stack) -> None:
+    """The engine holds only the token's digest and its signing key; every gateway trusts
+    that key: a command signed with it verifies with the gateway's generated settings."""
+    from aquavolt.signing import load_private_key, public_key_from_text, sign, verify
+    from aquavolt.wire import Command
+    from edge.config import load_settings
+    from rules.http import load_tokens
+
+    folder = stack.made.folder
+    token = (folder / "operator.token").read_text().strip()
+    assert (folder / "operator.token").stat().st_mode & 0o077 == 0
+    tokens_text = (folder / "rules" / "tokens.yaml").read_text()
+    assert token not in tokens_text  # only its digest is stored
+    operators = load_tokens(folder / "rules" / "tokens.yaml")
+    who = operators.authenticate(token)
+    assert who is not None and who.role.name == "OPERATOR"
+    assert operators.authenticate(token + "x") is None
+    key = load_private_key(folder / "rules" / "command.key")
+    for gw in load_field(DEMO).field.gateways:
+        settings = load_settings(folder / "edge" / gw.id / "edge-settings.yaml")
+        trusted = {k: public_key_from_text(v) for k, v in settings.command_issuers.items()}
+        dev = gw.devices[0].id
+        cmd = sign(Command(id=f"c-{gw.id}", point="p", value=1.0, ts_ms=1, operator="operator",
+                           issuer="rules"), gw.id, dev, key)
+        verify(cmd, gw.id, dev, trusted)
