@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from aquavolt.clock import RealClock, clock_from_env
 from aquavolt.errors import WireError
 from aquavolt.logs import OnceLogger
 from aquavolt.progress import ProgressReporter
@@ -85,7 +86,8 @@ class Collector:
         self.influx = influx
         self.client_id = client_id_for(cfg)
         self.topics = Topics(mqtt.prefix)
-        self.router = Router(self.topics)
+        self.clock = clock_from_env()  # a follower in a lockstep run: the last instant granted
+        self.router = Router(self.topics, cfg.max_future_s, self._now_ms, cfg.max_payload_bytes)
         self.stats = Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -113,6 +115,12 @@ class Collector:
         self._first_ms: int | None = None
         self._rollup_task: asyncio.Task[None] | None = None
         self._once = OnceLogger(log)
+
+    def _now_ms(self) -> int:
+        """The collector's clock for the time window: the wall clock, or a simulated run's
+        time (paced, or the last instant granted in lockstep) when that is ahead of it."""
+        wall = time.time_ns() // 1_000_000
+        return wall if isinstance(self.clock, RealClock) else max(wall, self.clock.now_ms())
 
     # called from paho's thread
     def _arrived(self) -> None:
@@ -220,12 +228,17 @@ class Collector:
         b = self._batch
         b.messages.append(m)
         try:
-            kind, lines = self.router.lines(m.topic, m.payload)
+            converted = self.router.convert(m.topic, m.payload)
         except WireError as exc:
             # Acknowledged with the batch: the dead letter file holds it from now on.
             self.deadletters.record("malformed", m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
             return
+        kind, lines = converted.kind, converted.lines
+        for reason, reading in converted.refused:  # the others of the message are kept
+            self.deadletters.record("malformed", m.topic, reason, reading)
+        if converted.refused:
+            self.stats.deadletters = dict(self.deadletters.by_kind)
         if kind is Kind.DATA:
             self.stats.readings += len(lines)
         if lines:
@@ -280,6 +293,8 @@ class Collector:
                 t.cancel()  # unacknowledged: the broker delivers them again
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.to_thread(self.source.stop)
+        if not isinstance(self.clock, RealClock) and hasattr(self.clock, "close"):
+            self.clock.close()
         log.info("collector %s stopped: %d messages, %d points written, %d dead letters",
                  self.client_id, self.stats.messages, self.stats.points_written,
                  self.deadletters.count)
