@@ -92,10 +92,10 @@ def _num(value: float | int) -> str:
         raise WireError(f"value {value} is out of the float range") from None
 
 
-def telemetry_fast(payload: bytes, gateway: str, device: str,
-                   ts_limit: int = _TS_LIMIT) -> list[str] | None:
+def telemetry_fast(payload: bytes, gateway: str, device: str, ts_limit: int = _TS_LIMIT,
+                   numeric: frozenset[str] = frozenset()) -> list[str] | None:
     """Lines of a plainly valid batch from ``gateway``/``device``, every reading stamped
-    before ``ts_limit``; None when unsure."""
+    before ``ts_limit`` and none a string for a point in ``numeric``; None when unsure."""
     try:
         d = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -155,7 +155,7 @@ def telemetry_fast(payload: bytes, gateway: str, device: str,
         elif tv is bool:
             append(f"{pre}{point} value={1.0 if val else 0.0}{qt}{ts}")
         elif tv is str:
-            if len(val) > MAX_TEXT_VALUE:
+            if len(val) > MAX_TEXT_VALUE or point in numeric:
                 return None
             append(f'{pre}{point} text="{schema.escape_str(val)}"{qt}{ts}')
         elif val is None and q != "good":
@@ -220,10 +220,15 @@ def _check_source(what: str, topic_gw: str | None, gw: str, topic_dev: str | Non
         raise WireError(f"{what}: topic names device {topic_dev!r}, payload says {dev!r}")
 
 
-def _data(payload: bytes, gw: str | None, dev: str | None, limit: int,
-          max_future_ms: int) -> Converted:
+NUMERIC_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32",
+                           "float64", "bitfield", "double", "float"})
+"""Point types (``PointInfo.type`` in a device's birth) whose values are numbers."""
+
+
+def _data(payload: bytes, gw: str | None, dev: str | None, limit: int, max_future_ms: int,
+          numeric: frozenset[str] = frozenset()) -> Converted:
     if gw is not None and dev is not None:
-        fast = telemetry_fast(payload, gw, dev, limit + 1)
+        fast = telemetry_fast(payload, gw, dev, limit + 1, numeric)
         if fast is not None:
             return Converted(Kind.DATA, fast)
     batch, bad = decode_batch_partial(payload)
@@ -236,6 +241,9 @@ def _data(payload: bytes, gw: str | None, dev: str | None, limit: int,
         if r.ts_ms > limit:
             refused.append((_ahead(f"Batch: readings.{i}.ts_ms", r.ts_ms, limit, max_future_ms),
                             _text(r.model_dump(mode="json"))))
+        elif isinstance(r.value, str) and r.point in numeric:
+            refused.append((f"Batch: readings.{i}.value: a string for point {r.point}, a number "
+                            "in the device's birth", _text(r.model_dump(mode="json"))))
         elif isinstance(r.value, int) and not isinstance(r.value, bool) \
                 and not -_INT_FLOAT < r.value < _INT_FLOAT:
             refused.append((f"Batch: readings.{i}.value: out of the float range",
@@ -353,6 +361,8 @@ class Router:
         self.max_future_ms = int(max_future_s * 1000)
         self.now_ms = now_ms
         self.max_payload_bytes = max_payload_bytes
+        self.numeric: dict[tuple[str, str], frozenset[str]] = {}
+        """Numeric points of each device, from its birth (``DeviceStatus.points``)."""
         self._events = {topics.alarm_events: Kind.ALARM_EVENT,
                         topics.customer_alerts: Kind.CUSTOMER_ALERT}
         self._gw_head = topics.prefix + "/gw/"
@@ -379,8 +389,17 @@ class Router:
         check_size(payload, self.max_payload_bytes)
         limit = self.now_ms() + self.max_future_ms
         if kind is Kind.DATA:
-            return _data(payload, gw, dev, limit, self.max_future_ms)
-        return Converted(kind, _CONVERTERS[kind](payload, gw, dev, limit, self.max_future_ms))
+            return _data(payload, gw, dev, limit, self.max_future_ms,
+                         self.numeric.get((gw, dev), frozenset()) if gw and dev else frozenset())
+        lines = _CONVERTERS[kind](payload, gw, dev, limit, self.max_future_ms)
+        if kind is Kind.DEVICE_STATUS:  # accepted: a birth declares the points' types
+            m = decode(payload, DeviceStatus)
+            if m.points:
+                if len(self.numeric) > 100_000:
+                    self.numeric.clear()
+                self.numeric[(m.gateway, m.device)] = frozenset(
+                    p.name for p in m.points if p.type in NUMERIC_TYPES)
+        return Converted(kind, lines)
 
     def lines(self, topic: str, payload: bytes) -> tuple[Kind, list[str]]:
         """Kind and lines of a message (the readings refused are left out)."""

@@ -159,3 +159,17 @@ def test_topics_outside_the_contract_are_refused() -> None:
         ROUTER.lines("aquavolt/v1/gw/g/dev/d/cmd", b"{}")
     with pytest.raises(WireError):
         ROUTER.lines("elsewhere/x", b"{}")
+
+
+def test_a_string_for_a_point_born_numeric_is_refused() -> None:
+    router = Router(TOPICS, now_ms=lambda: 2**53)
+    birth = {"v": 1, "gateway": "g", "device": "d", "state": "online", "ts_ms": 5,
+             "points": [{"name": "flow", "type": "float32"}, {"name": "serial", "type": "string"}]}
+    payload = json.dumps({**GOOD, "readings": [{"point": "flow", "value": "24.8", "ts_ms": 7},
+                                               {"point": "serial", "value": "A-7", "ts_ms": 7}]}).encode()
+    assert len(router.convert(TOPICS.data("g", "d"), payload).lines) == 2  # types not known yet
+    router.convert(TOPICS.device_status("g", "d"), json.dumps(birth).encode())
+    c = router.convert(TOPICS.data("g", "d"), payload)
+    assert c.lines == ['telemetry,device=d,gateway=g,point=serial text="A-7",quality=192i 7']
+    assert [why for why, _ in c.refused] == [
+        "Batch: readings.0.value: a string for point flow, a number in the device's birth"]
