@@ -189,8 +189,12 @@ class Converted:
 
     kind: Kind
     lines: list[str]
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    """(reason, the reading refused as JSON text)"""
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+    """(dead letter kind: 'malformed' or 'future', reason, the reading refused as JSON text)"""
+
+
+class TooFarAhead(WireError):
+    """A message stamped beyond the time window (dead-lettered, counted as 'future')."""
 
 
 def _text(raw: object) -> str:
@@ -209,7 +213,7 @@ def _ahead(what: str, ts_ms: int, limit: int, max_future_ms: int) -> str:
 
 def _check_time(what: str, ts_ms: int, limit: int, max_future_ms: int) -> None:
     if ts_ms > limit:
-        raise WireError(_ahead(what, ts_ms, limit, max_future_ms))
+        raise TooFarAhead(_ahead(what, ts_ms, limit, max_future_ms))
 
 
 def _check_source(what: str, topic_gw: str | None, gw: str, topic_dev: str | None = None,
@@ -233,26 +237,27 @@ def _data(payload: bytes, gw: str | None, dev: str | None, limit: int, max_futur
             return Converted(Kind.DATA, fast)
     batch, bad = decode_batch_partial(payload)
     _check_source("Batch", gw, batch.gateway, dev, batch.device)
-    refused = [(why, _text(raw)) for _i, why, raw in bad]
+    refused = [("malformed", why, _text(raw)) for _i, why, raw in bad]
     good = []
     bad_index = {j for j, _, _ in bad}
     index = [i for i in range(len(batch.readings) + len(bad)) if i not in bad_index]
     for i, r in zip(index, batch.readings, strict=True):
         if r.ts_ms > limit:
-            refused.append((_ahead(f"Batch: readings.{i}.ts_ms", r.ts_ms, limit, max_future_ms),
+            refused.append(("future", _ahead(f"Batch: readings.{i}.ts_ms", r.ts_ms, limit, max_future_ms),
                             _text(r.model_dump(mode="json"))))
         elif isinstance(r.value, str) and r.point in numeric:
-            refused.append((f"Batch: readings.{i}.value: a string for point {r.point}, a number "
+            refused.append(("malformed", f"Batch: readings.{i}.value: a string for point {r.point}, a number "
                             "in the device's birth", _text(r.model_dump(mode="json"))))
         elif isinstance(r.value, int) and not isinstance(r.value, bool) \
                 and not -_INT_FLOAT < r.value < _INT_FLOAT:
-            refused.append((f"Batch: readings.{i}.value: out of the float range",
+            refused.append(("malformed", f"Batch: readings.{i}.value: out of the float range",
                             _text(r.model_dump(mode="json"))))
         else:
             good.append(r)
     if not good:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise WireError(refused[0][0] + more)
+        kind, why, _ = refused[0]
+        raise (TooFarAhead if kind == "future" else WireError)(why + more)
     if len(good) < len(batch.readings):
         batch = Batch.model_construct(**{**dict(batch), "readings": good})
     return Converted(Kind.DATA, telemetry_lines(batch), refused)

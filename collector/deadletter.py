@@ -44,7 +44,8 @@ class DeadLetters:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, kind: str, topic: str, reason: str, payload: bytes | str) -> None:
-        """Record one dead letter; ``kind`` is 'malformed' or 'rejected' (counted apart)."""
+        """Record one dead letter; ``kind`` is 'malformed', 'future' (stamped beyond the time
+        window) or 'rejected' (by InfluxDB), counted apart."""
         text = payload if isinstance(payload, str) else payload_text(payload)
         if len(text) > self.max_payload_chars:
             text = text[: self.max_payload_chars] + "…(truncated)"

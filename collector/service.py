@@ -32,7 +32,7 @@ from aquavolt.progress import ProgressReporter
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
 from collector.config import CollectorConfig
-from collector.convert import Kind, Router, subscriptions
+from collector.convert import Kind, Router, TooFarAhead, subscriptions
 from collector.deadletter import DeadLetters
 from collector.metrics import MetricsServer, Stats
 from collector.rollups import EventTimeRollups
@@ -231,12 +231,13 @@ class Collector:
             converted = self.router.convert(m.topic, m.payload)
         except WireError as exc:
             # Acknowledged with the batch: the dead letter file holds it from now on.
-            self.deadletters.record("malformed", m.topic, str(exc), m.payload)
+            why = "future" if isinstance(exc, TooFarAhead) else "malformed"
+            self.deadletters.record(why, m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
             return
         kind, lines = converted.kind, converted.lines
-        for reason, reading in converted.refused:  # the others of the message are kept
-            self.deadletters.record("malformed", m.topic, reason, reading)
+        for why, reason, reading in converted.refused:  # the others of the message are kept
+            self.deadletters.record(why, m.topic, reason, reading)
         if converted.refused:
             self.stats.deadletters = dict(self.deadletters.by_kind)
         if kind is Kind.DATA:

@@ -113,9 +113,10 @@ def test_strict_input_refused_reading_by_reading_and_the_rest_stored(
         (f'{{"point": "flow_lps", "value": Infinity, "ts_ms": {t}}}', "readings.7.value: Input should be a finite"),
         (f'{{"point": "flow_lps", "value": true, "ts_ms": {t + 1}.0}}', "readings.9.ts_ms: Input should be a valid"),
         (f'{{"point": "label", "value": "{"x" * 5_000}", "ts_ms": {t}}}', "readings.11.value: String should have at most"),
-        (f'{{"point": "flow_lps", "value": 3.5, "ts_ms": {ten_years_ms}}}', "readings.13.ts_ms: "),
     ]
-    body = ", ".join(f"{ok(2 * k)}, {r}" for k, (r, _) in enumerate(bad)) + f", {ok(2 * len(bad))}"
+    future = f'{{"point": "flow_lps", "value": 3.5, "ts_ms": {ten_years_ms}}}'  # index 13
+    body = ", ".join(f"{ok(2 * k)}, {r}" for k, r in enumerate([r for r, _ in bad] + [future]))
+    body += f", {ok(2 * len(bad) + 2)}"
     mixed = (f'{{"v": 1, "gateway": "gw-s", "device": "d-1", "seq": 1, "readings": [{body}]}}').encode()
     coerced = (f'{{"v": 1, "gateway": "gw-s", "device": "d-1", "seq": "4", "readings": [{ok(99)}]}}').encode()
     health_ahead = (f'{{"v": 1, "gateway": "gw-s", "ts_ms": {ten_years_ms}, "uptime_s": 1.0, "buffer": '
@@ -125,29 +126,30 @@ def test_strict_input_refused_reading_by_reading_and_the_rest_stored(
         publisher.publish(topics.data("gw-s", "d-1"), mixed)
         publisher.publish(topics.data("gw-s", "d-1"), coerced)
         publisher.publish(topics.health("gw-s"), health_ahead)
-        n = len(bad) + 1
-        assert rec.wait_for(lambda msgs: len(msgs) >= len(bad) + 2, 20)
+        n = len(bad) + 2
+        assert rec.wait_for(lambda msgs: len(msgs) >= len(bad) + 3, 20)
         assert cx.wait_count(influx_settings, n, q="SELECT count(\"quality\") FROM \"telemetry\" "
                              "WHERE gateway = 'gw-s'") == n
         letters = [decode(m.payload, DeadLetter) for m in rec.snapshot()]
 
     rows = Influx(influx_settings).rows("SELECT * FROM \"telemetry\" WHERE gateway = 'gw-s' GROUP BY *")
     assert sorted((r["point"], r["value"]) for r in rows) == sorted(
-        (f"ok_{2 * k}", 2 * k + 0.5) for k in range(len(bad) + 1))  # the bad ones: none stored
+        (f"ok_{2 * k}", 2 * k + 0.5) for k in range(len(bad) + 2))  # the bad ones: none stored
     assert Influx(influx_settings).rows(f"SELECT * FROM \"telemetry\" WHERE time >= {now_ms + 3_600_000}ms") == []
     assert Influx(influx_settings).rows("SELECT * FROM \"gateway_health\" WHERE gateway = 'gw-s'") == []
     reasons = [d.reason for d in letters]
     assert all(d.topic.startswith(f"{topic_prefix}/gw/gw-s/") for d in letters)
     for _reading, want in bad:
         assert sum(r.startswith(f"malformed: Batch: {want}") for r in reasons) == 1, (want, reasons)
-    assert any(r.startswith("malformed: Batch: readings.13.ts_ms: ") and "ahead of the collector's clock" in r
-               for r in reasons)
+    assert sum(r.startswith(f"future: Batch: readings.13.ts_ms: {ten_years_ms} is ")
+               and r.endswith("s ahead of the collector's clock (max_future_s 300)") for r in reasons) == 1
     assert any(r == "malformed: Batch: seq: Input should be a valid integer" for r in reasons)
-    assert any(r.startswith("malformed: Health: ts_ms: ") and "ahead" in r for r in reasons)
+    assert any(r.startswith("future: Health: ts_ms: ") and "ahead" in r for r in reasons)
     nan_letter = next(d for d in letters if "readings.5." in d.reason)
     assert json.loads(nan_letter.payload)["point"] == "flow_lps"  # the reading refused, not the batch
     m = c.metrics()
-    assert m['aquavolt_collector_deadletters_total{reason="malformed"}'] == len(bad) + 2
+    assert m['aquavolt_collector_deadletters_total{reason="malformed"}'] == len(bad) + 1
+    assert m['aquavolt_collector_deadletters_total{reason="future"}'] == 2
     assert c.proc.poll() is None
 
 

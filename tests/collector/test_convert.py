@@ -110,9 +110,9 @@ def test_bad_readings_are_refused_one_by_one_and_the_others_kept() -> None:
     c = ROUTER.convert(TOPICS.data("g", "d"), payload)
     assert c.lines == ["telemetry,device=d,gateway=g,point=ok value=1.5,quality=192i 7"] * 5
     assert len(c.refused) == len(bad)
-    for (why, _), (_, want) in zip(c.refused, bad, strict=True):
+    for (_kind, why, _), (_, want) in zip(c.refused, bad, strict=True):
         assert why.startswith("Batch: " + want), why
-    assert json.loads(c.refused[0][1]) == bad[0][0]  # the dead letter holds the reading
+    assert json.loads(c.refused[0][2]) == bad[0][0]  # the dead letter holds the reading
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
@@ -123,7 +123,7 @@ def test_non_finite_numbers_are_refused_with_the_reason(literal: bytes) -> None:
     assert telemetry_fast(payload, "g", "d") is None
     c = ROUTER.convert(TOPICS.data("g", "d"), payload)
     assert c.lines == ["telemetry,device=d,gateway=g,point=b value=2.5,quality=192i 7"]
-    assert [why for why, _ in c.refused] == ["Batch: readings.0.value: Input should be a finite number"]
+    assert [why for _kind, why, _ in c.refused] == ["Batch: readings.0.value: Input should be a finite number"]
     with pytest.raises(WireError, match="finite"):
         ROUTER.convert(TOPICS.health("g"), b'{"v": 1, "gateway": "g", "ts_ms": 7, "uptime_s": NaN, '
                        b'"buffer": {"depth": 0, "bytes": 0, "oldest_age_s": 0, "dropped": 0}}')
@@ -143,7 +143,7 @@ def test_data_stamped_beyond_the_time_window_is_refused() -> None:
     assert telemetry_fast(payload, "g", "d", NOW_MS + 300_001) is None
     c = CLOCKED.convert(TOPICS.data("g", "d"), payload)
     assert c.lines == [f"telemetry,device=d,gateway=g,point=b value=2.0,quality=192i {NOW_MS + 299_000}"]
-    assert [why for why, _ in c.refused] == [
+    assert [why for _kind, why, _ in c.refused] == [
         f"Batch: readings.0.ts_ms: {ahead} is 301 s ahead of the collector's clock (max_future_s 300)",
         f"Batch: readings.2.ts_ms: {2**53 - 1} is {(2**53 - 1 - NOW_MS) / 1000:.0f} s ahead of the "
         "collector's clock (max_future_s 300)"]
@@ -171,5 +171,5 @@ def test_a_string_for_a_point_born_numeric_is_refused() -> None:
     router.convert(TOPICS.device_status("g", "d"), json.dumps(birth).encode())
     c = router.convert(TOPICS.data("g", "d"), payload)
     assert c.lines == ['telemetry,device=d,gateway=g,point=serial text="A-7",quality=192i 7']
-    assert [why for why, _ in c.refused] == [
+    assert [why for _kind, why, _ in c.refused] == [
         "Batch: readings.0.value: a string for point flow, a number in the device's birth"]
