@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aquavolt.influx import Influx
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.settings import InfluxSettings
@@ -204,3 +206,30 @@ def test_oversize_payload_refused_by_the_broker_and_by_the_collector(
         c.stop()
     finally:
         open_broker.stop()
+
+
+def test_time_window_follows_a_simulated_clock_ahead_of_the_wall(
+        mosquitto: Mosquitto, influx_settings: InfluxSettings, topic_prefix: str, tmp_path: Path,
+        collectors: list[Any], publisher: Any, cx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a simulated run the collector's clock is the simulated time when that is ahead of
+    the wall: a field replayed in 2031 is stored, what is stamped beyond the window of that
+    time is not."""
+    start_ms = 1_924_992_000_000  # 2031-01-01T00:00:00Z
+    monkeypatch.setenv("AQUAVOLT_CLOCK", "start=2031-01-01T00:00:00Z,accel=1")
+    topics = Topics(topic_prefix)
+    c = cx.CollectorProcess(mosquitto.url() + f"?prefix={topic_prefix}", influx_settings,
+                            tmp_path / "c1", "--max-future-s", "60").start()
+    collectors.append(c)
+    batch = Batch(gateway="gw-t", device="d-1", seq=1, readings=[
+        Reading(point="now", value=1.0, ts_ms=start_ms + 1000),
+        Reading(point="later", value=2.0, ts_ms=start_ms + 3_600_000)])
+    with Recorder(mosquitto.settings(), [topics.deadletter("collector")], "dl-sim") as rec:
+        publisher.publish(topics.data("gw-t", "d-1"), encode(batch))
+        assert rec.wait_for(lambda msgs: len(msgs) >= 1)
+        letter = decode(rec.snapshot()[0].payload, DeadLetter)
+    assert cx.wait_count(influx_settings, 1, q="SELECT count(\"quality\") FROM \"telemetry\" "
+                         "WHERE gateway = 'gw-t'") == 1
+    rows = Influx(influx_settings).rows("SELECT * FROM \"telemetry\" WHERE gateway = 'gw-t' GROUP BY *")
+    assert [(r["point"], r["time"]) for r in rows] == [("now", start_ms + 1000)]
+    assert letter.reason.startswith(f"future: Batch: readings.1.ts_ms: {start_ms + 3_600_000} is ")
+    assert letter.reason.endswith("(max_future_s 60)")
