@@ -19,14 +19,17 @@ import bisect
 import collections
 import contextlib
 import logging
+import os
 import signal
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from aquavolt.clock import RealClock, clock_from_env
+from aquavolt.clock import ENV as CLOCK_ENV
+from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
 from aquavolt.errors import WireError
+from aquavolt.lockstep import LockstepClock
 from aquavolt.logs import OnceLogger
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import InfluxSettings, MqttSettings
@@ -66,6 +69,19 @@ class Batch:
         return self.topics[bisect.bisect_right(self.starts, index) - 1]
 
 
+def event_clock(mqtt: MqttSettings) -> Clock:
+    """The clock of ``AQUAVOLT_CLOCK`` (the wall clock without it); in a lockstep run, a
+    follower of the grants on the collector's own broker: its time is the last instant
+    granted."""
+    spec = os.environ.get(CLOCK_ENV, "").strip()
+    if spec.startswith("lockstep"):
+        fields = dict(part.partition("=")[::2] for part in spec.split(",")[1:])
+        if set(fields) != {"start", "run"}:
+            raise ValueError(f"clock spec {spec!r}: needs lockstep,start=ISO,run=ID")
+        return LockstepClock(parse_instant(fields["start"]), fields["run"], mqtt)
+    return clock_from_spec(spec)
+
+
 def client_id_for(cfg: CollectorConfig) -> str:
     """The configured client id, or one made at first start and kept in the state folder
     (a persistent session needs the same id after a restart)."""
@@ -86,7 +102,7 @@ class Collector:
         self.influx = influx
         self.client_id = client_id_for(cfg)
         self.topics = Topics(mqtt.prefix)
-        self.clock = clock_from_env()  # a follower in a lockstep run: the last instant granted
+        self.clock = event_clock(mqtt)
         self.router = Router(self.topics, cfg.max_future_s, self._now_ms, cfg.max_payload_bytes)
         self.stats = Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -294,7 +310,7 @@ class Collector:
                 t.cancel()  # unacknowledged: the broker delivers them again
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.to_thread(self.source.stop)
-        if not isinstance(self.clock, RealClock) and hasattr(self.clock, "close"):
+        if isinstance(self.clock, LockstepClock):
             self.clock.close()
         log.info("collector %s stopped: %d messages, %d points written, %d dead letters",
                  self.client_id, self.stats.messages, self.stats.points_written,
