@@ -31,7 +31,7 @@ import yaml
 from aquavolt import signing
 from aquavolt.config import LoadedField, load_field
 from aquavolt.field import FieldConfig, OpcuaBus
-from aquavolt.wire import DEFAULT_PREFIX
+from aquavolt.wire import DEFAULT_PREFIX, MAX_PAYLOAD_BYTES
 
 APP_GID = 10001
 APP_UID = 10001
@@ -41,7 +41,7 @@ BROKER_GID = 1883
 """Group of the ``mosquitto`` user in the eclipse-mosquitto image."""
 SERVICE_USERS = ("collector", "rules", "sim", "healthcheck")
 HARNESS_USER = "harness"
-MESSAGE_SIZE_LIMIT = 256 * 1024
+MESSAGE_SIZE_LIMIT = MAX_PAYLOAD_BYTES  # the wire contract's limit (aquavolt.wire)
 """Largest MQTT message the broker accepts (bytes): a batch of a few hundred readings fits."""
 
 # Secrets that were once committed to this repository or are documented defaults: a

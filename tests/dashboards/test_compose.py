@@ -121,7 +121,7 @@ def test_every_mqtt_client_has_its_own_user_over_tls(deployed: Path) -> None:
     conf = (ROOT / "docker/mosquitto/mosquitto.conf").read_text()
     assert conf == mosquitto_conf()
     for line in ("allow_anonymous false", "use_username_as_clientid true", "listener 8883 0.0.0.0",
-                 "message_size_limit 262144"):
+                 "message_size_limit 1048576"):
         assert line in conf.splitlines()
     assert "1883" not in conf.replace("max_queued", "")
     # the committed ACL is the one generated from the compose field
