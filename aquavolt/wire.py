@@ -9,6 +9,9 @@ Topics, under a prefix (``aquavolt/v1`` by default)::
     {prefix}/gw/{gateway}/dev/{device}/status    DeviceStatus, retained (birth declares points)
     {prefix}/gw/{gateway}/dev/{device}/cmd       Command (write a point)
     {prefix}/gw/{gateway}/dev/{device}/reply     CommandReply
+    {prefix}/gw/{gateway}/stored                 StoredMark, retained: stored in InfluxDB up to seq
+    {prefix}/gw/{gateway}/resend                 ResendRequest: send a range of seq again
+    {prefix}/gw/{gateway}/resent                 ResendResult: what the gateway sent again or lost
     {prefix}/alarm/{asset}/{condition}           AlarmEvent, retained current state
     {prefix}/event/alarm                         AlarmEvent, every transition
     {prefix}/event/customer                      CustomerAlert (SMS), every state change
@@ -108,6 +111,52 @@ class Batch(Wire):
     bd_seq: int = Field(0, ge=0, description="Birth/death session of the gateway")
     historical: bool = Field(False, description="Replayed after an outage, not live")
     readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS)
+
+
+MAX_LOST_RANGES = 1000
+"""Ranges of lost sequence numbers named in one ResendResult."""
+
+
+class StoredMark(Wire):
+    """The collector's acknowledgement to a gateway: every data message of the gateway up to
+    ``seq`` is in InfluxDB (or dead-lettered, or reported lost); the gateway may forget them."""
+
+    v: Literal[1] = 1
+    gateway: Ident
+    seq: int = Field(ge=-1, lt=2**63, description="Highest seq stored without a gap (-1: none)")
+    bd_seq: int = Field(ge=0, lt=2**63, description="bd_seq of the message at seq (the boot it came from)")
+    ts_ms: TsMs
+
+
+class ResendRequest(Wire):
+    """The collector asks a gateway for the data messages ``from_seq``..``to_seq`` again."""
+
+    v: Literal[1] = 1
+    gateway: Ident
+    from_seq: int = Field(ge=0, lt=2**63)
+    to_seq: int = Field(ge=0, lt=2**63)
+    ts_ms: TsMs
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ResendRequest:
+        if self.to_seq < self.from_seq:
+            raise ValueError(f"to_seq {self.to_seq} is before from_seq {self.from_seq}")
+        return self
+
+
+class ResendResult(Wire):
+    """A gateway's answer to a ResendRequest: how many messages of the range it sends again,
+    and the ranges it no longer holds (dropped under its store's bounds: lost for good)."""
+
+    v: Literal[1] = 1
+    gateway: Ident
+    from_seq: int = Field(ge=0, lt=2**63)
+    to_seq: int = Field(ge=0, lt=2**63)
+    resent: int = Field(ge=0)
+    lost: list[tuple[int, int]] = Field(default_factory=list, max_length=MAX_LOST_RANGES,
+                                        description="[first, last] seq ranges dropped by the gateway")
+    stored_seq: int = Field(-1, ge=-1, lt=2**63, description="The gateway's last stored mark")
+    ts_ms: TsMs
 
 
 class GatewayState(StrEnum):
@@ -413,6 +462,23 @@ class Topics:
     def health(self, gw: str) -> str:
         return f"{self.prefix}/gw/{gw}/health"
 
+    def stored(self, gw: str) -> str:
+        return f"{self.prefix}/gw/{gw}/stored"
+
+    def resend(self, gw: str) -> str:
+        return f"{self.prefix}/gw/{gw}/resend"
+
+    def resent(self, gw: str) -> str:
+        return f"{self.prefix}/gw/{gw}/resent"
+
+    @property
+    def all_stored(self) -> str:
+        return f"{self.prefix}/gw/+/stored"
+
+    @property
+    def all_resent(self) -> str:
+        return f"{self.prefix}/gw/+/resent"
+
     def data(self, gw: str, dev: str) -> str:
         return f"{self.prefix}/gw/{gw}/dev/{dev}/data"
 
@@ -511,5 +577,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "progress": Progress,
     "time-grant": TimeGrant,
     "time-done": TimeDone,
+    "stored-mark": StoredMark,
+    "resend-request": ResendRequest,
+    "resend-result": ResendResult,
 }
 """Every payload of the contract, by the name of its JSON Schema file."""

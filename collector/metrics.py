@@ -28,6 +28,9 @@ class Stats:
     retries: int = 0
     deadletters: dict[str, int] = field(default_factory=dict)
     acks: int = 0
+    resend_requests: int = 0  # gaps asked again of a gateway
+    lost_messages: int = 0  # data messages a gateway no longer had: lost for good
+    lost_gaps: int = 0
     latency_sum_s: float = 0.0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
     latency_max_s: float = 0.0  # since the last stats line
@@ -58,6 +61,9 @@ class Stats:
             f"# TYPE {p}readings_total counter", f"{p}readings_total {self.readings}",
             f"# TYPE {p}points_written_total counter", f"{p}points_written_total {self.points_written}",
             f"# TYPE {p}batches_total counter", f"{p}batches_total {self.batches}",
+            f"# TYPE {p}resend_requests_total counter", f"{p}resend_requests_total {self.resend_requests}",
+            f"# TYPE {p}lost_messages_total counter", f"{p}lost_messages_total {self.lost_messages}",
+            f"# TYPE {p}lost_gaps_total counter", f"{p}lost_gaps_total {self.lost_gaps}",
             f"# TYPE {p}write_retries_total counter", f"{p}write_retries_total {self.retries}",
             f"# TYPE {p}acks_total counter", f"{p}acks_total {self.acks}",
             f"# TYPE {p}deadletters_total counter",

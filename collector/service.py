@@ -10,6 +10,11 @@
 A message is acknowledged only after every one of its points was accepted by InfluxDB (or
 dead-lettered with the reason): a crash at any moment leaves it unacknowledged, and the
 broker delivers it again. Duplicates overwrite themselves (same series, same timestamp).
+
+End to end (:mod:`collector.acks`): per gateway, the highest ``seq`` written without a gap is
+published retained on ``{prefix}/gw/{gw}/stored``; the gateway keeps its data until then. A
+gap that lasts is asked again on ``{prefix}/gw/{gw}/resend``; the gateway answers on
+``resent``, naming what it no longer holds (counted as lost, and logged).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from aquavolt.logs import OnceLogger
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
+from collector.acks import Acks, seq_of
 from collector.config import CollectorConfig
 from collector.convert import Kind, Router, TooFarAhead, subscriptions
 from collector.deadletter import DeadLetters
@@ -51,6 +57,7 @@ class Batch:
     starts: list[int] = field(default_factory=list)  # first line of each origin
     topics: list[str] = field(default_factory=list)
     messages: list[Inbound] = field(default_factory=list)
+    acks: list[tuple[str, int, int]] = field(default_factory=list)  # (gateway, seq, bd_seq) of data
     opened: float = 0.0
     max_ts_ms: int | None = None  # newest event time of the messages in it
 
@@ -109,7 +116,14 @@ class Collector:
         self._wake = asyncio.Event()
         self._wake_pending = False
         self._stop = asyncio.Event()
-        self.source = MqttSource(mqtt, self.client_id, list(subscriptions(self.topics)),
+        # With a shared subscription each collector sees part of every gateway's seqs: no marks.
+        self.acks = None if cfg.share_group else Acks(self.topics, cfg.state_dir / "stored.json")
+        filters = list(subscriptions(self.topics))
+        if self.acks is not None:
+            filters += [self.topics.all_stored, self.topics.all_resent]
+        self._gw_head = len(self.topics.prefix) + 4  # "{prefix}/gw/"
+        self._gw_head_parts = self.topics.prefix.count("/") + 3  # "{prefix}/gw/{gw}/stored"
+        self.source = MqttSource(mqtt, self.client_id, filters,
                                  share_group=cfg.share_group, session_expiry_s=cfg.session_expiry_s,
                                  receive_maximum=cfg.receive_maximum,
                                  max_inbox=cfg.max_inbox_messages, on_arrival=self._arrived)
@@ -159,6 +173,7 @@ class Collector:
                 await metrics.start()
             schema_task = asyncio.create_task(self._ensure_schema())
             stats_task = asyncio.create_task(self._stats_loop())
+            ack_task = asyncio.create_task(self._ack_loop())
             self.source.start()
             log.info("collector %s: %s -> %s (%s, database %s)", self.client_id,
                      ", ".join(self.source.filters), self.influx.url, self.influx.api,
@@ -166,7 +181,7 @@ class Collector:
             try:
                 await self._pump()
             finally:
-                await self._shutdown()
+                await self._shutdown(ack_task)
                 for t in (schema_task, stats_task):
                     t.cancel()
                 await asyncio.gather(schema_task, stats_task, return_exceptions=True)
@@ -183,6 +198,47 @@ class Collector:
             await asyncio.sleep(self.cfg.stats_interval_s)
             self._batch.add(f"(collector {self.client_id})",
                             [self.stats.influx_line(self.client_id)])
+
+    def _publish_acks(self) -> None:
+        if self.acks is None:
+            return
+        for topic, payload, retain in self.acks.due(time.monotonic(), int(time.time() * 1000)):
+            self.source.publish(topic, payload, retain=retain)
+        s = self.stats
+        s.resend_requests, s.lost_messages = self.acks.requests, self.acks.lost
+        s.lost_gaps = self.acks.gaps_lost
+        try:
+            self.acks.save()
+        except OSError as exc:
+            self._once.failure("stored marks", f"cannot save {self.acks.state_path}: {exc}")
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if self.source.connected.is_set():
+                self._publish_acks()
+
+    def _take_ack(self, m: Inbound) -> bool:
+        """A stored mark or a resend answer (ours to read, not to store); False otherwise."""
+        assert self.acks is not None
+        end = m.topic[m.topic.rfind("/") + 1:]
+        if end not in ("stored", "resent") or m.topic.count("/") != self._gw_head_parts:
+            return False
+        try:
+            if end == "stored":
+                self.acks.own_mark(m.payload)
+            else:
+                self.acks.resent(m.payload)
+        except (WireError, ValueError) as exc:
+            self.deadletters.record("malformed", m.topic, str(exc), m.payload)
+            self.stats.deadletters = dict(self.deadletters.by_kind)
+        return True
+
+    def _seq(self, m: Inbound, b: Batch) -> None:
+        got = seq_of(m.payload)
+        if got is not None:
+            gw = m.topic[self._gw_head:m.topic.find("/", self._gw_head)]
+            b.acks.append((gw, got[0], got[1]))
 
     async def _pump(self) -> None:
         flush_s = self.cfg.flush_interval_ms / 1000
@@ -243,6 +299,8 @@ class Collector:
         self.stats.messages += 1
         b = self._batch
         b.messages.append(m)
+        if self.acks is not None and m.topic[-7:] in ("/stored", "/resent") and self._take_ack(m):
+            return
         try:
             converted = self.router.convert(m.topic, m.payload)
         except WireError as exc:
@@ -250,8 +308,12 @@ class Collector:
             why = "future" if isinstance(exc, TooFarAhead) else "malformed"
             self.deadletters.record(why, m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
+            if self.acks is not None and m.topic.endswith("/data"):
+                self._seq(m, b)  # handled: dead-lettered with its reason, not asked again
             return
         kind, lines = converted.kind, converted.lines
+        if kind is Kind.DATA and self.acks is not None:
+            self._seq(m, b)
         for why, reason, reading in converted.refused:  # the others of the message are kept
             self.deadletters.record(why, m.topic, reason, reading)
         if converted.refused:
@@ -291,6 +353,9 @@ class Collector:
             for index, reason in refused:
                 self.deadletters.record("rejected", batch.topic_of(index), reason, batch.lines[index])
             self.stats.deadletters = dict(self.deadletters.by_kind)
+            if self.acks is not None:
+                for gw, seq, bd in batch.acks:
+                    self.acks.stored(gw, seq, bd)
             self.stats.acks += self.source.ack(batch.messages)
             self.stats.batch_done(len(batch.lines) - len(refused), time.monotonic() - t0)
             mark[1] = True
@@ -299,8 +364,8 @@ class Collector:
             self.stats.unacked -= len(batch.messages)
             self._slots.release()
 
-    async def _shutdown(self) -> None:
-        """Write what was taken in, acknowledge it, then leave the broker."""
+    async def _shutdown(self, ack_task: asyncio.Task[None]) -> None:
+        """Write what was taken in, acknowledge it, publish the marks, then leave the broker."""
         if self._rollup_task is not None:
             self._rollup_task.cancel()  # made again from the written data at the next start
         await self._submit()
@@ -309,6 +374,10 @@ class Collector:
             for t in pending:
                 t.cancel()  # unacknowledged: the broker delivers them again
             await asyncio.gather(*pending, return_exceptions=True)
+        ack_task.cancel()
+        await asyncio.gather(ack_task, return_exceptions=True)
+        if self.source.connected.is_set():
+            self._publish_acks()
         await asyncio.to_thread(self.source.stop)
         if isinstance(self.clock, LockstepClock):
             self.clock.close()

@@ -130,6 +130,8 @@ class Agent:
                                          self.link.publish, clock.now_ms)
         self.link.on_connected.append(self.progress.ready)
         self.link.subscriptions = [f"{self.topics.prefix}/gw/{self.gw.id}/dev/+/cmd"]
+        self.link.acknowledgements(self.gw.id, self.bd_seq, self.topics.stored(self.gw.id),
+                                   self.topics.resend(self.gw.id), self.topics.resent(self.gw.id))
         self.drivers: dict[str, Driver] = {}
         self.devices: dict[str, DeviceRuntime] = {}
         self._build()

@@ -1,8 +1,12 @@
 """The MQTT side of the agent: one paho-mqtt session, store and forward, birth and death.
 
 Data messages go through the :class:`~edge.store.Store`: each is committed to disk first,
-then published with QoS 1, and deleted when its PUBACK comes back. Two lanes share the
-session:
+then published with QoS 1, marked ``acked`` when its PUBACK comes back, and deleted only when
+the collector's stored mark (retained on ``{prefix}/gw/{gw}/stored``) says InfluxDB has it: a
+broker acknowledges before it persists, and loses what it held when it crashes. So after every
+(re)connection everything after the stored mark is sent again, and a ``resend`` request of
+the collector (a gap it saw) sends a range again, answered on ``resent`` with the seqs the
+store no longer holds. Two lanes share the session:
 
 - live: a message committed while the session is up is published at once, while fewer
   than ``live_window`` live messages wait for their PUBACK;
@@ -26,9 +30,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from aquavolt.clock import Clock
+from aquavolt.errors import WireError
 from aquavolt.mqtt import make_client
 from aquavolt.profiles import PointClass
 from aquavolt.settings import MqttSettings
+from aquavolt.wire import MAX_LOST_RANGES, ResendRequest, ResendResult, StoredMark, decode, encode
 from edge.store import Store
 
 log = logging.getLogger("aquavolt.edge.mqtt")
@@ -53,6 +59,13 @@ class Link:
         self.birth: Birth = list
         self.on_message: OnMessage = lambda _t, _p, _r: None
         self.subscriptions: list[str] = []
+        self.gateway = ""
+        self.bd_seq = 0
+        self.stored_topic = ""  # the collector's stored mark for this gateway ("" : none)
+        self.resend_topic = ""
+        self.resent_topic = ""
+        self.resend_requests = 0
+        self.marks = 0
         self.on_connected: list[Callable[[], None]] = []
         self.connected = False
         self.connects = 0
@@ -97,7 +110,18 @@ class Link:
         self._post(self._puback, mid)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._post(self.on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
+        if msg.topic == self.stored_topic:
+            self._post(self._stored, bytes(msg.payload))
+        elif msg.topic == self.resend_topic:
+            self._post(self._resend, bytes(msg.payload))
+        else:
+            self._post(self.on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
+
+    def acknowledgements(self, gateway: str, bd_seq: int, stored: str, resend: str, resent: str) -> None:
+        """Take the collector's stored marks and resend requests on these topics."""
+        self.gateway, self.bd_seq = gateway, bd_seq
+        self.stored_topic, self.resend_topic, self.resent_topic = stored, resend, resent
+        self.subscriptions += [stored, resend]
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -125,7 +149,13 @@ class Link:
     def _connected(self) -> None:
         self.connected = True
         self.connects += 1
-        log.info("connected to %s:%s", self.settings.host, self.settings.port)
+        # A new connection may be to a broker that lost what it had acknowledged (a crash
+        # between two autosaves): everything after the stored mark goes again.
+        self._delete_acked()
+        again = self.store.unack(self.store.stored_seq + 1)
+        self._cursor = self.store.stored_seq
+        log.info("connected to %s:%s; %d messages after the stored mark %d to send", self.settings.host,
+                 self.settings.port, again, self.store.stored_seq)
         for topic, payload in self.birth():
             self.client.publish(topic, payload, qos=1, retain=True)
         if self.subscriptions:
@@ -190,7 +220,7 @@ class Link:
             self._flush()
         while True:
             self._delete_acked()
-            if self.store.pending == 0 and self.store.depth == 0 and not self._plain:
+            if self.store.pending == 0 and self.store.waiting == 0 and not self._plain:
                 return
             self._acks.clear()
             await self._acks.wait()
@@ -214,9 +244,50 @@ class Link:
             self._delete_acked()
 
     def _delete_acked(self) -> None:
+        """Record the broker's acknowledgements (the rows stay until the stored mark)."""
         acked, self._acked = self._acked, []
-        self.store.delete(acked)
+        self.store.ack(acked)
         self._out.difference_update(acked)
+
+    # ------------------------------------------------------------ end-to-end acknowledgement
+    def _stored(self, payload: bytes) -> None:
+        try:
+            mark = decode(payload, StoredMark)
+        except WireError as exc:
+            log.warning("stored mark refused: %s", exc)
+            return
+        if mark.gateway != self.gateway:
+            return
+        if mark.bd_seq > self.bd_seq or mark.seq >= self.store.next_seq:
+            # not this store's history (a store replaced, or another gateway's mark)
+            log.warning("stored mark seq %d (bd_seq %d) is ahead of this store (next seq %d, bd_seq %d): "
+                        "ignored", mark.seq, mark.bd_seq, self.store.next_seq, self.bd_seq)
+            return
+        self.marks += 1
+        self._delete_acked()
+        self.store.forget_through(mark.seq)
+
+    def _resend(self, payload: bytes) -> None:
+        try:
+            req = decode(payload, ResendRequest)
+        except WireError as exc:
+            log.warning("resend request refused: %s", exc)
+            return
+        if req.gateway != self.gateway:
+            return
+        self.resend_requests += 1
+        self._delete_acked()
+        lost = self.store.missing(req.from_seq, req.to_seq, MAX_LOST_RANGES)
+        held = self.store.unack(req.from_seq, req.to_seq)
+        self._cursor = min(self._cursor, req.from_seq - 1)
+        self._wake.set()
+        size = sum(b - a + 1 for a, b in lost)
+        log.log(logging.WARNING if lost else logging.INFO,
+                "collector asks for seq %d..%d again: %d held, sent again; %d dropped from the store",
+                req.from_seq, req.to_seq, held, size)
+        self.publish(self.resent_topic, encode(ResendResult(
+            gateway=self.gateway, from_seq=req.from_seq, to_seq=req.to_seq, resent=held, lost=lost,
+            stored_seq=self.store.stored_seq, ts_ms=self.clock.now_ms())))
 
     async def _replay(self) -> None:
         sent_at = time.monotonic()

@@ -1,8 +1,10 @@
 """The durable queue behind store and forward: SQLite in WAL mode.
 
-Every data message is written here (and committed) before it is handed to MQTT, and deleted
-only when the broker acknowledges it (PUBACK). The queue also keeps the gateway's sequence
-numbers (``seq``, +1 per data message, and ``bd_seq``, +1 per agent start) so that both
+Every data message is written here (and committed) before it is handed to MQTT. The broker's
+PUBACK only marks it ``acked`` (not sent again while that broker session lives); it is deleted
+when the collector's stored mark (``{prefix}/gw/{gw}/stored``: every seq up to it is in
+InfluxDB) reaches it. The queue also keeps the gateway's sequence numbers (``seq``, +1 per
+data message, and ``bd_seq``, +1 per agent start) and the last stored mark, so that all
 survive a restart or a kill -9.
 
 Bounds: ``max_bytes`` of payload and ``max_age_s`` of age. Past them the oldest telemetry
@@ -27,7 +29,8 @@ CREATE TABLE IF NOT EXISTS q (
     payload BLOB NOT NULL,
     cls INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS q_cls ON q (cls, seq);
 CREATE TABLE IF NOT EXISTS seen_cmd (id TEXT PRIMARY KEY, ts_ms INTEGER NOT NULL);
@@ -56,12 +59,23 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA cache_size=-2000")  # 2 MB page cache whatever the backlog
         self.db.executescript(_SCHEMA)
+        if "acked" not in {r[1] for r in self.db.execute("PRAGMA table_info(q)")}:
+            self.db.execute("ALTER TABLE q ADD COLUMN acked INTEGER NOT NULL DEFAULT 0")
+        # what a broker acknowledged in an earlier run may be lost with that broker: send again
+        self.db.execute("UPDATE q SET acked = 0 WHERE acked = 1")
         self.dropped = 0
         self._pending: list[tuple[int, str, bytes, int, int, int]] = []
         cur = self.db.execute("SELECT COALESCE(MAX(seq), -1), COUNT(*), COALESCE(SUM(size), 0) FROM q")
         max_seq, self.depth, self.bytes = cur.fetchone()
         self.next_seq = max(self._meta("next_seq", 0), max_seq + 1)
         self.dropped_total = self._meta("dropped_total", 0)
+        self.waiting = self.depth  # rows no broker has acknowledged yet
+        stored = self._meta("stored_seq", -2)
+        if stored == -2:  # a store from before the stored marks: what it deleted was delivered
+            oldest = self.db.execute("SELECT COALESCE(MIN(seq), ?) FROM q", (self.next_seq,)).fetchone()[0]
+            stored = oldest - 1
+            self._set_meta("stored_seq", stored)
+        self.stored_seq: int = stored
 
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -102,35 +116,78 @@ class Store:
             )
             self._set_meta("next_seq", self.next_seq)
         self.depth += len(rows)
+        self.waiting += len(rows)
         self.bytes += sum(r[5] for r in rows)
         if self.bytes > self.max_bytes:
             self._drop_to(self.max_bytes)
         return [Row(r[0], r[1], r[2]) for r in rows]
 
-    def delete(self, seqs: list[int]) -> None:
-        """Forget acknowledged messages."""
+    def ack(self, seqs: list[int]) -> None:
+        """Mark messages acknowledged by the broker (kept until the stored mark passes them)."""
         if not seqs:
             return
+        n = 0
         with self.db:
             self.db.execute("BEGIN")
-            gone = 0
-            size = 0
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                n, s = self.db.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM q WHERE seq IN ({marks})", chunk
-                ).fetchone()
-                self.db.execute(f"DELETE FROM q WHERE seq IN ({marks})", chunk)
-                gone += n
-                size += s
-        self.depth -= gone
-        self.bytes -= size
+                n += self.db.execute(f"UPDATE q SET acked = 1 WHERE acked = 0 AND seq IN ({marks})",
+                                     chunk).rowcount
+        self.waiting -= n
+
+    def forget_through(self, seq: int) -> int:
+        """The collector stored every message up to ``seq``: delete them; returns how many."""
+        if seq <= self.stored_seq:
+            return 0
+        with self.db:
+            self.db.execute("BEGIN")
+            n, s, w = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(acked = 0), 0) FROM q WHERE seq <= ?",
+                (seq,)).fetchone()
+            self.db.execute("DELETE FROM q WHERE seq <= ?", (seq,))
+            self._set_meta("stored_seq", seq)
+        self.stored_seq = seq
+        self.depth -= n
+        self.bytes -= s
+        self.waiting -= w
+        return int(n)
+
+    def unack(self, first: int, last: int | None = None) -> int:
+        """Send again the messages from ``first`` (to ``last``): the broker that acknowledged
+        them may have lost them. Returns how many the store holds in that range."""
+        hi = self.next_seq if last is None else last
+        with self.db:
+            self.db.execute("BEGIN")
+            held = self.db.execute("SELECT COUNT(*) FROM q WHERE seq BETWEEN ? AND ?",
+                                   (first, hi)).fetchone()[0]
+            n = self.db.execute("UPDATE q SET acked = 0 WHERE acked = 1 AND seq BETWEEN ? AND ?",
+                                (first, hi)).rowcount
+        self.waiting += n
+        return int(held)
+
+    def missing(self, first: int, last: int, max_ranges: int = 1000) -> list[tuple[int, int]]:
+        """Ranges of seqs in [first, last] after the stored mark that the store no longer holds
+        (dropped under its bounds), at most ``max_ranges``."""
+        lo = max(first, self.stored_seq + 1)
+        hi = min(last, self.next_seq - 1)
+        out: list[tuple[int, int]] = []
+        expect = lo
+        for (seq,) in self.db.execute("SELECT seq FROM q WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi)):
+            if seq > expect:
+                out.append((expect, seq - 1))
+                if len(out) >= max_ranges:
+                    return out
+            expect = seq + 1
+        if expect <= hi:
+            out.append((expect, hi))
+        return out
 
     def scan(self, after_seq: int, limit: int = 200) -> list[Row]:
-        """Messages with seq > after_seq, oldest first."""
+        """Messages with seq > after_seq that no broker acknowledged, oldest first."""
         cur = self.db.execute(
-            "SELECT seq, topic, payload FROM q WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            "SELECT seq, topic, payload FROM q WHERE seq > ? AND acked = 0 ORDER BY seq LIMIT ?",
+            (after_seq, limit)
         )
         return [Row(s, t, bytes(p)) for s, t, p in cur.fetchall()]
 
@@ -141,13 +198,15 @@ class Store:
     def _drop(self, where: str, args: tuple[int, ...]) -> int:
         with self.db:
             self.db.execute("BEGIN")
-            n, s = self.db.execute(f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM q WHERE {where}",
-                                   args).fetchone()
+            n, s, w = self.db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(acked = 0), 0) FROM q WHERE {where}",
+                args).fetchone()
             self.db.execute(f"DELETE FROM q WHERE {where}", args)
             self.dropped_total += n
             self._set_meta("dropped_total", self.dropped_total)
         self.depth -= n
         self.bytes -= s
+        self.waiting -= w
         self.dropped += n
         return int(n)
 
