@@ -57,3 +57,43 @@ def test_past_the_age_bound_every_class_goes_and_is_counted(tmp_path: Path) -> N
     assert [s for s, _ in _left(store)] == [3] and store.dropped_total == 3
     assert store.prune(now_ms=3_600_000 + 20) == 0
     store.close()
+
+
+def test_broker_acked_messages_stay_until_the_stored_mark(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.sqlite3")
+    _fill(store, [PointClass.TELEMETRY] * 5)
+    store.ack([0, 1, 2, 3, 4])  # the broker has them: not sent again, not forgotten either
+    assert store.scan(-1) == [] and store.depth == 5 and store.waiting == 0
+    assert store.forget_through(2) == 3  # the collector stored 0..2
+    assert store.depth == 2 and store.stored_seq == 2
+    assert store.unack(store.stored_seq + 1) == 2  # a new connection: 3 and 4 go again
+    assert [r.seq for r in store.scan(-1)] == [3, 4] and store.waiting == 2
+    store.ack([3, 4])
+    store.close()
+    again = Store(tmp_path / "q.sqlite3")  # a restart: what a broker acknowledged goes again
+    assert again.stored_seq == 2 and [r.seq for r in again.scan(-1)] == [3, 4] and again.waiting == 2
+    again.close()
+
+
+def test_a_range_the_store_dropped_is_named_with_its_size(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.sqlite3", max_bytes=500)
+    tel, al = PointClass.TELEMETRY, PointClass.ALARM
+    _fill(store, [tel, al, tel, tel, al, tel, tel, tel])  # 800 bytes: the three oldest telemetry go
+    assert store.dropped == 3
+    assert store.missing(0, 7) == [(0, 0), (2, 3)]
+    assert store.unack(0, 7) == 5  # what it still holds is sent again
+    assert store.missing(5, 20) == []  # past the newest seq nothing is missing
+    store.forget_through(2)  # at or below the stored mark nothing is lost
+    assert store.missing(0, 7) == [(3, 3)]
+    store.close()
+
+
+def test_store_before_stored_marks_counts_what_it_deleted_as_delivered(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.sqlite3")
+    _fill(store, [PointClass.TELEMETRY] * 4)
+    store.db.execute("DELETE FROM q WHERE seq < 2")  # deleted on PUBACK by an earlier version
+    store.db.execute("DELETE FROM meta WHERE key = 'stored_seq'")
+    store.close()
+    again = Store(tmp_path / "q.sqlite3")
+    assert again.stored_seq == 1 and again.missing(0, 3) == []
+    again.close()

@@ -207,23 +207,22 @@ def test_only_the_rules_engine_writes_commands(stack: Stack, witness: Peer) -> N
 
 def test_the_collector_acknowledges_and_asks_gateways_again(stack: Stack, witness: Peer) -> None:
     gw = stack.connect("gw-meters-a", client_id="gw-meters-a-ack")
-    mark, resend = f"{P}/gw/gw-meters-a/stored", f"{P}/gw/gw-meters-a/resend"
+    mark, resend, resent = (f"{P}/gw/gw-meters-a/{t}" for t in ("stored", "resend", "resent"))
     assert stack.subscribe(gw, mark) < 0x80 and stack.subscribe(gw, resend) < 0x80
+    # no other gateway forges its mark, asks it or answers for it; nor does the rules engine
+    other = stack.connect("gw-meters-b", client_id="gw-meters-b-ack")
+    for topic in (mark, resend, resent):
+        assert _refused(stack, witness, other, topic, f"{P}/gw/gw-meters-b/health"), topic
+    rules = stack.connect("rules", client_id="rules-ack")
+    assert _refused(stack, witness, rules, mark, f"{P}/progress/rules")
     collector = stack.connect("collector", client_id="collector-ack")
     for topic in (mark, resend):
         token = uuid.uuid4().hex.encode()
         collector.client.publish(topic, token, qos=1)
         gw.wait_for(topic, token)  # the gateway reads its mark and its resend requests
-    # the gateway answers on its own branch; no other gateway forges its mark or asks it
     token = uuid.uuid4().hex.encode()
-    gw.client.publish(f"{P}/gw/gw-meters-a/resent", token, qos=1)
-    witness.wait_for(f"{P}/gw/gw-meters-a/resent", token)
-    other = stack.connect("gw-meters-b", client_id="gw-meters-b-ack")
-    for topic in (mark, resend, f"{P}/gw/gw-meters-a/resent"):
-        assert _refused(stack, witness, other, topic, f"{P}/gw/gw-meters-b/health"), topic
-    rules = stack.connect("rules", client_id="rules-ack")
-    assert _refused(stack, witness, rules, mark, f"{P}/progress/rules")
-
+    gw.client.publish(resent, token, qos=1)  # and answers on its own branch
+    witness.wait_for(resent, token)
 
 def test_a_gateway_cannot_subscribe_to_another_gateways_commands(stack: Stack, witness: Peer) -> None:
     # Mosquitto 2.0 grants the subscription and applies the ACL to every message it would

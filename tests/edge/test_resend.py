@@ -1,0 +1,85 @@
+"""The gateway's side of end-to-end acknowledgement, against the real Mosquitto: the stored
+mark lets the store forget, a resend request sends the range again from the store, and what
+the store dropped under its byte bound is answered as lost, with its size."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+from helpers import json_of, messages, recorder
+
+from aquavolt.clock import RealClock
+from aquavolt.mqtt import make_client
+from aquavolt.profiles import PointClass
+from aquavolt.wire import ResendRequest, StoredMark, Topics, decode_batch, encode
+from edge.link import Link
+from edge.store import Store
+
+
+async def _until(cond: object, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def test_mark_forgets_resend_fills_and_dropped_is_reported(mosquitto, topic_prefix, tmp_path: Path) -> None:
+    t = Topics(topic_prefix)
+    gw = "gw-r"
+    store = Store(tmp_path / "q.sqlite3", max_bytes=2_000)
+    settings = mosquitto.settings().model_copy(update={"prefix": topic_prefix})
+    link = Link(settings, "edge-resend", store, RealClock(), (t.gateway_status(gw), b"{}"))
+    link.acknowledgements(gw, 0, t.stored(gw), t.resend(gw), t.resent(gw))
+    collector = make_client(settings, "collector-resend")
+    collector.connect(settings.host, settings.port)
+    collector.loop_start()
+
+    def batch(seq: int) -> bytes:
+        return orjson.dumps({"v": 1, "gateway": gw, "device": "d", "seq": seq, "bd_seq": 0,
+                             "historical": False, "readings": [
+                                 {"point": "p", "value": seq, "ts_ms": 1_000 + seq, "quality": "good"}]})
+
+    async def scenario() -> None:
+        await link.start()
+        try:
+            await steps()
+        finally:
+            await link.stop()
+
+    async def steps() -> None:
+        assert await _until(lambda: link.connected)
+        for _ in range(30):  # 30 messages of about 100 bytes: the bound keeps about 20
+            link.submit(t.data(gw, "d"), batch, PointClass.TELEMETRY, 0)
+        await asyncio.wait_for(link.drained(), 10)
+        assert store.depth == store.next_seq - store.dropped  # broker-acked, kept
+        collector.publish(t.stored(gw), encode(StoredMark(gateway=gw, seq=4, bd_seq=0, ts_ms=1)), qos=1,
+                          retain=True).wait_for_publish(5)
+        assert await _until(lambda: store.stored_seq == 4)
+        with recorder(mosquitto, topic_prefix, "resend") as rec:
+            collector.publish(t.resend(gw), encode(ResendRequest(gateway=gw, from_seq=0, to_seq=29, ts_ms=1)),
+                              qos=1).wait_for_publish(5)
+            assert await _until(lambda: bool(messages(rec, "/resent")))
+            answer = json_of(messages(rec, "/resent")[0])
+            held = store.depth
+            assert await _until(lambda: len(messages(rec, "/data")) >= held)
+            again = sorted(decode_batch(m.payload).seq for m in messages(rec, "/data"))
+        dropped = store.dropped
+        assert dropped > 0
+        # the store dropped the oldest: seq 0..dropped-1; 0..4 are below the mark, not lost
+        assert answer["lost"] == [[5, dropped - 1]] and answer["stored_seq"] == 4
+        assert answer["resent"] == held == 30 - dropped
+        assert again == list(range(dropped, 30))
+        assert all(decode_batch(m.payload).historical for m in messages(rec, "/data"))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        collector.publish(t.stored(gw), b"", qos=1, retain=True).wait_for_publish(5)
+        collector.disconnect()
+        collector.loop_stop()
+        store.close()
