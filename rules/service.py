@@ -55,6 +55,7 @@ from aquavolt.wire import (
 from rules.api import Condition, CustomerSink
 from rules.core import Core, Output
 from rules.daily import DailySchedule
+from rules.dedup import SeenSeqs
 from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
 from rules.history import load_history
 from rules.notify import Notifier
@@ -169,6 +170,8 @@ class Stats:
     """Event time released to the rules (newest timestamp seen less the allowed lateness)."""
     late_messages: int = 0
     """Messages older than what had been released: processed at once, out of order."""
+    resent_skipped: int = 0
+    """Batches sent again (historical, same gateway, boot and seq) and not applied twice."""
     rejected_future: int = 0
     """Messages stamped beyond ``rules.event_time.max_future_s`` ahead of now (in ``rejected``)."""
     rejected_source: int = 0
@@ -209,6 +212,7 @@ class Engine:
         self.notifier = notifier
         self.customer_sink = customer_sink
         self.stats = Stats()
+        self._seen = SeenSeqs()
         self.influx = influx
         self._once = OnceLogger(log)
         self._writes: set[asyncio.Task[None]] = set()
@@ -299,6 +303,9 @@ class Engine:
         return Output()
 
     def _batch(self, b: Batch) -> Output:
+        if not self._seen.first_time(b.gateway, b.bd_seq, b.seq) and b.historical:
+            self.stats.resent_skipped += 1  # sent again after the collector's stored mark
+            return Output()
         self.stats.readings += len(b.readings)
         return self.core.batch(b)
 
