@@ -76,6 +76,7 @@ class Link:
         self._live_n = 0
         self._replay_n = 0
         self._cursor = -1
+        self._rewinds = 0  # the cursor was moved back: a replay pass in progress starts again
         self._acked: list[int] = []
         self._wake = asyncio.Event()
         self._acks = asyncio.Event()
@@ -153,7 +154,7 @@ class Link:
         # between two autosaves): everything after the stored mark goes again.
         self._delete_acked()
         again = self.store.unack(self.store.stored_seq + 1)
-        self._cursor = self.store.stored_seq
+        self._rewind(self.store.stored_seq)
         log.info("connected to %s:%s; %d messages after the stored mark %d to send", self.settings.host,
                  self.settings.port, again, self.store.stored_seq)
         for topic, payload in self.birth():
@@ -279,8 +280,7 @@ class Link:
         self._delete_acked()
         lost = self.store.missing(req.from_seq, req.to_seq, MAX_LOST_RANGES)
         held = self.store.unack(req.from_seq, req.to_seq)
-        self._cursor = min(self._cursor, req.from_seq - 1)
-        self._wake.set()
+        self._rewind(min(self._cursor, req.from_seq - 1))
         size = sum(b - a + 1 for a, b in lost)
         log.log(logging.WARNING if lost else logging.INFO,
                 "collector asks for seq %d..%d again: %d held, sent again; %d dropped from the store",
@@ -288,6 +288,11 @@ class Link:
         self.publish(self.resent_topic, encode(ResendResult(
             gateway=self.gateway, from_seq=req.from_seq, to_seq=req.to_seq, resent=held, lost=lost,
             stored_seq=self.store.stored_seq, ts_ms=self.clock.now_ms())))
+
+    def _rewind(self, cursor: int) -> None:
+        self._cursor = cursor
+        self._rewinds += 1
+        self._wake.set()
 
     async def _replay(self) -> None:
         sent_at = time.monotonic()
@@ -297,9 +302,12 @@ class Link:
             while self.connected:
                 self._delete_acked()
                 rows = self.store.scan(self._cursor, 200)
+                rewinds = self._rewinds
                 if not rows:
                     break
                 for row in rows:
+                    if rewinds != self._rewinds:
+                        break  # scan again from where the cursor was moved back to
                     if row.seq in self._out:  # paho has it (and resends it itself)
                         self._cursor = row.seq
                         continue
@@ -313,6 +321,8 @@ class Link:
                         if gap > 0:
                             await asyncio.sleep(gap)
                         sent_at = time.monotonic()
+                    if rewinds != self._rewinds:
+                        break  # scan again from where the cursor was moved back to
                     if row.seq in self._out or not self.connected:
                         continue
                     payload = row.payload.replace(b'"historical":false', b'"historical":true', 1)
