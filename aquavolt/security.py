@@ -92,7 +92,7 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
     users["collector"] = [
         *telemetry,
         ("read", f"{p}/gw/+/dev/+/reply"),
-        ("readwrite", f"{p}/gw/+/stored"),
+        ("write", f"{p}/gw/+/stored"),
         ("write", f"{p}/gw/+/resend"),
         ("read", f"{p}/gw/+/resent"),
         ("read", f"{p}/alarm/#"),

@@ -472,10 +472,6 @@ class Topics:
         return f"{self.prefix}/gw/{gw}/resent"
 
     @property
-    def all_stored(self) -> str:
-        return f"{self.prefix}/gw/+/stored"
-
-    @property
     def all_resent(self) -> str:
         return f"{self.prefix}/gw/+/resent"
 

@@ -5,7 +5,12 @@ on ``{prefix}/gw/{gw}/resend``, and what the gateway answers it lost is counted 
 
 A pure state machine: the service feeds it what was written and what the gateways answered,
 and asks it, with the time, what to publish. Bounded: at most ``max_ahead`` seqs are held
-above a gap per gateway; past that the gap is given up and reported lost.
+above a gap per gateway; one further ahead is not recorded (the mark stays below it, so the
+gateway keeps it, and it is asked again once the gap before it is filled).
+
+Its state (the mark of each gateway) is kept in ``stored.json``; without it (a new state
+folder) a gateway's first gap reaches back to seq 0 and the gateway's answer, with its own
+last mark (``stored_seq``), sets it right.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from aquavolt.wire import ResendRequest, ResendResult, StoredMark, Topics, encode
+from aquavolt.wire import ResendRequest, ResendResult, StoredMark, Topics, decode, encode
 
 log = logging.getLogger("aquavolt.collector.acks")
 
@@ -51,7 +56,7 @@ class Track:
 
 class Acks:
     def __init__(self, topics: Topics, state_path: Path, gap_grace_s: float = 2.0,
-                 max_request: int = 10_000, max_ahead: int = 100_000) -> None:
+                 max_request: int = 10_000, max_ahead: int = 50_000) -> None:
         self.topics = topics
         self.state_path = state_path
         self.gap_grace_s = gap_grace_s
@@ -92,12 +97,19 @@ class Acks:
         t.dirty = True  # a message the gateway sent again: it needs the mark again
         if seq <= t.contig:
             return
+        if seq - t.contig > self.max_ahead:
+            return  # bounded: not recorded; asked again after the gap before it is filled
         t.ahead[seq] = bd_seq
         self._advance(t)
-        if len(t.ahead) > self.max_ahead:  # bounded: give the oldest gap up, report it
-            first = min(t.ahead)
-            self._lose(gw, t, t.contig + 1, first - 1, "too many messages held above it")
-            self._advance(t)
+
+    def birth(self, gw: str, bd_seq: int) -> None:
+        """A gateway's birth: a ``bd_seq`` below the boots seen means its store was replaced
+        (its seqs start again): its mark starts again too."""
+        t = self.tracks.get(gw)
+        if t is not None and bd_seq < t.bd_seq:
+            log.warning("gateway %s was born with bd_seq %d after %d: a new store; its stored mark "
+                        "starts again", gw, bd_seq, t.bd_seq)
+            self.tracks[gw] = Track()
 
     def _advance(self, t: Track) -> None:
         ahead = t.ahead
@@ -124,8 +136,6 @@ class Acks:
 
     def resent(self, payload: bytes) -> None:
         """A gateway's answer to a resend request."""
-        from aquavolt.wire import decode
-
         res = decode(payload, ResendResult)
         t = self._track(res.gateway)
         if res.stored_seq > t.contig:  # the gateway knows more than we remember
@@ -138,16 +148,6 @@ class Acks:
         if res.resent:
             log.info("gateway %s sends seq %d..%d again (%d held)", res.gateway, res.from_seq, res.to_seq,
                      res.resent)
-
-    def own_mark(self, payload: bytes) -> None:
-        """A retained mark (ours, from before a restart that lost our state file)."""
-        m = orjson.loads(payload)
-        mark = StoredMark.model_validate(m)
-        t = self._track(mark.gateway)
-        if mark.seq > t.contig and not self._saved.get(mark.gateway):
-            t.contig, t.bd_seq = mark.seq, mark.bd_seq
-            t.ahead = {s: b for s, b in t.ahead.items() if s > t.contig}
-            self._advance(t)
 
     def due(self, now_s: float, now_ms: int) -> list[tuple[str, bytes, bool]]:
         """(topic, payload, retain) to publish now: changed marks, and requests for gaps that

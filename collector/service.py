@@ -31,6 +31,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from aquavolt.clock import ENV as CLOCK_ENV
 from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
 from aquavolt.errors import WireError
@@ -120,7 +122,7 @@ class Collector:
         self.acks = None if cfg.share_group else Acks(self.topics, cfg.state_dir / "stored.json")
         filters = list(subscriptions(self.topics))
         if self.acks is not None:
-            filters += [self.topics.all_stored, self.topics.all_resent]
+            filters.append(self.topics.all_resent)
         self._gw_head = len(self.topics.prefix) + 4  # "{prefix}/gw/"
         self._gw_head_parts = self.topics.prefix.count("/") + 3  # "{prefix}/gw/{gw}/stored"
         self.source = MqttSource(mqtt, self.client_id, filters,
@@ -219,20 +221,23 @@ class Collector:
                 self._publish_acks()
 
     def _take_ack(self, m: Inbound) -> bool:
-        """A stored mark or a resend answer (ours to read, not to store); False otherwise."""
+        """A gateway's answer to a resend request (ours to read, not to store); False otherwise."""
         assert self.acks is not None
-        end = m.topic[m.topic.rfind("/") + 1:]
-        if end not in ("stored", "resent") or m.topic.count("/") != self._gw_head_parts:
+        if m.topic.count("/") != self._gw_head_parts:
             return False
         try:
-            if end == "stored":
-                self.acks.own_mark(m.payload)
-            else:
-                self.acks.resent(m.payload)
-        except (WireError, ValueError) as exc:
+            self.acks.resent(m.payload)
+        except WireError as exc:
             self.deadletters.record("malformed", m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
         return True
+
+    def _birth(self, m: Inbound) -> None:
+        assert self.acks is not None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            st = orjson.loads(m.payload)
+            if type(st) is dict and st.get("state") == "online" and type(st.get("bd_seq")) is int:
+                self.acks.birth(str(st.get("gateway")), st["bd_seq"])
 
     def _seq(self, m: Inbound, b: Batch) -> None:
         got = seq_of(m.payload)
@@ -299,7 +304,7 @@ class Collector:
         self.stats.messages += 1
         b = self._batch
         b.messages.append(m)
-        if self.acks is not None and m.topic[-7:] in ("/stored", "/resent") and self._take_ack(m):
+        if self.acks is not None and m.topic.endswith("/resent") and self._take_ack(m):
             return
         try:
             converted = self.router.convert(m.topic, m.payload)
@@ -312,8 +317,11 @@ class Collector:
                 self._seq(m, b)  # handled: dead-lettered with its reason, not asked again
             return
         kind, lines = converted.kind, converted.lines
-        if kind is Kind.DATA and self.acks is not None:
-            self._seq(m, b)
+        if self.acks is not None:
+            if kind is Kind.DATA:
+                self._seq(m, b)
+            elif kind is Kind.GATEWAY_STATUS:
+                self._birth(m)
         for why, reason, reading in converted.refused:  # the others of the message are kept
             self.deadletters.record(why, m.topic, reason, reading)
         if converted.refused:
