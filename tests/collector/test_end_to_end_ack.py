@@ -171,14 +171,11 @@ def device() -> Iterator[Device]:
     d.close()
 
 
-def _settled(edge: Edge, ticker: Ticker) -> int:
-    """Stop the changes; once the store writes no more batches, how many it wrote."""
+def _all_stored(edge: Edge, ticker: Ticker, influx: InfluxSettings, cx: Any) -> tuple[int, int]:
+    """Stop the changes; wait until InfluxDB holds every batch the edge store wrote."""
     ticker.stop()
-    last = -1
-    while edge.written() != last:
-        last = edge.written()
-        time.sleep(0.4)  # two poll periods: a change polled is committed by then
-    return last
+    until(lambda: cx.count(influx, LEVEL_Q) == edge.written(), 20)
+    return cx.count(influx, LEVEL_Q), edge.written()
 
 
 def test_broker_sigkill_while_collector_away_and_while_writing_loses_nothing(
@@ -200,8 +197,7 @@ def test_broker_sigkill_while_collector_away_and_while_writing_loses_nothing(
         mosquitto.start()
         collectors.append(cx.CollectorProcess(url, influx_settings, tmp_path / "c1").start())
         assert until(lambda: edge.written() >= away + 40, 15)  # the edge is back on the broker
-        n = _settled(edge, ticker)
-        got = cx.wait_count(influx_settings, n, 15, q=LEVEL_Q)
+        got, n = _all_stored(edge, ticker, influx_settings, cx)
         assert got == n, (got, n, edge.log.read_text()[-2000:])
         assert until(lambda: edge.held() == 0, 10), edge.held()  # the mark let it forget them
 
@@ -213,8 +209,7 @@ def test_broker_sigkill_while_collector_away_and_while_writing_loses_nothing(
         mosquitto.start()
         mark = edge.written()
         assert until(lambda: edge.written() >= mark + 15, 15)
-        n = _settled(edge, ticker)
-        got = cx.wait_count(influx_settings, n, 15, q=LEVEL_Q)
+        got, n = _all_stored(edge, ticker, influx_settings, cx)
         assert got == n, (got, n, edge.log.read_text()[-2000:])
         assert until(lambda: edge.held() == 0, 10), edge.held()
     finally:
