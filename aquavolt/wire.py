@@ -209,7 +209,6 @@ class CustomerAlert(Wire):
     customer: Ident
     kind: Literal["over_consumption", "continuous_flow", "outage", "restoration"]
     language: Literal["fr", "ar", "en"]
-    phone: str | None
     text: str
     status: Literal["queued", "sent", "delivered", "failed", "suppressed"]
     ts_ms: TsMs
