@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,21 @@ def _peer(workdir: Path, port: int | None = None) -> tuple[OpcuaPeer, RecordingU
     return peer, users
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpcuaPeer, RecordingUsers, Path]]:
+    """One server for the tests that do not restart it; its users' record is emptied per test."""
+    folder = tmp_path_factory.mktemp("ua-server")
+    peer, users = _peer(folder)
+    yield peer, users, folder / "server-cert.der"
+    peer.close()
+
+
+@pytest.fixture
+def shared(server: tuple[OpcuaPeer, RecordingUsers, Path]) -> tuple[OpcuaPeer, RecordingUsers, Path]:
+    server[1].passwords.clear()
+    return server
+
+
 def _other_certificate(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / "other-cert.der", folder / "other-key.pem"
@@ -92,11 +108,10 @@ def _run(drv: OpcuaDriver) -> tuple[LinkState, str | None, object]:
     return asyncio.run(main())
 
 
-def test_unknown_server_certificate_is_refused_before_the_password_is_sent(tmp_path: Path, peers) -> None:
-    peer, users = _peer(tmp_path / "server")
-    peers.append(peer)
+def test_unknown_server_certificate_is_refused_before_the_password_is_sent(tmp_path: Path, shared) -> None:
+    peer, users, cert = shared
     other = _other_certificate(tmp_path / "other")
-    presented = fingerprint(certificate_der(tmp_path / "server" / "server-cert.der"))
+    presented = fingerprint(certificate_der(cert))
     state, why, got = _run(_driver(peer, tmp_path / "state", server_certificates=[str(other)], **SECURE))
     assert state is LinkState.BACKOFF
     assert why is not None and "untrusted server certificate" in why
@@ -105,10 +120,8 @@ def test_unknown_server_certificate_is_refused_before_the_password_is_sent(tmp_p
     assert users.passwords == []  # the server never saw the password
 
 
-def test_pinned_certificate_by_file_or_fingerprint_is_accepted(tmp_path: Path, peers) -> None:
-    peer, users = _peer(tmp_path / "server")
-    peers.append(peer)
-    cert = tmp_path / "server" / "server-cert.der"
+def test_pinned_certificate_by_file_or_fingerprint_is_accepted(tmp_path: Path, shared) -> None:
+    peer, users, cert = shared
     state, why, got = _run(_driver(peer, tmp_path / "s1", server_certificates=[str(cert)], **SECURE))
     assert (state, why) == (LinkState.CONNECTED, None)
     assert isinstance(got, float)
@@ -147,17 +160,15 @@ def test_trust_on_first_use_records_then_enforces(tmp_path: Path, peers,
     assert fingerprint(recorded.read_bytes()) == first  # the record is kept
 
 
-def test_secure_bus_without_any_trusted_certificate_is_refused(tmp_path: Path, peers) -> None:
-    peer, users = _peer(tmp_path / "server")
-    peers.append(peer)
+def test_secure_bus_without_any_trusted_certificate_is_refused(tmp_path: Path, shared) -> None:
+    peer, users, _ = shared
     state, why, _ = _run(_driver(peer, tmp_path / "state", **SECURE))
     assert state is LinkState.BACKOFF and why is not None and "no trusted server certificate" in why
     assert users.passwords == []
 
 
-def test_password_without_security_is_refused_by_the_driver(tmp_path: Path, peers) -> None:
-    peer, users = _peer(tmp_path / "server")
-    peers.append(peer)
+def test_password_without_security_is_refused_by_the_driver(tmp_path: Path, shared) -> None:
+    peer, users, _ = shared
     state, why, got = _run(_driver(peer, tmp_path / "state", username="edge", password="s3cret"))
     assert state is LinkState.REFUSED and why is not None and "security_mode None" in why
     assert isinstance(got, DeviceError) and "password" in got.reason
