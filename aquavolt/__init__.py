@@ -8,4 +8,4 @@ the demo and replays) runs them as processes through their ``aquavolt`` commands
 imports only the kernel too; the kernel imports neither.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place: pyproject.toml reads it (tool.setuptools.dynamic)

@@ -92,6 +92,10 @@ class EventTimeConfig(Frozen):
     tick_s: float = Field(
         5.0, ge=0.001, description="Time-based rules are judged at multiples of this many event seconds "
         "(a tick judges every rule: about 1,000 in the demo town)")
+    max_future_s: float = Field(
+        300.0, gt=0, description="Plausibility window, event seconds: a message stamped more than "
+        "this far ahead of the engine's now (the wall clock; in a simulated run the clock's instant, "
+        "in lockstep the last instant granted) is dead-lettered and counted, never moving event time")
 
 
 class StaleDefaults(Frozen):
@@ -151,8 +155,23 @@ class NightFlowConfig(Frozen):
     cistern_l: float = Field(10.0, description="10 L cistern per night use")
     non_domestic_lph: float = Field(50.0, description="Small non-domestic users, 50 L/h each")
     background_lph_per_km: float = Field(40.0, description="Background losses per km of main")
-    rise_alarm_m3h: float = Field(1.0, ge=0, description="Net night flow rise that alarms")
-    rise_alarm_fraction: float = Field(0.25, ge=0, description="... or this fraction of baseline")
+    # The rise of the net night flow over the zone's baseline alarms when it exceeds the
+    # LARGEST of these: an absolute floor, figures that scale with the zone (per service
+    # connection, per km of mains: how water-loss practice states leakage), a share of the
+    # baseline and the night-to-night noise of the baseline nights (docs/detection.md).
+    rise_alarm_m3h: float = Field(
+        0.2, ge=0, description="Absolute floor of the rise that alarms, m3/h (meter and night-use "
+        "noise of a small zone)")
+    rise_l_per_conn_h: float = Field(
+        3.0, ge=0, description="... per service connection, L/conn/h (a good DMA's whole net night "
+        "flow is a few L/conn/h)")
+    rise_m3_per_km_h: float = Field(
+        0.04, ge=0, description="... per km of mains, m3/km/h (the 40 L/km/h background allowance: a "
+        "rise as large as the zone's whole background leakage)")
+    rise_alarm_fraction: float = Field(0.25, ge=0, description="... this fraction of the baseline")
+    rise_noise_sigmas: float = Field(
+        3.0, ge=0, description="... this many standard deviations of the baseline nights' net night "
+        "flow (a zone whose legitimate night use varies a lot detects less)")
     confirm_nights: int = Field(
         2, ge=1, description="Nights in a row above baseline + threshold: a step, not one odd night"
     )
@@ -239,7 +258,16 @@ class OverConsumptionConfig(Frozen):
     lag_days: int = Field(364, description="364 keeps weekdays aligned")
     min_history_days: int = Field(395, description="13 months")
     fallback_weeks: int = Field(4, description="Last weeks' average when history is short")
-    ratio_threshold: float = Field(1.3, gt=1, description="+30 % (high-bill alerts)")
+    ratio_threshold: float = Field(1.3, gt=1, description="+30 % (high-bill alerts): the alert is "
+                                   "raised when the ratio is at least this")
+    clear_ratio: float = Field(
+        1.2, gt=0, description="... and cleared only once it is below this (hysteresis: a customer "
+        "at 1.3 times last year is not told and untold on alternate days by SMS)")
+    raise_after_days: int = Field(
+        1, ge=1, description="Daily checks in a row at or above ratio_threshold before raising (the "
+        "14-day period already averages out single days)")
+    clear_after_days: int = Field(
+        3, ge=1, description="Daily checks in a row below clear_ratio before clearing")
     max_plausible_daily_l: float = Field(20000.0, description="Days above this are excluded")
     holidays: list[str] = Field(default_factory=list, description="ISO dates to exclude")
     min_valid_days: int = Field(7, ge=1, description="Comparable days needed for a verdict")
@@ -248,6 +276,13 @@ class OverConsumptionConfig(Frozen):
         description="The daily check runs this long (event time) after midnight, local and UTC "
         "(the 1d rollup of InfluxDB 1.x is computed just after UTC midnight)",
     )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> OverConsumptionConfig:
+        if self.clear_ratio >= self.ratio_threshold:
+            raise ValueError(f"clear_ratio {self.clear_ratio} must be below ratio_threshold "
+                             f"{self.ratio_threshold}")
+        return self
 
 
 class SmsConfig(Frozen):

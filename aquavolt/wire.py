@@ -30,20 +30,48 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, model_validator
 
 from aquavolt.errors import WireError
 
 WIRE_VERSION = 1
 DEFAULT_PREFIX = "aquavolt/v1"
 
+# Limits of the contract (docs/wire-format.md, "Limits"): what a consumer accepts at most.
+MAX_PAYLOAD_BYTES = 1_048_576
+"""Largest payload of any message (1 MiB); the broker's ``message_size_limit``, and every
+consumer refuses a larger one before parsing it."""
+MAX_READINGS = 10_000
+"""Readings in one batch."""
+MAX_TEXT_VALUE = 1024
+"""Characters of a string point value."""
+MAX_TEXT = 1024
+"""Characters of a free text: reason, message, comment, last error, software, operator."""
+MAX_LABEL = 64
+"""Characters of a unit, a point's data type, a profile name."""
+MAX_DEVICES = 1000
+"""Devices named in one gateway's status or health."""
+MAX_POINTS = 10_000
+"""Points declared in one device's birth."""
+MAX_DEADLETTER_PAYLOAD = 131_072
+"""Characters of the rejected payload kept in a dead letter (longer ones are truncated)."""
+
 TsMs = Annotated[int, Field(ge=0, lt=2**53, description="Milliseconds since the Unix epoch, UTC")]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Label = Annotated[str, Field(max_length=MAX_LABEL)]
+TextValue = Annotated[str, Field(max_length=MAX_TEXT_VALUE)]
+PointValue = float | int | bool | TextValue
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Strict: no coercion (``"4"`` is not an integer, ``true`` is not a number, ``"24.8"``
+    stays a string), finite numbers only (JSON's ``NaN`` and ``Infinity`` literals, which the
+    parser reads, are refused, and so is a number too large for a float), extra keys refused.
+    Enumerations are read from their string values (JSON has no other way to write them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Quality(StrEnum):
@@ -57,11 +85,11 @@ class Quality(StrEnum):
 
 class Reading(Wire):
     point: PointName
-    value: float | int | bool | str | None = Field(
+    value: PointValue | None = Field(
         description="Engineering value; null only when quality is not good"
     )
     ts_ms: TsMs = Field(description="Source timestamp")
-    quality: Quality = Quality.GOOD
+    quality: Annotated[Quality, Field(strict=False)] = Quality.GOOD
 
     @model_validator(mode="after")
     def _null_needs_quality(self) -> Reading:
@@ -79,7 +107,7 @@ class Batch(Wire):
     seq: int = Field(ge=0, description="Per-gateway sequence number; +1 per data message")
     bd_seq: int = Field(0, ge=0, description="Birth/death session of the gateway")
     historical: bool = Field(False, description="Replayed after an outage, not live")
-    readings: list[Reading] = Field(min_length=1, max_length=10000)
+    readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS)
 
 
 class GatewayState(StrEnum):
@@ -90,12 +118,12 @@ class GatewayState(StrEnum):
 class GatewayStatus(Wire):
     v: Literal[1] = 1
     gateway: Ident
-    state: GatewayState
+    state: Annotated[GatewayState, Field(strict=False)]
     bd_seq: int = Field(ge=0)
     ts_ms: TsMs
-    devices: list[Ident] = Field(default_factory=list)
-    software: str = ""
-    reason: str = ""
+    devices: list[Ident] = Field(default_factory=list, max_length=MAX_DEVICES)
+    software: Text = ""
+    reason: Text = ""
 
 
 class DeviceState(StrEnum):
@@ -106,8 +134,8 @@ class DeviceState(StrEnum):
 
 class PointInfo(Wire):
     name: PointName
-    unit: str = ""
-    type: str = ""
+    unit: Label = ""
+    type: Label = ""
     writable: bool = False
 
 
@@ -115,20 +143,21 @@ class DeviceStatus(Wire):
     v: Literal[1] = 1
     gateway: Ident
     device: Ident
-    state: DeviceState
+    state: Annotated[DeviceState, Field(strict=False)]
     ts_ms: TsMs
-    profile: str = ""
-    reason: str = ""
-    points: list[PointInfo] = Field(default_factory=list, description="Birth: every point")
+    profile: Label = ""
+    reason: Text = ""
+    points: list[PointInfo] = Field(default_factory=list, max_length=MAX_POINTS,
+                                    description="Birth: every point")
 
 
 class DeviceHealth(Wire):
-    state: DeviceState
+    state: Annotated[DeviceState, Field(strict=False)]
     poll_latency_ms: float | None = None
     polls: int = 0
     errors: int = 0
     last_good_ms: TsMs | None = None
-    last_error: str = ""
+    last_error: Text = ""
 
 
 class BufferHealth(Wire):
@@ -143,23 +172,27 @@ class Health(Wire):
     gateway: Ident
     ts_ms: TsMs
     uptime_s: float = Field(ge=0)
-    devices: dict[str, DeviceHealth] = Field(default_factory=dict)
+    devices: dict[Ident, DeviceHealth] = Field(default_factory=dict, max_length=MAX_DEVICES)
     buffer: BufferHealth
     readings_per_s: float = 0.0
 
 
 class Command(Wire):
     v: Literal[1] = 1
-    id: Ident = Field(description="Caller's id, echoed in the reply")
+    id: Ident = Field(description="Issuer's unique id, echoed in the reply; a gateway executes an id once")
     point: PointName
     value: float | int | bool
-    ts_ms: TsMs
-    operator: str = ""
+    ts_ms: TsMs = Field(description="Issue time: the gateway refuses a command outside its freshness window")
+    operator: str = Field("", description="Authenticated operator the issuer acted for (never from a client)")
+    reason: str = Field("", description="Why, as the operator gave it")
+    issuer: str = Field("", max_length=64, description="Key id of the issuer whose key signed the command")
+    sig: str = Field("", max_length=128,
+                     description="Ed25519 signature (URL-safe base64) of aquavolt.signing.canonical_bytes")
 
 
 class CommandOutcome(StrEnum):
     DONE = "done"  # written and read back equal
-    REFUSED = "refused"  # not allowed or out of range: nothing written
+    REFUSED = "refused"  # not allowed, unsigned, stale, replayed, mistyped or out of range: nothing written
     FAILED = "failed"  # write or verification failed
 
 
@@ -169,8 +202,8 @@ class CommandReply(Wire):
     gateway: Ident
     device: Ident
     point: PointName
-    outcome: CommandOutcome
-    reason: str = ""
+    outcome: Annotated[CommandOutcome, Field(strict=False)]
+    reason: Text = ""
     value_read: float | int | bool | None = None
     ts_ms: TsMs
 
@@ -189,37 +222,39 @@ class AlarmState(StrEnum):
 
 class AlarmEvent(Wire):
     v: Literal[1] = 1
-    alarm_id: str = Field(description="'{asset}/{condition}': one alarm per asset and condition")
+    alarm_id: str = Field(max_length=129,
+                          description="'{asset}/{condition}': one alarm per asset and condition")
     asset: Ident
-    condition: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    state: AlarmState
-    transition: str = Field(description="raised, cleared, acknowledged, shelved, ...")
+    condition: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    state: Annotated[AlarmState, Field(strict=False)]
+    transition: Label = Field(description="raised, cleared, acknowledged, shelved, ...")
     priority: Literal["low", "medium", "high", "critical"]
     ts_ms: TsMs = Field(description="Event time of the transition")
-    message: str = ""
-    value: float | int | bool | str | None = None
-    by: str = Field("", description="Operator who acted, for operator transitions")
-    comment: str = ""
+    message: Text = ""
+    value: PointValue | None = None
+    by: Label = Field("", description="Operator who acted, for operator transitions")
+    comment: Text = ""
     details: dict[str, Any] = Field(default_factory=dict)
 
 
 class CustomerAlert(Wire):
     v: Literal[1] = 1
-    id: str = Field(description="Event id: one message per customer per event")
+    id: Text = Field(description="Event id: one message per customer per event")
     customer: Ident
     kind: Literal["over_consumption", "continuous_flow", "outage", "restoration"]
     language: Literal["fr", "ar", "en"]
-    text: str
+    text: Text
     status: Literal["queued", "sent", "delivered", "failed", "suppressed"]
     ts_ms: TsMs
 
 
 class DeadLetter(Wire):
     v: Literal[1] = 1
-    component: str
-    topic: str
-    reason: str
-    payload: str = Field(description="The rejected payload (UTF-8, or base64 when binary)")
+    component: Label
+    topic: Text
+    reason: Text
+    payload: str = Field(max_length=MAX_DEADLETTER_PAYLOAD,
+                         description="The rejected payload (UTF-8, or base64 when binary)")
     ts_ms: TsMs
 
 
@@ -255,7 +290,7 @@ class TimeGrant(Wire):
     v: Literal[1] = 1
     run: Ident = Field(description="The run this grant belongs to")
     step: int = Field(ge=0, description="Counts the instants granted, from 0")
-    stage: TimeStage
+    stage: Annotated[TimeStage, Field(strict=False)]
     t_ms: TsMs = Field(description="Simulated instant granted")
 
 
@@ -267,7 +302,7 @@ class TimeDone(Wire):
     run: Ident
     participant: Ident
     step: int = Field(ge=-1)
-    stage: TimeStage
+    stage: Annotated[TimeStage, Field(strict=False)]
     t_ms: TsMs
     next_ms: int | None = Field(None, ge=0, lt=2**53,
                                 description="Earliest instant the participant has work at, if any")
@@ -278,20 +313,88 @@ def encode(msg: BaseModel) -> bytes:
     return orjson.dumps(msg.model_dump(mode="json", exclude_defaults=False))
 
 
+def check_size(payload: bytes | str, limit: int = MAX_PAYLOAD_BYTES) -> None:
+    """Raise WireError for a payload larger than the contract allows (before parsing it)."""
+    size = len(payload) if isinstance(payload, bytes) else len(payload.encode())
+    if size > limit:
+        raise WireError(f"payload: {size} bytes, larger than the limit of {limit} bytes")
+
+
+_UNION_TAGS = frozenset({"float", "int", "bool", "str", "constrained-str", "none"})
+
+
+def _reason(name: str, exc: ValidationError, prefix: str = "") -> str:
+    errs = exc.errors(include_url=False)
+    # a value fails every member of its union: say why it fails the member of its own type
+    # (a number not finite, a string too long), not that it is not a boolean
+    first = next((e for e in errs if not e["type"].endswith(("_type", "_parsing"))
+                  and "loc" in e and any(str(p) in _UNION_TAGS for p in e["loc"])), errs[0])
+    loc = [str(p) for p in first["loc"] if str(p) not in _UNION_TAGS]
+    where = ".".join([prefix, *loc] if prefix else loc) or "payload"
+    unions = {tuple(p for p in e["loc"] if str(p) not in _UNION_TAGS) for e in errs}
+    more = f" (and {len(unions) - 1} more)" if len(unions) > 1 else ""
+    return f"{name}: {where}: {first['msg']}{more}"
+
+
 def decode(payload: bytes | str, model: type[M]) -> M:
     """Parse and validate a payload, or raise WireError saying what is wrong and where."""
+    check_size(payload)
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:
-        errs = exc.errors(include_url=False)
-        first = errs[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-        raise WireError(f"{model.__name__}: {where}: {first['msg']}{more}") from None
+        raise WireError(_reason(model.__name__, exc)) from None
 
 
 def decode_batch(payload: bytes | str) -> Batch:
     return decode(payload, Batch)
+
+
+class BadReading:
+    """A reading of a batch that broke the contract (``exc`` says where and why; ``raw`` is
+    the reading as parsed)."""
+
+    __slots__ = ("exc", "raw")
+
+    def __init__(self, exc: ValidationError, raw: Any) -> None:
+        self.exc = exc
+        self.raw = raw
+
+
+def _each_reading(value: Any, handler: Any) -> Any:
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        return BadReading(exc, value)
+
+
+class _BatchEnvelope(Batch):
+    """A batch whose envelope is judged strictly and each reading on its own."""
+
+    readings: list[Annotated[Reading, WrapValidator(_each_reading)]] = Field(
+        min_length=1, max_length=MAX_READINGS)
+
+
+def decode_batch_partial(payload: bytes | str) -> tuple[Batch, list[tuple[int, str, Any]]]:
+    """A batch with its valid readings, and the (index, reason, reading as parsed) of each
+    reading that breaks the contract; WireError when the envelope itself is bad or no
+    reading is valid."""
+    check_size(payload)
+    try:
+        env = _BatchEnvelope.model_validate_json(payload)
+    except ValidationError as exc:
+        raise WireError(_reason("Batch", exc)) from None
+    good: list[Reading] = []
+    bad: list[tuple[int, str, Any]] = []
+    for i, r in enumerate(env.readings):
+        if isinstance(r, BadReading):
+            bad.append((i, _reason("Batch", r.exc, f"readings.{i}"), r.raw))
+        else:
+            good.append(r)
+    if not good:
+        raise WireError(f"Batch: no valid reading; {bad[0][1]}"
+                        + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    fields = {k: getattr(env, k) for k in Batch.model_fields if k != "readings"}
+    return Batch.model_construct(**fields, readings=good), bad
 
 
 class Topics:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aquavolt.wire import MAX_PAYLOAD_BYTES
+
 
 class CollectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,6 +32,14 @@ class CollectorConfig(BaseModel):
     stats_interval_s: float = Field(10.0, gt=0, description="collector_stats period")
     deadletter_max_bytes: int = Field(50_000_000, ge=1000)
     shutdown_timeout_s: float = Field(10.0, ge=0)
+    max_future_s: float = Field(
+        300.0, gt=0, le=10 * 365 * 86400,
+        description="Refuse (dead-letter) data stamped more than this many event seconds ahead "
+        "of the collector's clock (the wall clock; in a simulated run, the simulated time when "
+        "it is ahead of the wall)")
+    max_payload_bytes: int = Field(
+        MAX_PAYLOAD_BYTES, ge=1024, le=MAX_PAYLOAD_BYTES,
+        description="Refuse (dead-letter) a larger payload before parsing it")
     event_time_rollups: bool = Field(
         False, description="Make the hourly and daily rollups on event time, once written "
         "(simulated fields, whose timestamps the wall-clock continuous queries never see)")

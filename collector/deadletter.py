@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aquavolt.wire import DeadLetter, encode
+from aquavolt.wire import MAX_DEADLETTER_PAYLOAD, MAX_TEXT, DeadLetter, encode
 
 log = logging.getLogger("aquavolt.collector.deadletter")
 
@@ -27,9 +27,14 @@ def payload_text(payload: bytes) -> str:
         return "base64:" + base64.b64encode(payload).decode()
 
 
+def _cut(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class DeadLetters:
     def __init__(self, path: Path, publish: Callable[[bytes], None],
                  max_bytes: int = 50_000_000, max_payload_chars: int = 100_000) -> None:
+        assert max_payload_chars + 20 <= MAX_DEADLETTER_PAYLOAD
         self.path = path
         self.publish = publish
         self.max_bytes = max_bytes
@@ -39,11 +44,13 @@ class DeadLetters:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, kind: str, topic: str, reason: str, payload: bytes | str) -> None:
-        """Record one dead letter; ``kind`` is 'malformed' or 'rejected' (counted apart)."""
+        """Record one dead letter; ``kind`` is 'malformed', 'future' (stamped beyond the time
+        window) or 'rejected' (by InfluxDB), counted apart."""
         text = payload if isinstance(payload, str) else payload_text(payload)
         if len(text) > self.max_payload_chars:
             text = text[: self.max_payload_chars] + "…(truncated)"
-        letter = DeadLetter(component=COMPONENT, topic=topic, reason=f"{kind}: {reason}",
+        reason = f"{kind}: {reason}"
+        letter = DeadLetter(component=COMPONENT, topic=_cut(topic), reason=_cut(reason),
                             payload=text, ts_ms=int(time.time() * 1000))
         data = encode(letter)
         self.count += 1

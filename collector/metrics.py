@@ -62,7 +62,7 @@ class Stats:
             f"# TYPE {p}acks_total counter", f"{p}acks_total {self.acks}",
             f"# TYPE {p}deadletters_total counter",
         ]
-        for kind in ("malformed", "rejected"):
+        for kind in ("malformed", "future", "rejected"):
             out.append(f'{p}deadletters_total{{reason="{kind}"}} {self.deadletters.get(kind, 0)}')
         out += [
             f"# TYPE {p}backlog_messages gauge", f"{p}backlog_messages {self.inbox + self.unacked}",

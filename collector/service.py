@@ -19,19 +19,23 @@ import bisect
 import collections
 import contextlib
 import logging
+import os
 import signal
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from aquavolt.clock import ENV as CLOCK_ENV
+from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
 from aquavolt.errors import WireError
+from aquavolt.lockstep import LockstepClock
 from aquavolt.logs import OnceLogger
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
 from collector.config import CollectorConfig
-from collector.convert import Kind, Router, subscriptions
+from collector.convert import Kind, Router, TooFarAhead, subscriptions
 from collector.deadletter import DeadLetters
 from collector.metrics import MetricsServer, Stats
 from collector.rollups import EventTimeRollups
@@ -65,6 +69,19 @@ class Batch:
         return self.topics[bisect.bisect_right(self.starts, index) - 1]
 
 
+def event_clock(mqtt: MqttSettings) -> Clock:
+    """The clock of ``AQUAVOLT_CLOCK`` (the wall clock without it); in a lockstep run, a
+    follower of the grants on the collector's own broker: its time is the last instant
+    granted."""
+    spec = os.environ.get(CLOCK_ENV, "").strip()
+    if spec.startswith("lockstep"):
+        fields = dict(part.partition("=")[::2] for part in spec.split(",")[1:])
+        if set(fields) != {"start", "run"}:
+            raise ValueError(f"clock spec {spec!r}: needs lockstep,start=ISO,run=ID")
+        return LockstepClock(parse_instant(fields["start"]), fields["run"], mqtt)
+    return clock_from_spec(spec)
+
+
 def client_id_for(cfg: CollectorConfig) -> str:
     """The configured client id, or one made at first start and kept in the state folder
     (a persistent session needs the same id after a restart)."""
@@ -85,7 +102,8 @@ class Collector:
         self.influx = influx
         self.client_id = client_id_for(cfg)
         self.topics = Topics(mqtt.prefix)
-        self.router = Router(self.topics)
+        self.clock = event_clock(mqtt)
+        self.router = Router(self.topics, cfg.max_future_s, self._now_ms, cfg.max_payload_bytes)
         self.stats = Stats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -113,6 +131,12 @@ class Collector:
         self._first_ms: int | None = None
         self._rollup_task: asyncio.Task[None] | None = None
         self._once = OnceLogger(log)
+
+    def _now_ms(self) -> int:
+        """The collector's clock for the time window: the wall clock, or a simulated run's
+        time (paced, or the last instant granted in lockstep) when that is ahead of it."""
+        wall = time.time_ns() // 1_000_000
+        return wall if isinstance(self.clock, RealClock) else max(wall, self.clock.now_ms())
 
     # called from paho's thread
     def _arrived(self) -> None:
@@ -220,12 +244,18 @@ class Collector:
         b = self._batch
         b.messages.append(m)
         try:
-            kind, lines = self.router.lines(m.topic, m.payload)
+            converted = self.router.convert(m.topic, m.payload)
         except WireError as exc:
             # Acknowledged with the batch: the dead letter file holds it from now on.
-            self.deadletters.record("malformed", m.topic, str(exc), m.payload)
+            why = "future" if isinstance(exc, TooFarAhead) else "malformed"
+            self.deadletters.record(why, m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
             return
+        kind, lines = converted.kind, converted.lines
+        for why, reason, reading in converted.refused:  # the others of the message are kept
+            self.deadletters.record(why, m.topic, reason, reading)
+        if converted.refused:
+            self.stats.deadletters = dict(self.deadletters.by_kind)
         if kind is Kind.DATA:
             self.stats.readings += len(lines)
         if lines:
@@ -280,6 +310,8 @@ class Collector:
                 t.cancel()  # unacknowledged: the broker delivers them again
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.to_thread(self.source.stop)
+        if isinstance(self.clock, LockstepClock):
+            self.clock.close()
         log.info("collector %s stopped: %d messages, %d points written, %d dead letters",
                  self.client_id, self.stats.messages, self.stats.points_written,
                  self.deadletters.count)

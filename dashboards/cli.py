@@ -1,7 +1,7 @@
 """``aquavolt dashboards``: build the control room from a field file, push it to Grafana,
 write the asset positions the overview map reads, render a static picture.
 
-    aquavolt dashboards build FIELD.yaml --out DIR [--influx-url URL --database NAME]
+    aquavolt dashboards build FIELD.yaml --out DIR [--influx URL --database NAME]
     aquavolt dashboards push FIELD.yaml --url http://grafana:3000 (--token T | --user U --password P)
     aquavolt dashboards assets FIELD.yaml        (InfluxDB from AQUAVOLT_INFLUX_URL or --influx)
     aquavolt dashboards render FIELD.yaml --out docs/img/water.png --from ISO --to ISO
@@ -92,7 +92,9 @@ def register(subparsers: Any) -> None:
     b = sub.add_parser("build", help="write the dashboards (Grafana JSON) and provisioning files")
     b.add_argument("field", help="field YAML file")
     b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--influx-url", default="http://influxdb:8086", help="InfluxDB URL as Grafana reaches it")
+    b.add_argument("--influx", dest="influx_url", default="http://influxdb:8086",
+                   help="InfluxDB URL as Grafana reaches it")
+    b.add_argument("--influx-url", dest="influx_url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     b.add_argument("--database", default="aquavolt")
     b.add_argument("--dashboards-path", default="/var/lib/grafana/dashboards/aquavolt",
                    help="where Grafana finds the dashboard JSON (file provider path)")
@@ -104,7 +106,9 @@ def register(subparsers: Any) -> None:
     u.add_argument("--token", help="service account token (or GRAFANA_TOKEN)")
     u.add_argument("--user", help="basic auth user")
     u.add_argument("--password", help="basic auth password (or GRAFANA_PASSWORD)")
-    u.add_argument("--influx-url", default="http://influxdb:8086", help="InfluxDB URL as Grafana reaches it")
+    u.add_argument("--influx", dest="influx_url", default="http://influxdb:8086",
+                   help="InfluxDB URL as Grafana reaches it")
+    u.add_argument("--influx-url", dest="influx_url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     u.add_argument("--database", default="aquavolt")
     u.set_defaults(func=_push)
 

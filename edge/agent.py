@@ -30,6 +30,7 @@ from aquavolt.field import Device, OpcuaBus
 from aquavolt.logs import OnceLogger
 from aquavolt.profiles import ModbusPoint, ModbusProfile, OpcuaProfile, PointBase, PointClass
 from aquavolt.progress import ProgressReporter
+from aquavolt.sdnotify import Notifier
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
     DeviceState,
@@ -48,7 +49,6 @@ from edge.drivers import Breaker, Driver, make_driver
 from edge.drivers.opcua import OpcuaDriver
 from edge.link import Link
 from edge.report import Deadband, Reading, Sent, filter_readings
-from edge.sdnotify import Notifier
 from edge.store import Store
 
 log = logging.getLogger("aquavolt.edge")

@@ -1,4 +1,4 @@
-"""``aquavolt edge run`` and ``aquavolt edge probe``."""
+"""``aquavolt edge run``, ``aquavolt edge probe`` and ``aquavolt edge export``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,38 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """One gateway's configuration and secrets, nothing else: what is installed on it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from aquavolt.config import load_field
+    from aquavolt.security import write_gateway_bundle
+
+    loaded = load_field(args.field)
+    ids = [g.id for g in loaded.field.gateways]
+    if args.gateway not in ids:
+        print(f"{args.field}: no gateway {args.gateway!r} (has {ids})", file=sys.stderr)
+        return 1
+    url, ca = None, None
+    if args.secrets:
+        folder = Path(args.secrets)
+        env = folder / "edge" / args.gateway / "mqtt.env"
+        if not env.exists():
+            print(f"{env}: missing: run `aquavolt security init FIELD --out {folder}`", file=sys.stderr)
+            return 1
+        url = next(line.split("=", 1)[1] for line in env.read_text(encoding="utf-8").splitlines()
+                   if line.startswith("AQUAVOLT_MQTT_URL="))
+        if args.broker:
+            parts = urlsplit(url)
+            auth = parts.netloc.rsplit("@", 1)[0]
+            url = urlunsplit(parts._replace(netloc=f"{auth}@{args.broker}"))
+        ca = folder / "mosquitto" / "ca.pem"
+    out = Path(args.out)
+    for path in write_gateway_bundle(loaded, args.gateway, out, url, ca):
+        print(path)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("edge", help="gateway agent: Modbus and OPC-UA to MQTT, store and forward")
     sub = p.add_subparsers(dest="edge_command", metavar="COMMAND", required=True)
@@ -59,6 +91,16 @@ def register(subparsers: Any) -> None:
     r.add_argument("--max-silence-s", type=float, help="heartbeat period of unchanged points")
     r.add_argument("--health-interval-s", type=float, help="health period (clock seconds)")
     r.set_defaults(func=_run)
+
+    e = sub.add_parser("export", help="write one gateway's configuration and secrets, nothing else")
+    e.add_argument("field", help="field YAML file as deployed (secrets/field.yaml after security init)")
+    e.add_argument("gateway", help="gateway id")
+    e.add_argument("--out", required=True, help="folder to write (install it on the gateway, keep it secret)")
+    e.add_argument("--secrets", help="secrets folder of `aquavolt security init`: adds the gateway's "
+                                     "broker URL (mqtt.env) and the broker's CA (ca.pem)")
+    e.add_argument("--broker", help="HOST:PORT of the broker as the gateway reaches it (default: the "
+                                    "compose service mosquitto:8883)")
+    e.set_defaults(func=_export)
 
     q = sub.add_parser("probe", help="read raw registers and print every interpretation")
     q.add_argument("--host", default="127.0.0.1")

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aquavolt.config import format_path, load_field, load_model, load_profiles
 from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.field import FieldConfig, Gateway, Site
 from aquavolt.fieldcheck import cross_check
 from aquavolt.profiles import PROFILES_DIR, ModbusProfile, OpcuaProfile
+from aquavolt.signing import public_key_from_text
 
 
 class EdgeSettings(BaseModel):
@@ -43,6 +44,28 @@ class EdgeSettings(BaseModel):
     bitfield_flags: bool = Field(True, description="Also send each named bit of a bitfield as a bool")
     commit_interval_ms: float = Field(50.0, ge=0, le=1000,
                                       description="Batches polled within this share one queue commit")
+    command_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Trusted command issuers: key id -> Ed25519 public key (base64, from "
+                    "'aquavolt rules keygen'); no issuer: every command is refused")
+    command_max_age_s: float = Field(30.0, gt=0, le=3600,
+                                     description="Freshness window: a command issued further than this "
+                                                 "from the gateway's clock (either way) is refused")
+    command_min_interval_s: float = Field(2.0, ge=0, le=3600,
+                                          description="Rate limit: at most one command per point in this "
+                                                      "time (clock seconds)")
+    command_seen_max: int = Field(100_000, ge=100,
+                                  description="Command ids remembered (replay refusal) at most")
+
+    @field_validator("command_issuers")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for issuer, text in v.items():
+            try:
+                public_key_from_text(text)
+            except ValueError as exc:
+                raise ValueError(f"command_issuers.{issuer}: {exc}") from None
+        return v
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from edge.store import Store
 log = logging.getLogger("aquavolt.edge.mqtt")
 
 Birth = Callable[[], list[tuple[str, bytes]]]
-OnMessage = Callable[[str, bytes], None]
+OnMessage = Callable[[str, bytes, bool], None]
+"""(topic, payload, retained): a retained message was published before we subscribed."""
 
 
 class Link:
@@ -51,7 +52,7 @@ class Link:
         self.commit_interval_s = commit_interval_s
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self.birth: Birth = list
-        self.on_message: OnMessage = lambda _t, _p: None
+        self.on_message: OnMessage = lambda _t, _p, _r: None
         self.subscriptions: list[str] = []
         self.on_connected: list[Callable[[], None]] = []
         self.connected = False
@@ -105,7 +106,7 @@ class Link:
         self._post(self._puback, mid)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._post(self.on_message, msg.topic, bytes(msg.payload))
+        self._post(self.on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -40,10 +40,12 @@ def format_table(address: int, registers: list[int]) -> str:
 
 def probe(host: str | None, port: int, serial: str | None, baud: int, parity: str, unit: int,
           table: str, address: int, count: int, timeout_s: float) -> str:
-    if serial:
-        client: Any = AsyncModbusSerialClient(serial, baudrate=baud, parity=parity, timeout=timeout_s,
-                                              retries=0)
-    else:
-        client = AsyncModbusTcpClient(host or "127.0.0.1", port=port, timeout=timeout_s, retries=0)
-    regs = asyncio.run(read_raw(client, table, address, count, unit))
-    return format_table(address, regs)
+    async def run() -> list[int]:  # pymodbus clients are made on the running loop
+        if serial:
+            client: Any = AsyncModbusSerialClient(serial, baudrate=baud, parity=parity, timeout=timeout_s,
+                                                  retries=0)
+        else:
+            client = AsyncModbusTcpClient(host or "127.0.0.1", port=port, timeout=timeout_s, retries=0)
+        return await read_raw(client, table, address, count, unit)
+
+    return format_table(address, asyncio.run(run()))

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS q (
     size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS q_cls ON q (cls, seq);
+CREATE TABLE IF NOT EXISTS seen_cmd (id TEXT PRIMARY KEY, ts_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_cmd_ts ON seen_cmd (ts_ms);
 """
 
 
@@ -176,6 +178,23 @@ class Store:
         if oldest is None or oldest >= limit:
             return 0
         return self._drop("created_ms < ?", (limit,))
+
+    # ------------------------------------------------------------ command ids
+    def claim_command(self, cmd_id: str, ts_ms: int, forget_before_ms: int, max_ids: int) -> bool:
+        """Record a command id as seen, durably, before it is executed; False when it was seen.
+
+        Ids issued before ``forget_before_ms`` are forgotten (a command that old is refused as
+        stale whatever its id), and at most ``max_ids`` are kept (the oldest issued go first).
+        """
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            cur = self.db.execute("INSERT OR IGNORE INTO seen_cmd (id, ts_ms) VALUES (?, ?)", (cmd_id, ts_ms))
+            if cur.rowcount == 0:
+                return False
+            self.db.execute("DELETE FROM seen_cmd WHERE ts_ms < ?", (forget_before_ms,))
+            self.db.execute("DELETE FROM seen_cmd WHERE id IN (SELECT id FROM seen_cmd ORDER BY ts_ms DESC "
+                            "LIMIT -1 OFFSET ?)", (max_ids,))
+        return True
 
     def close(self) -> None:
         self.db.close()

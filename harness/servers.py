@@ -23,6 +23,7 @@ from typing import IO, Any, cast
 
 from aquavolt.errors import ServiceError
 from aquavolt.settings import InfluxSettings, MqttSettings
+from aquavolt.wire import MAX_PAYLOAD_BYTES
 from harness.pki import CertFiles, make_ca, make_cert
 
 
@@ -197,7 +198,8 @@ def _port_open(port: int) -> bool:
 
 class Mosquitto(ManagedServer):
     """Mosquitto on 127.0.0.1; with ``users`` it requires passwords, with ``acl`` it applies
-    that ACL text, with ``tls`` it listens with certificates made by a local CA."""
+    that ACL text, with ``tls`` it listens with certificates made by a local CA. It refuses
+    payloads over ``message_size_limit`` bytes (the wire contract's limit; 0: no limit)."""
 
     name = "mosquitto"
 
@@ -209,8 +211,10 @@ class Mosquitto(ManagedServer):
         users: dict[str, str] | None = None,
         acl: str | None = None,
         max_queued_messages: int = 1_000_000,
+        message_size_limit: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         super().__init__(workdir)
+        self.message_size_limit = message_size_limit
         self.port = port or free_port()
         self.tls = tls
         self.users = users or {}
@@ -232,6 +236,8 @@ class Mosquitto(ManagedServer):
             f"persistence_location {data}/",
             "autosave_interval 5",
             f"max_queued_messages {self.max_queued}",
+            # the wire contract's largest payload (docs/wire-format.md, "Limits"); 0: none
+            f"message_size_limit {self.message_size_limit}",
             "max_inflight_messages 100",
             "set_tcp_nodelay true",  # small messages (lockstep grants) go out at once
             "log_dest stderr",

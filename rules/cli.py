@@ -1,10 +1,14 @@
-"""``aquavolt rules run FIELD.yaml --state-dir DIR``: the rules engine and alarm API."""
+"""``aquavolt rules run FIELD.yaml --state-dir DIR``: the rules engine and alarm API.
+
+``aquavolt rules keygen KEY.pem`` makes the engine's command key pair (the private key
+written mode 0600, the public key printed for the gateways' ``command_issuers``);
+``aquavolt rules token add NAME ROLE --file operators.yaml`` adds an operator and prints
+their token once (the file keeps its SHA-256 digest only)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -34,14 +38,18 @@ def customer_sink(loaded: Any, args: argparse.Namespace) -> CustomerSink | None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from rules.http import load_tokens, serve
+    from aquavolt.signing import load_private_key
+    from rules.http import Operators, Signer, load_tokens, serve
     from rules.notify import Notifier, NotifyConfig
     from rules.service import Engine
 
     loaded = load_field(args.field)
-    tokens = load_tokens(args.tokens) if args.tokens else {}
+    tokens = load_tokens(args.tokens) if args.tokens else Operators()
     if not tokens:
         log.warning("no --tokens file: every API call except /health and /openapi.json is refused")
+    signer = Signer(args.command_issuer, load_private_key(args.command_key)) if args.command_key else None
+    if signer is None:
+        log.info("no --command-key: the API issues no commands")
     notifier = Notifier(load_model(args.notify, NotifyConfig)) if args.notify else None
     settings = MqttSettings.from_env(args.mqtt)
     clock = clock_from_env()
@@ -57,12 +65,19 @@ async def _main(args: argparse.Namespace) -> int:
     engine.customer_sink = customer_sink(loaded, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        # a Python-level handler runs in the main thread even while a processing round runs
+        # (loop.add_signal_handler's would wait for the loop): the watchdog thread ends the
+        # process if the loop has not stopped a few seconds later
+        engine.watchdog.request_stop()
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
 
     async def api() -> Any:
-        runner = await serve(engine, tokens, args.api_host, args.api_port)
+        runner = await serve(engine, tokens, args.api_host, args.api_port, signer)
         log.info("operator API on http://%s:%d (OpenAPI at /openapi.json)", args.api_host, args.api_port)
         return runner
 
@@ -72,6 +87,47 @@ async def _main(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args))
+
+
+def keygen(args: argparse.Namespace) -> int:
+    from aquavolt.signing import generate_key, public_key_text, write_private_key
+
+    key = generate_key()
+    try:
+        write_private_key(key, args.key)
+    except FileExistsError:
+        print(f"{args.key} exists: a key is never overwritten")
+        return 1
+    print(f"private key written to {args.key} (mode 0600): give it to the rules engine as "
+          f"--command-key {args.key} --command-issuer {args.issuer}")
+    print("trust it on each gateway, in the edge settings (--config):")
+    print(f"command_issuers:\n  {args.issuer}: {public_key_text(key)}")
+    return 0
+
+
+def token_add(args: argparse.Namespace) -> int:
+    import secrets
+
+    import yaml
+
+    from rules.http import Role, load_tokens, token_digest
+
+    if args.role.upper() not in Role.__members__:
+        print(f"role {args.role!r} is not one of viewer, operator, engineer")
+        return 2
+    path = Path(args.file)
+    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    if args.name in data:
+        print(f"{args.name} is already in {path}: remove the entry first to replace the token")
+        return 1
+    token = secrets.token_urlsafe(32)
+    data[args.name] = {"role": args.role.lower(), "sha256": token_digest(token)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
+    load_tokens(tmp)  # never write a file the engine would refuse
+    tmp.replace(path)
+    print(token)
+    return 0
 
 
 def register(subparsers: Any) -> None:
@@ -86,9 +142,25 @@ def register(subparsers: Any) -> None:
                    "(default $AQUAVOLT_INFLUX_URL); alarm events reach InfluxDB through the collector")
     r.add_argument("--api-host", default="127.0.0.1")
     r.add_argument("--api-port", type=int, default=8470, help="operator API port (0: no API)")
-    r.add_argument("--tokens", default=None, help="YAML 'operator: token' file for the API")
+    r.add_argument("--tokens", default=None,
+                   help="operators YAML 'name: {role, sha256}' ('aquavolt rules token add' writes it)")
+    r.add_argument("--command-key", default=None,
+                   help="Ed25519 private key (PEM, mode 0600) that signs commands ('aquavolt rules keygen')")
+    r.add_argument("--command-issuer", default="rules",
+                   help="key id of --command-key, as the gateways' command_issuers name it")
     r.add_argument("--notify", default=None, help="notification config YAML (email, webhook)")
     r.add_argument("--tick-ms", type=int, default=None,
                    help="override the field's rules.event_time.tick_s: event milliseconds between "
                    "ticks of time-based rules (stale, delays); 0 is taken as 1")
     r.set_defaults(func=run)
+    k = sub.add_parser("keygen", help="make the command signing key pair; print the public key")
+    k.add_argument("key", help="private key file to create (mode 0600; never overwritten)")
+    k.add_argument("--issuer", default="rules", help="key id the gateways will know it by")
+    k.set_defaults(func=keygen)
+    t = sub.add_parser("token", help="operator tokens of the API")
+    tsub = t.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    ta = tsub.add_parser("add", help="add an operator; print the token once, store its digest")
+    ta.add_argument("name")
+    ta.add_argument("role", help="viewer, operator or engineer")
+    ta.add_argument("--file", required=True, help="operators YAML (created if missing)")
+    ta.set_defaults(func=token_add)

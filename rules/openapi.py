@@ -1,89 +1,300 @@
-"""The OpenAPI 3.1 description of the operator API (served at ``/openapi.json``)."""
+"""The OpenAPI 3.1 description of the operator API, generated (served at ``/openapi.json``).
+
+The paths, methods and path parameters come from the aiohttp app's route table; the bodies
+and answers from pydantic models (their JSON schemas, whose ``$defs`` are hoisted into
+``components/schemas``). What only a person can say (a summary, the query parameters, which
+models a route reads and answers) is in :data:`OPERATIONS`, keyed by method and path as the
+route table spells them. A route missing from it is still listed, marked
+``x-undescribed``, and :func:`undescribed` names it: ``tests/rules/test_openapi.py`` fails
+until it is described.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import re
+from dataclasses import MISSING, dataclass, field
+from typing import Any, get_type_hints
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from aquavolt.wire import AlarmEvent
+from rules.alarms import Alarm
 
-_ID = [{"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}},
-       {"name": "condition", "in": "path", "required": True, "schema": {"type": "string"}}]
-
-
-def _q(*names: str) -> list[dict[str, Any]]:
-    ints = {"since_ms", "until_ms", "limit"}
-    return [{"name": n, "in": "query", "required": False,
-             "schema": {"type": "integer" if n in ints else "string"}} for n in names]
+REF = "#/components/schemas/{model}"
 
 
-def _body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "properties": props, "required": required}}}}
+# ---- bodies and answers -------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
 
 
-_OK = {"200": {"description": "done; the transitions it caused are in `events`"},
-       "401": {"description": "missing or unknown token"},
-       "409": {"description": "the action does not apply (state, unknown alarm, missing reason)"}}
+class AckRequest(_Body):
+    seen_seq: int = Field(description="The `seq` of the listing you saw: only alarms raised at or before it")
+    ids: list[str] | None = Field(None, description="Alarm ids; without it, every unacknowledged one you saw")
+    comment: str = ""
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "aquavolt alarm API", "version": "1",
-             "description": "ISA-18.2 alarm lifecycle. Authenticate with `Authorization: Bearer <token>` "
-                            "(one token per operator); every action is recorded with its operator."},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                   "schemas": {"AlarmEvent": AlarmEvent.model_json_schema()}},
-    "security": [{"bearer": []}],
-    "paths": {
-        "/alarms": {"get": {"summary": "Current alarms (not normal, or all with all=true); `seq` is what "
-                                       "you saw: send it back with an acknowledgement",
-                            "parameters": _q("state", "priority", "asset", "condition", "all"),
-                            "responses": {"200": {
-                                "description": "{seq, watermark_ms, horizon_ms, alarms}"}}}},
-        "/alarms/{asset}/{condition}": {"get": {"summary": "One alarm and its history", "parameters": _ID,
-                                                "responses": {"200": {"description": "{alarm, events}"},
-                                                              "404": {"description": "no such alarm"}}}},
-        "/events": {"get": {"summary": "Past transitions, newest first",
-                            "parameters": _q("alarm_id", "asset", "priority", "since_ms", "until_ms",
-                                             "limit"),
-                            "responses": {"200": {"description": "{events: [AlarmEvent]}"}}}},
-        "/ack": {"post": {"summary": "Acknowledge the alarms you saw: only those raised at or before "
-                                     "`seen_seq`; without `ids`, every unacknowledged one you saw",
-                          "requestBody": _body({"ids": {"type": "array", "items": {"type": "string"}},
-                                                "seen_seq": {"type": "integer"},
-                                                "comment": {"type": "string"}},
-                                               ["seen_seq"]),
-                          "responses": {**_OK, "200": {"description": "{acknowledged, skipped, events}"}}}},
-        "/alarms/{asset}/{condition}/shelve": {"post": {
-            "summary": "Shelve with a reason and an expiry (duration_s or until_ms, at most 7 days)",
-            "parameters": _ID, "responses": _OK,
-            "requestBody": _body({"reason": {"type": "string"}, "duration_s": {"type": "number"},
-                                  "until_ms": {"type": "integer"}}, ["reason"])}},
-        "/alarms/{asset}/{condition}/unshelve": {"post": {
-            "summary": "Unshelve now", "parameters": _ID, "responses": _OK,
-            "requestBody": _body({"comment": {"type": "string"}}, [])}},
-        "/alarms/{asset}/{condition}/comment": {"post": {
-            "summary": "Add a comment", "parameters": _ID, "responses": _OK,
-            "requestBody": _body({"text": {"type": "string"}}, ["text"])}},
-        "/alarms/{asset}/{condition}/out-of-service": {"post": {
-            "summary": "Remove from service (maintenance)", "parameters": _ID, "responses": _OK,
-            "requestBody": _body({"reason": {"type": "string"}}, ["reason"])}},
-        "/alarms/{asset}/{condition}/in-service": {"post": {
-            "summary": "Return to service", "parameters": _ID, "responses": _OK,
-            "requestBody": _body({"reason": {"type": "string"}}, [])}},
-        "/performance": {"get": {"summary": "EEMUA 191 figures over [since_ms, until_ms) (default: the last "
-                                            "24 h of event time): alarms per 10 min, floods, chattering, "
-                                            "stale, top bad actors, priority mix",
-                                 "parameters": _q("since_ms", "until_ms"),
-                                 "responses": {"200": {"description": "figures and their targets"}}}},
-        "/actions": {"get": {"summary": "Audit log of operator actions", "parameters": _q("limit"),
-                             "responses": {"200": {"description": "{actions}"}}}},
-        "/health": {"get": {"summary": "Engine health (no token)", "security": [],
-                            "responses": {"200": {"description": "counters: mqtt_connected, "
-                                                                 "watermark_ms (newest event time seen), "
-                                                                 "horizon_ms (event time released to the "
-                                                                 "rules), late_messages, buffered_messages, "
-                                                                 "backlog_messages, ..."}}}},
-        "/openapi.json": {"get": {"summary": "This description", "security": [],
-                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-    },
+
+class ShelveRequest(_Body):
+    reason: str = Field(description="Why (required)")
+    duration_s: float | None = Field(None, description="How long; or until_ms")
+    until_ms: int | None = Field(None, description="Until when (event time); at most 7 days ahead")
+
+
+class UnshelveRequest(_Body):
+    comment: str = ""
+
+
+class CommentRequest(_Body):
+    text: str
+
+
+class ServiceRequest(_Body):
+    reason: str = ""
+
+
+class CommandRequest(_Body):
+    gateway: str = Field(description="Gateway id, as in the field file")
+    device: str = Field(description="Device id on that gateway")
+    point: str = Field(description="A point in the gateway's writable_points")
+    value: bool | float = Field(description="true/false for a coil, a finite number inside the point's range")
+    reason: str = ""
+
+
+class CommandIssued(BaseModel):
+    """The command as signed and published; the gateway's answer lands in the command log."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    issued_ms: int
+    issuer: str
+    operator: str
+    command: dict[str, Any]
+
+
+class CommandLog(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    commands: list[dict[str, Any]] | None = None
+    command: dict[str, Any] | None = Field(None, description="With ?id=: that command")
+    replies: list[dict[str, Any]] | None = Field(None, description="With ?id=: every reply heard")
+
+
+class Error(BaseModel):
+    error: str
+
+
+class ActionResult(BaseModel):
+    """Every operator action answers with the transitions it caused, plus its own fields."""
+
+    model_config = ConfigDict(extra="allow")
+    events: list[AlarmEvent]
+
+
+class AckResult(ActionResult):
+    acknowledged: list[str]
+    skipped: list[str]
+
+
+class ShelveResult(ActionResult):
+    shelved_until_ms: int
+
+
+def _alarm_view() -> type[BaseModel]:
+    """An alarm as ``http._alarm_view`` shows it: the manager's record without ``recent``."""
+    hints = get_type_hints(Alarm)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], f.default if f.default is not MISSING else ...)
+        for f in dataclasses.fields(Alarm) if f.name != "recent"}
+    return create_model("AlarmView", __doc__="One alarm: its lifecycle state and counters", **fields)
+
+
+AlarmView = _alarm_view()
+
+
+class AlarmList(BaseModel):
+    seq: int = Field(description="Send it back as `seen_seq` with an acknowledgement")
+    watermark_ms: int = Field(description="Newest event time seen")
+    horizon_ms: int = Field(description="Event time released to the rules")
+    alarms: list[AlarmView]  # type: ignore[valid-type]
+
+
+class AlarmDetail(BaseModel):
+    alarm: AlarmView  # type: ignore[valid-type]
+    events: list[AlarmEvent]
+
+
+class EventList(BaseModel):
+    events: list[AlarmEvent]
+
+
+class ActionList(BaseModel):
+    actions: list[dict[str, Any]] = Field(description="operator, action, target, body, result, ts_ms")
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    mqtt_connected: bool
+    watermark_ms: int
+    horizon_ms: int
+    late_messages: int
+    buffered_messages: int
+    backlog_messages: int
+
+
+# ---- what only a person can say about each route ------------------------------------------------
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    query: dict[str, str] = field(default_factory=dict)
+    """name -> JSON type ("string", "integer", "boolean")"""
+    body: type[BaseModel] | None = None
+    answer: type[BaseModel] | None = None
+    answers: dict[str, str] = field(default_factory=dict)
+    """other status codes -> description"""
+    public: bool = False
+    """No token needed."""
+
+
+_REFUSED = {"400": "malformed request",
+            "409": "the action does not apply (state, unknown alarm, missing reason)"}
+_ALARM = "/alarms/{asset}/{condition}"
+
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("GET", "/openapi.json"): Op("This description", public=True),
+    ("GET", "/health"): Op("Engine health and counters", answer=Health, public=True),
+    ("GET", "/alarms"): Op("Current alarms (not normal, or all with all=true); `seq` is what you saw: "
+                           "send it back with an acknowledgement",
+                           {"state": "string", "priority": "string", "asset": "string",
+                            "condition": "string", "all": "boolean"}, answer=AlarmList),
+    ("GET", _ALARM): Op("One alarm and its latest 100 transitions", answer=AlarmDetail,
+                        answers={"404": "no such alarm"}),
+    ("GET", "/events"): Op("Past transitions, newest first",
+                           {"alarm_id": "string", "asset": "string", "priority": "string",
+                            "since_ms": "integer", "until_ms": "integer", "limit": "integer"},
+                           answer=EventList),
+    ("POST", "/ack"): Op("Acknowledge the alarms you saw: only those raised at or before `seen_seq`; "
+                         "without `ids`, every unacknowledged one you saw",
+                         body=AckRequest, answer=AckResult, answers=_REFUSED),
+    ("POST", _ALARM + "/shelve"): Op("Shelve with a reason and an expiry (duration_s or until_ms, at "
+                                     "most 7 days)", body=ShelveRequest, answer=ShelveResult,
+                                     answers=_REFUSED),
+    ("POST", _ALARM + "/unshelve"): Op("Unshelve now", body=UnshelveRequest, answer=ActionResult,
+                                       answers=_REFUSED),
+    ("POST", _ALARM + "/comment"): Op("Add a comment", body=CommentRequest, answer=ActionResult,
+                                      answers=_REFUSED),
+    ("POST", _ALARM + "/{which}"): Op("Remove from service (maintenance) or return to service",
+                                      body=ServiceRequest, answer=ActionResult, answers=_REFUSED),
+    ("GET", "/performance"): Op("EEMUA 191 figures over [since_ms, until_ms) (default: the last 24 h of "
+                                "event time): alarms per 10 min, floods, chattering, stale, top bad "
+                                "actors, priority mix", {"since_ms": "integer", "until_ms": "integer"}),
+    ("GET", "/actions"): Op("Audit log of operator actions, newest first", {"limit": "integer"},
+                            answer=ActionList),
+    ("GET", "/commands"): Op("Command log, newest first: who issued what, and the gateway's reply; with "
+                             "`id`, one command and every reply heard",
+                             {"id": "string", "since_ms": "integer", "limit": "integer"}, answer=CommandLog,
+                             answers={"404": "no such command"}),
+    ("POST", "/commands"): Op("Issue a command (role operator or engineer): the engine names the operator "
+                              "from the token, signs it (Ed25519) and publishes it, never retained; the "
+                              "gateway checks and answers", body=CommandRequest, answer=CommandIssued,
+                              answers={**_REFUSED, "503": "the engine has no command key"}),
 }
+
+_ALTERNATION = re.compile(r"^[A-Za-z0-9_.~-]+(\|[A-Za-z0-9_.~-]+)*$")
+
+
+def routes(app: web.Application) -> list[tuple[str, str, dict[str, list[str] | None]]]:
+    """(method, path, {path parameter: its allowed values or None}) for every route but HEAD."""
+    out = []
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        info = route.resource.get_info()
+        path = info.get("formatter") or info.get("path") or route.resource.canonical
+        params: dict[str, list[str] | None] = {}
+        pattern = info.get("pattern")
+        if pattern is not None:
+            params = {name: _alternatives(pattern.pattern, name) for name in re.findall(r"{(\w+)}", path)}
+        out.append((route.method, path, params))
+    return out
+
+
+def _alternatives(pattern: str, name: str) -> list[str] | None:
+    """The allowed values of ``{name:a|b}``, or None for a free segment."""
+    start = pattern.find(f"(?P<{name}>")
+    if start < 0:
+        return None
+    i, depth = start + len(f"(?P<{name}>"), 1
+    j = i
+    while j < len(pattern) and depth:
+        depth += {"(": 1, ")": -1}.get(pattern[j], 0)
+        j += 1
+    body = pattern[i : j - 1]
+    return body.split("|") if _ALTERNATION.match(body) else None
+
+
+def undescribed(app: web.Application) -> list[str]:
+    """Routes of the app that :data:`OPERATIONS` does not describe, as ``METHOD path``."""
+    return [f"{m} {p}" for m, p, _ in routes(app) if (m, p) not in OPERATIONS]
+
+
+def _schemas(models: list[type[BaseModel]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model name -> its $ref, components/schemas) with every ``$defs`` hoisted."""
+    keys, top = TypeAdapter.json_schemas([(m.__name__, "serialization", TypeAdapter(m)) for m in models],
+                                          ref_template=REF)
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    refs = {name: schema for (name, _), schema in keys.items()}
+    return refs, schemas
+
+
+def _json(ref: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def build(app: web.Application) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``app``."""
+    table = routes(app)
+    ops = [OPERATIONS[(m, p)] for m, p, _ in table if (m, p) in OPERATIONS]
+    models = {Error} | {m for op in ops for m in (op.body, op.answer) if m is not None}
+    refs, schemas = _schemas(sorted(models, key=lambda m: m.__name__))
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, params in table:
+        op = OPERATIONS.get((method, path))
+        entry: dict[str, Any] = {"operationId": f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', path)}"}
+        parameters: list[dict[str, Any]] = []
+        for name, values in params.items():
+            schema: dict[str, Any] = {"type": "string"}
+            if values:
+                schema["enum"] = values
+            parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+        if op is None:
+            entry.update({"summary": "(not described)", "x-undescribed": True,
+                          "responses": {"default": {"description": "not described"}}})
+        else:
+            entry["summary"] = op.summary
+            parameters += [{"name": n, "in": "query", "required": False, "schema": {"type": t}}
+                           for n, t in op.query.items()]
+            if op.body is not None:
+                entry["requestBody"] = {"required": True,
+                                        "content": {"application/json": {"schema": refs[op.body.__name__]}}}
+            answer = refs[op.answer.__name__] if op.answer is not None else {"type": "object"}
+            ok = _json(answer, "done")
+            responses = {"200": ok, **{code: _json(refs["Error"], d) for code, d in op.answers.items()}}
+            if op.public:
+                entry["security"] = []
+            else:
+                responses["401"] = _json(refs["Error"], "missing or unknown token")
+            entry["responses"] = responses
+        if parameters:
+            entry["parameters"] = parameters
+        paths.setdefault(path, {})[method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "aquavolt alarm API", "version": "1",
+                 "description": "ISA-18.2 alarm lifecycle. Authenticate with `Authorization: Bearer <token>` "
+                                "(one token per operator); every action is recorded with its operator."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": schemas},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

@@ -15,7 +15,10 @@ gateways' health messages keep its event time moving. At stop the buffer is flus
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -35,10 +38,12 @@ from aquavolt.influx import Influx, InfluxError
 from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import connect_properties, make_client
 from aquavolt.progress import ProgressReporter
+from aquavolt.sdnotify import Notifier as SystemdNotifier
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
     AlarmEvent,
     Batch,
+    CommandReply,
     DeadLetter,
     DeviceStatus,
     GatewayStatus,
@@ -53,7 +58,7 @@ from rules.daily import DailySchedule
 from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
 from rules.history import load_history
 from rules.notify import Notifier
-from rules.store import Store
+from rules.store import CommandLog, Store
 
 log = logging.getLogger("aquavolt.rules")
 DAILY_RETRY_S = 5.0
@@ -71,6 +76,81 @@ ROUND_MAX_S = 0.05
 (signals, the API), however fast readings arrive."""
 STOP_BUDGET_S = 0.5
 """Wall seconds given at stop to the messages already received and to pending writes."""
+EARLY_GRACE_S = 2.0
+"""On a simulated clock, wall seconds a message stamped beyond the plausibility window waits
+for the clock before it is rejected: in lockstep the engine follows the grants on its own MQTT
+connection, and an edge's readings of a new instant may overtake the grant of that instant."""
+EARLY_MAX = 10_000
+"""Messages waiting for a simulated clock at most; more are rejected at once."""
+STUCK_AFTER_S = 10.0
+"""Wall seconds without a processing round while messages wait: ``/health`` answers 503, and
+the systemd watchdog is no longer pinged (supervision of the process, not a rule)."""
+
+
+STOP_HARD_S = 5.0
+"""Wall seconds after SIGTERM/SIGINT after which a loop that has not ended is ended by the
+watchdog thread (exit status ``HARD_STOP_STATUS``), every thread's stack written to stderr."""
+HARD_STOP_STATUS = 70
+
+
+class Watchdog:
+    """Supervision of the event loop itself, from a thread (wall time, never a rule): the loop
+    beats at each housekeeping; when it has not for ``stuck_after_s``, every thread's stack is
+    logged once (where it is stuck); once a stop is requested, a loop still running
+    ``stop_hard_s`` later is ended, so SIGTERM is obeyed even by a round that never returns."""
+
+    def __init__(self, stuck_after_s: float = STUCK_AFTER_S, stop_hard_s: float = STOP_HARD_S) -> None:
+        self.stuck_after_s = stuck_after_s
+        self.stop_hard_s = stop_hard_s
+        self.beat_at = time.monotonic()
+        self.stop_requested_at: float | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        self.beat_at = time.monotonic()
+
+    def request_stop(self) -> None:
+        """From a signal handler (runs in the main thread even while a round is running)."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
+
+    def start(self) -> None:
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="rules-watchdog", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        dumped = False
+        while not self._done.wait(0.25):
+            now = time.monotonic()
+            silent = now - self.beat_at
+            if silent > self.stuck_after_s and not dumped:
+                log.error("event loop blocked for %.1f s; stacks follow on stderr", silent)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                dumped = True
+            elif silent <= self.stuck_after_s:
+                dumped = False
+            asked = self.stop_requested_at
+            if asked is not None and now - asked > self.stop_hard_s:
+                log.error("stop requested %.1f s ago and the loop has not ended: exiting", now - asked)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                logging.shutdown()
+                os._exit(HARD_STOP_STATUS)
+
+
+class Rejected(WireError):
+    """A well-formed message the engine refuses: ``counter`` names the Stats field counting it."""
+
+    def __init__(self, reason: str, counter: str) -> None:
+        super().__init__(reason)
+        self.counter = counter
 
 
 
@@ -89,6 +169,12 @@ class Stats:
     """Event time released to the rules (newest timestamp seen less the allowed lateness)."""
     late_messages: int = 0
     """Messages older than what had been released: processed at once, out of order."""
+    rejected_future: int = 0
+    """Messages stamped beyond ``rules.event_time.max_future_s`` ahead of now (in ``rejected``)."""
+    rejected_source: int = 0
+    """Messages whose topic, payload and field file disagree on gateway or device (in ``rejected``)."""
+    waiting_for_clock: int = 0
+    """Messages stamped ahead of a simulated clock, waiting for it (``EARLY_GRACE_S`` at most)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,9 +187,22 @@ class Engine:
         self.topics = Topics(mqtt_settings.prefix)
         self.clock = clock
         self.store = Store(state_dir)
+        self.commands = CommandLog(state_dir)
         # tick_every_ms (--tick-ms) overrides the field's rules.event_time.tick_s
         self.core = Core(loaded, tick_every_ms=tick_every_ms)
         self._lateness_ms = int(loaded.field.rules.event_time.allowed_lateness_s * 1000)
+        # ingestion checks: the plausibility window of event time, the source of each message
+        self._max_future_ms = int(loaded.field.rules.event_time.max_future_s * 1000)
+        self._device_gw = {d: g.id for d, (g, _d) in loaded.field.devices.items()}
+        self._gateways = {g.id for g in loaded.field.gateways}
+        self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
+        self.early_grace_s = EARLY_GRACE_S
+        # supervision (wall time): progress of the processing loop, the systemd watchdog
+        self.stuck_after_s = STUCK_AFTER_S
+        self._progress_at = time.monotonic()
+        self.systemd = SystemdNotifier()
+        self.watchdog = Watchdog()
+        self._systemd_ready = False
         alarms, seq, horizon = self.store.load()
         self.core.manager.load(alarms, seq)
         self.core.restore(horizon)
@@ -135,8 +234,6 @@ class Engine:
         self.client.on_message = self._on_message
         self.progress = ProgressReporter("rules", self.topics,
                                          lambda t, p: self.client.publish(t, p, qos=1), clock.now_ms)
-        self._handlers: dict[str, Callable[[str, bytes], Output]] = {
-            "data": self._data, "status": self._status, "health": self._health}
 
     # ---------------------------------------------------------------- MQTT thread
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode,
@@ -146,7 +243,7 @@ class Engine:
             return
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 1)])
+                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1)])
         self.connected.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)
@@ -161,36 +258,120 @@ class Engine:
         # a message is either drained by a round that started after it or wakes the next one.
         # (Testing "was the inbox empty" before appending lost a wake-up when the loop drained
         # the inbox in between: the engine then stopped processing for good.)
+        if not self._inbox:  # work pending from now: the watchdog measures from here
+            self._progress_at = time.monotonic()
         self._inbox.append((msg.topic, bytes(msg.payload)))
         if not self._wake_pending and self._loop is not None:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    # ---------------------------------------------------------------- decoding
-    def _data(self, topic: str, payload: bytes) -> Output:
-        b = decode(payload, Batch)
+    # ---------------------------------------------------------------- decoding, checks
+    def _message(self, kind: str, gw: str, dev: str | None,
+                 payload: bytes) -> tuple[Callable[[Any], Output], Any, int | None] | None:
+        """Decode and authenticate by topic: (apply, message, event ts), None if not consumed."""
+        if kind == "data":
+            b = decode(payload, Batch)
+            self._check_source("Batch", gw, dev, b.gateway, b.device)
+            return self._batch, b, max((r.ts_ms for r in b.readings), default=None)
+        if kind == "status" and dev is not None:
+            ds = decode(payload, DeviceStatus)
+            self._check_source("DeviceStatus", gw, dev, ds.gateway, ds.device)
+            return self.core.device_status, ds, ds.ts_ms
+        if kind == "status":
+            gs = decode(payload, GatewayStatus)
+            self._check_source("GatewayStatus", gw, None, gs.gateway, None)
+            return self.core.gateway_status, gs, gs.ts_ms
+        if kind == "health":
+            h = decode(payload, Health)
+            self._check_source("Health", gw, None, h.gateway, None)
+            return self.core.health, h, h.ts_ms
+        if kind == "reply" and dev is not None:
+            reply = decode(payload, CommandReply)
+            self._check_source("CommandReply", gw, dev, reply.gateway, reply.device)
+            topic = self.topics.reply(gw, dev)
+            return (lambda r: self._reply(topic, r)), reply, None
+        return None
+
+    def _reply(self, topic: str, reply: CommandReply) -> Output:
+        """A gateway's answer to a command: stored in the command log (from its own topic only,
+        which the caller has checked)."""
+        self.commands.reply(topic, reply, self.clock.now_ms())
+        return Output()
+
+    def _batch(self, b: Batch) -> Output:
         self.stats.readings += len(b.readings)
         return self.core.batch(b)
 
-    def _status(self, topic: str, payload: bytes) -> Output:
-        if topic.count("/dev/"):
-            return self.core.device_status(decode(payload, DeviceStatus))
-        return self.core.gateway_status(decode(payload, GatewayStatus))
+    def _check_source(self, what: str, gw: str, dev: str | None, said_gw: str, said_dev: str | None) -> None:
+        """A message about a device is accepted only on the topic of the gateway the field file
+        puts it on, naming that gateway and device; a gateway's own messages only on its topic."""
+        if said_gw != gw:
+            raise Rejected(f"{what} on the topic of gateway {gw!r} names gateway {said_gw!r}: "
+                           "rejected (source not authenticated by topic)", "rejected_source")
+        if dev is None:
+            if gw not in self._gateways:
+                raise Rejected(f"{what} from gateway {gw!r}, which the field file does not have: "
+                               "rejected", "rejected_source")
+            return
+        if said_dev != dev:
+            raise Rejected(f"{what} on the topic of device {dev!r} of gateway {gw!r} names device "
+                           f"{said_dev!r}: rejected (source not authenticated by topic)", "rejected_source")
+        owner = self._device_gw.get(dev)
+        if owner != gw:
+            where = f"puts it on gateway {owner!r}" if owner else "does not have it"
+            raise Rejected(f"{what} about device {dev!r} on the topic of gateway {gw!r}, but the field "
+                           f"file {where}: rejected", "rejected_source")
 
-    def _health(self, topic: str, payload: bytes) -> Output:
-        return self.core.health(decode(payload, Health))
+    def _too_far_ahead(self, what: str, gw: str, dev: str | None, ts: int, now: int) -> Rejected:
+        about = f"gateway {gw!r}" + (f" device {dev!r}" if dev else "")
+        window_s = self._max_future_ms / 1000
+        return Rejected(f"{what} from {about} stamped {ts} ms, {(ts - now) / 1000:.0f} s ahead of the "
+                        f"engine's now ({now} ms), beyond rules.event_time.max_future_s = {window_s:g} s: "
+                        "rejected, event time not moved", "rejected_future")
 
-    def _handle(self, topic: str, payload: bytes, out: Output) -> None:
+    def _handle(self, topic: str, payload: bytes, out: Output, waiting_since: float | None = None) -> None:
+        """One message: decoded, authenticated by topic, checked against the plausibility
+        window of event time, then given to the core; refused ones are dead-lettered."""
         try:
-            kind, _gw, _dev = self.topics.parse(topic)
-            handler = self._handlers.get(kind)
-            if handler is not None:
-                out.extend(handler(topic, payload))
+            kind, gw, dev = self.topics.parse(topic)
+            m = self._message(kind, gw, dev, payload)
+            if m is None:
+                return
+            apply, msg, ts = m
+            if ts is not None:
+                now = self.clock.now_ms()
+                if ts > now + self._max_future_ms:
+                    if self._may_wait(waiting_since):
+                        self._early.append((waiting_since or time.monotonic(), topic, payload))
+                        return
+                    raise self._too_far_ahead(type(msg).__name__, gw, dev, ts, now)
+            out.extend(apply(msg))
         except WireError as exc:
             self.stats.rejected += 1
+            if isinstance(exc, Rejected):
+                n = getattr(self.stats, exc.counter) + 1
+                setattr(self.stats, exc.counter, n)
+                if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: seen in the log, never a flood
+                    log.warning("%s #%d on %s: %s", exc.counter, n, topic, exc)
             dl = DeadLetter(component="rules", topic=topic, reason=str(exc),
                             payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
             self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+
+    def _may_wait(self, since: float | None) -> bool:
+        """On a simulated clock (lockstep: the grant may come after the readings it allowed), a
+        message ahead of the window waits ``EARLY_GRACE_S`` for the clock; never on the wall clock."""
+        if isinstance(self.clock, RealClock) or len(self._early) >= EARLY_MAX:
+            return False
+        return since is None or time.monotonic() - since < self.early_grace_s
+
+    def stuck(self) -> str:
+        """Why the processing loop is judged stuck, '' when it is not: messages have waited
+        ``stuck_after_s`` wall seconds without a processing round (``/health`` answers 503)."""
+        waiting = len(self._inbox)
+        idle = time.monotonic() - self._progress_at
+        if waiting and idle > self.stuck_after_s:
+            return f"processing loop stuck: no round for {idle:.1f} s with {waiting} message(s) waiting"
+        return ""
 
     # ---------------------------------------------------------------- the loop
     def emit(self, events: list[AlarmEvent], customer: list[Condition] | None = None) -> None:
@@ -214,6 +395,10 @@ class Engine:
         loop must get control back while readings keep arriving), then store, publish, notify."""
         self._wake_pending = False  # from now on, a new message schedules another round
         out = Output()
+        if self._early:  # stamped ahead of a simulated clock: has the clock caught up?
+            early, self._early = self._early, deque()
+            for since, topic, payload in early:
+                self._handle(topic, payload, out, since)
         inbox = self._inbox
         end = time.monotonic() + budget_s
         for _ in range(len(inbox)):
@@ -226,12 +411,14 @@ class Engine:
             self._wake.set()  # more: another round after the loop has had its turn
         self.stats.rounds += 1
         self._output(out)
+        self._progress_at = time.monotonic()
 
     def _output(self, out: Output) -> None:
         """After the core ran: metrics lines, store, publish, notify, the daily check."""
         self.core.drain(out)
         self.stats.horizon_ms = self.core.horizon_ms
         self.stats.late_messages = self.core.late_messages
+        self.stats.waiting_for_clock = len(self._early)
         self.emit(out.events, out.customer)
         self._maybe_daily()
         # after the events of this round: whoever sees this progress has seen them
@@ -335,8 +522,25 @@ class Engine:
             self.emit(self.core.manager.expire(self.clock.now_ms()))
             self.flush_idle()
             self._maybe_daily()
+            if self._early:
+                self._wake.set()  # messages waiting for a simulated clock are looked at again
+            self._supervise()
+            self.watchdog.beat()
             if self.notifier is not None:
                 self.notifier.escalate(self.clock.now())
+
+    def _supervise(self) -> None:
+        """systemd: READY once connected, then WATCHDOG at each housekeeping while the loop
+        makes progress. A blocked loop pings no more, and systemd restarts the engine."""
+        if not self.systemd.enabled:
+            return
+        if not self._systemd_ready and self.connected.is_set():
+            self._systemd_ready = self.systemd.ready("connected")
+        reason = self.stuck()
+        if reason:
+            self.systemd.status(reason)
+        elif self.systemd.watchdog_s > 0:
+            self.systemd.watchdog()
 
     async def prime_from_history(self) -> None:
         """Burst profiles and night-flow baselines from InfluxDB history, before any reading."""
@@ -359,6 +563,7 @@ class Engine:
     async def run(self, stop: asyncio.Event, serve_api: Callable[[], Any] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await self.prime_from_history()
+        self.watchdog.start()  # after priming: the housekeeping beats from now on
         s = self.settings
         self.client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
                                   properties=connect_properties(3600))
@@ -375,6 +580,7 @@ class Engine:
         already received for at most ``STOP_BUDGET_S``, pending writes and the daily check
         given the same budget (then cancelled), the API, the SQLite store last."""
         t0 = asyncio.get_running_loop().time()
+        self.systemd.stopping()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -408,4 +614,9 @@ class Engine:
         if self.notifier is not None:
             await self.notifier.close()
         self.store.close()
-        log.info("stopped in %.2f s", loop.time() - t0)
+        self.commands.close()
+        self.systemd.close()
+        self.watchdog.close()
+        st = self.stats
+        log.info("stopped in %.2f s; %d message(s) rejected (%d stamped in the future, %d from the wrong "
+                 "source)", loop.time() - t0, st.rejected, st.rejected_future, st.rejected_source)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from aquavolt.wire import AlarmEvent
+from aquavolt.wire import AlarmEvent, Command, CommandReply, encode
 from rules.alarms import Alarm
 
 SCHEMA = """
@@ -105,3 +105,84 @@ class Store:
             "SELECT ts_ms, alarm_id, priority FROM events WHERE transition = 'raised' "
             "AND state NOT IN ('suppressed', 'shelved', 'out_of_service') AND ts_ms >= ? "
             "AND ts_ms < ? ORDER BY ts_ms", (since_ms, until_ms)).fetchall()
+
+
+COMMAND_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY, issued_ms INTEGER NOT NULL, operator TEXT NOT NULL, gateway TEXT NOT NULL,
+    device TEXT NOT NULL, point TEXT NOT NULL, command BLOB NOT NULL, published INTEGER NOT NULL,
+    outcome TEXT, reason TEXT, value_read BLOB, reply_ms INTEGER);
+CREATE INDEX IF NOT EXISTS commands_issued ON commands (issued_ms);
+CREATE TABLE IF NOT EXISTS replies (
+    n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS replies_id ON replies (id);
+"""
+
+
+class CommandLog:
+    """Every command issued through the API and every reply heard, in ``commands.sqlite`` beside
+    ``alarms.sqlite``. A command is stored (committed) before it is published; every reply is
+    kept as received, and the first reply of an issued command is also set on its row."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        path = Path(state_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / "commands.sqlite"
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(COMMAND_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def issued(self, cmd: Command, gateway: str, device: str) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO commands (id, issued_ms, operator, gateway, device, point, command, published) "
+                "VALUES (?,?,?,?,?,?,?,0)",
+                (cmd.id, cmd.ts_ms, cmd.operator, gateway, device, cmd.point, encode(cmd)))
+
+    def published(self, cmd_id: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE commands SET published = 1 WHERE id = ?", (cmd_id,))
+
+    def reply(self, topic: str, reply: CommandReply, received_ms: int) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO replies (id, received_ms, topic, payload) VALUES (?,?,?,?)",
+                            (reply.id, received_ms, topic, encode(reply)))
+            self.db.execute(
+                "UPDATE commands SET outcome = ?, reason = ?, value_read = ?, reply_ms = ? "
+                "WHERE id = ? AND gateway = ? AND device = ? AND outcome IS NULL",
+                (reply.outcome.value, reply.reason, orjson.dumps(reply.value_read), reply.ts_ms, reply.id,
+                 reply.gateway, reply.device))
+
+    def recent(self, limit: int = 200, since_ms: int | None = None,
+               cmd_id: str | None = None) -> list[dict[str, Any]]:
+        """Newest first: the command as sent and its outcome (None while unanswered)."""
+        sql = ("SELECT id, issued_ms, operator, gateway, device, point, command, published, outcome, reason, "
+               "value_read, reply_ms FROM commands WHERE 1=1")
+        args: list[Any] = []
+        if since_ms is not None:
+            sql += " AND issued_ms >= ?"
+            args.append(since_ms)
+        if cmd_id is not None:
+            sql += " AND id = ?"
+            args.append(cmd_id)
+        sql += " ORDER BY issued_ms DESC, rowid DESC LIMIT ?"
+        args.append(limit)
+        out = []
+        for (cid, issued, op, gw, dev, point, command, pub, outcome, reason, read,
+             reply_ms) in self.db.execute(sql, args):
+            cmd = orjson.loads(command)
+            out.append({"id": cid, "issued_ms": issued, "operator": op, "gateway": gw, "device": dev,
+                        "point": point, "value": cmd["value"], "reason": cmd.get("reason", ""),
+                        "issuer": cmd.get("issuer", ""), "published": bool(pub),
+                        "outcome": outcome, "outcome_reason": reason,
+                        "value_read": None if read is None else orjson.loads(read), "reply_ms": reply_ms})
+        return out
+
+    def replies(self, cmd_id: str) -> list[dict[str, Any]]:
+        return [{"received_ms": r, "topic": t, **orjson.loads(p)} for r, t, p in self.db.execute(
+            "SELECT received_ms, topic, payload FROM replies WHERE id = ? ORDER BY n", (cmd_id,))]

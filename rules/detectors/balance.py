@@ -24,6 +24,9 @@ from rules.api import Condition, Sample
 from rules.detectors.common import LocalTime, number
 
 GRACE_MS = 3_600_000
+MAX_GAP_MIDNIGHTS = 7
+"""A meter silent longer than this many midnights has values interpolated at the last ones
+only (the older days had no read either side within a week: nothing to balance)."""
 
 
 @dataclass
@@ -66,7 +69,9 @@ class WaterBalanceRule:
             state.at_midnight.setdefault(today, {})[sample.device] = v
         if prev is not None and sample.ts_ms > prev[0]:
             t0, v0 = prev
-            day = self.lt.day(t0) + timedelta(days=1)
+            # the midnights crossed since the meter's last reading, at most the last
+            # MAX_GAP_MIDNIGHTS of them: a timestamp far ahead costs a constant number of steps
+            day = max(self.lt.day(t0) + timedelta(days=1), today - timedelta(days=MAX_GAP_MIDNIGHTS - 1))
             while (mid := self.lt.midnight(day)) <= sample.ts_ms:
                 frac = (mid - t0) / (sample.ts_ms - t0)
                 state.at_midnight.setdefault(day, {})[sample.device] = v0 + (v - v0) * frac

@@ -117,7 +117,13 @@ class BurstRule:
             state.slot_start = slot
             return []
         out: list[Condition] = []
+        # at most one slot has data (the one open since the last sample): after it, every slot
+        # up to ``slot`` is empty and judged by nothing, so it is jumped over, not walked (a
+        # timestamp far ahead must cost one step, not one per 5 minutes: no loop bounded by data)
         while state.slot_start < slot:
+            if not state.flow_n and not state.press_n:
+                state.slot_start = slot
+                break
             end = state.slot_start + self.slot_ms
             if state.flow_n:
                 flow = state.flow_sum / state.flow_n

@@ -3,7 +3,15 @@
 Practice of AMI vendors and utilities (../../docs/detection.md): a leak when every hour of
 the last 24 h recorded at least a small volume (4 L, about one US gallon); re-evaluated on
 every hour completed; cleared as soon as one hour drops below the threshold; leak rate =
-the smallest hourly volume. Hourly volumes come from the ``volume_m3`` totaliser: each
+the smallest hourly volume.
+
+A household's quiet hour moves from night to night (01-02 one night, 02-03 the next): a
+24-hour window can then fit between two quiet hours although the household is quiet every
+night. So the rule also asks that no hour was quiet since the local midnight before the
+window began: at least one whole local day (``tz``, the field's time zone) went by without
+a quiet hour. A household quiet at some hour of every day never alarms; a leak is raised
+24 h after it starts when it starts at local midnight, and at the latest at the second
+local midnight after it starts (under 48 h). Hourly volumes come from the ``volume_m3`` totaliser: each
 interval between two good reads is spread over the hours it covers. An hour is known only
 when good reads cover it entirely with no gap longer than ``max_read_gap_s``: hours with
 missing, bad or uncertain (estimated) reads neither raise nor clear. Customers flagged
@@ -18,7 +26,7 @@ from aquavolt.config import LoadedField
 from aquavolt.field import Customer
 from aquavolt.rulecfg import ContinuousFlowConfig, Priority
 from rules.api import Condition, Sample
-from rules.detectors.common import HOUR_MS, number
+from rules.detectors.common import HOUR_MS, LocalTime, number
 
 POINT = "volume_m3"
 
@@ -31,6 +39,7 @@ class _Meter:
     covered: dict[int, int] = field(default_factory=dict)  # hour start ms -> ms covered
     active: bool = False
     evaluated_to: int = 0  # hours before this start ms were judged
+    last_quiet: int | None = None  # start ms of the latest known hour below the threshold
 
 
 @dataclass
@@ -41,15 +50,16 @@ class ContinuousFlowState:
 class ContinuousFlowRule:
     name = "continuous_flow"
 
-    def __init__(self, customers: list[Customer], cfg: ContinuousFlowConfig) -> None:
+    def __init__(self, customers: list[Customer], cfg: ContinuousFlowConfig, tz: str = "UTC") -> None:
         self.cfg = cfg
+        self.lt = LocalTime(tz)
         self.max_gap_ms = int(cfg.max_read_gap_s * 1000)
         self.by_meter = {c.water_meter: c for c in customers
                          if c.water_meter and not c.continuous_flow_expected}
 
     @classmethod
     def from_field(cls, loaded: LoadedField) -> ContinuousFlowRule:
-        return cls(loaded.field.customers, loaded.field.rules.continuous_flow)
+        return cls(loaded.field.customers, loaded.field.rules.continuous_flow, loaded.field.timezone)
 
     def wants(self, device: str, point: str) -> bool:
         return point == POINT and device in self.by_meter
@@ -95,12 +105,13 @@ class ContinuousFlowRule:
         if m.evaluated_to == 0:
             m.evaluated_to = min(m.hours) if m.hours else done_to
         n = self.cfg.hours
-        while m.evaluated_to < done_to:
-            h = m.evaluated_to
-            m.evaluated_to += HOUR_MS
-            if m.covered.get(h, 0) < HOUR_MS:
-                continue  # unknown hour
+        # only the fully covered hours are judged (an unknown hour says nothing): they are
+        # looked up, not walked to, so a read far ahead costs no loop per hour of the gap
+        start = m.evaluated_to
+        m.evaluated_to = max(start, done_to)
+        for h in sorted(k for k, c in m.covered.items() if start <= k < done_to and c >= HOUR_MS):
             if m.hours[h] < self.cfg.min_hourly_l:
+                m.last_quiet = h
                 if m.active:
                     m.active = False
                     out.append(self._cond(device, False, h + HOUR_MS, m.hours[h], quiet=True))
@@ -108,6 +119,9 @@ class ContinuousFlowRule:
             window = [h - i * HOUR_MS for i in range(n)]
             if m.active or any(m.covered.get(w, 0) < HOUR_MS for w in window):
                 continue
+            day_start = self.lt.midnight(self.lt.day(window[-1]))
+            if m.last_quiet is not None and m.last_quiet >= day_start:
+                continue  # quiet earlier that day: the household's quiet hour moved, not a leak
             if all(m.hours[w] >= self.cfg.min_hourly_l for w in window):
                 m.active = True
                 out.append(self._cond(device, True, h + HOUR_MS, min(m.hours[w] for w in window)))

@@ -11,13 +11,34 @@ minimum rolling one-hour mean is the night's MNF. Legitimate night use is subtra
 
 giving the net night flow (NNF). The zone's baseline is the ``baseline_percentile``
 (20th) percentile of the NNF of the ``baseline_nights`` (7) previous nights without alarm.
-The alarm is on a rise: NNF above baseline + max(rise_alarm_m3h, rise_alarm_fraction x
-baseline) on ``confirm_nights`` nights in a row; it clears on the first night back below.
-The estimated leak (m3/h) is the rise. Each night also yields a ``night_flow`` line.
+The alarm is on a rise: NNF above baseline + threshold on ``confirm_nights`` nights in a
+row; it clears on the first night back below. The threshold scales with the zone, the
+largest of:
+
+    rise_alarm_m3h                          absolute floor (meter and night-use noise)
+    rise_l_per_conn_h x connections / 1000  per service connection
+    rise_m3_per_km_h x mains_length_km      per km of mains
+    rise_alarm_fraction x baseline          a share of the zone's own net night flow
+    rise_noise_sigmas x stdev(baseline nights' NNF)
+
+(``details.threshold_basis`` names the one that applied). The estimated leak (m3/h) is the
+rise.
+
+Legitimate night use is partly estimated (residents, small non-domestic users): when the
+estimate exceeds what the inlet measured, the NNF would be negative and the per-connection
+figure meaningless. The NNF written (``nnf_m3h``, ``nnf_l_per_conn_h``, ``baseline_m3h``)
+is then clamped at zero, ``nnf_clamped`` is true and ``legit_excess_m3h`` says by how much
+the configured night use exceeds the measured flow; a warning naming the zone is logged and
+counted (``NightFlowState.clamped_nights``). The rise is judged on the unclamped values
+(an estimate that is a constant per zone cancels in a rise), so a leak in such a zone is
+still seen from its first litre above the threshold. Each night yields a ``night_flow``
+line.
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -29,6 +50,8 @@ from rules.api import Condition, Sample
 from rules.detectors.common import LocalTime, number, percentile
 
 BUCKET_MS = 900_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +65,7 @@ class NightFlowState:
     active: bool = False
     lines: list[str] = field(default_factory=list)
     closed_to: date | None = None
+    clamped_nights: int = 0  # nights whose estimated legitimate use exceeded the measured MNF
 
 
 class NightFlowRule:
@@ -151,6 +175,20 @@ class NightFlowRule:
         means = [sum(series[i:i + 4]) / 4 for i in range(len(series) - 3)]
         return min(means) * 3.6
 
+    def threshold(self, baseline: float, history: list[float]) -> tuple[float, str]:
+        """The rise that alarms in this zone, m3/h, and which term set it."""
+        cfg = self.cfg
+        noise = statistics.stdev(history) if len(history) >= 3 else 0.0
+        terms = {
+            "floor": cfg.rise_alarm_m3h,
+            "per_connection": cfg.rise_l_per_conn_h * self.zone.connections / 1000,
+            "per_km": cfg.rise_m3_per_km_h * self.zone.mains_length_km,
+            "baseline_fraction": cfg.rise_alarm_fraction * max(baseline, 0.0),
+            "noise": cfg.rise_noise_sigmas * noise,
+        }
+        basis = max(terms, key=lambda k: terms[k])
+        return terms[basis], basis
+
     def _close(self, state: NightFlowState, night: date, start: int, end: int,
                buckets: dict[int, list[float]], users: list[float]) -> Condition | None:
         mnf = self._mnf_m3h(start, end, buckets)
@@ -158,24 +196,35 @@ class NightFlowRule:
             return None
         metered_users = (sum(users) / len(users) / 1000) if users else 0.0
         legit = self.domestic_m3h + self.non_domestic_m3h + metered_users
-        nnf = mnf - legit
+        nnf = mnf - legit  # judged unclamped: a constant over-estimate cancels in the rise
+        clamped = nnf < 0
+        if clamped:
+            state.clamped_nights += 1
+            log.warning("night flow of %s on %s: the configured legitimate night use (%.3f m3/h) exceeds "
+                        "the measured minimum night flow (%.3f m3/h) by %.3f m3/h; net night flow written "
+                        "as 0 (nnf_clamped); %d such night(s)", self.zone.id, night.isoformat(), legit,
+                        mnf, -nnf, state.clamped_nights)
+        shown = max(nnf, 0.0)
         cfg = self.cfg
         baseline = percentile(state.history, cfg.baseline_percentile) if len(state.history) >= 3 else None
         fields: dict[str, float | int | bool | str] = {
-            "mnf_m3h": round(mnf, 4), "legitimate_m3h": round(legit, 4), "nnf_m3h": round(nnf, 4),
+            "mnf_m3h": round(mnf, 4), "legitimate_m3h": round(legit, 4), "nnf_m3h": round(shown, 4),
             "background_m3h": round(self.background_m3h, 4),
-            "nnf_l_per_conn_h": round(nnf * 1000 / max(self.zone.connections, 1), 3),
+            "nnf_l_per_conn_h": round(shown * 1000 / max(self.zone.connections, 1), 3),
+            "nnf_clamped": clamped, "legit_excess_m3h": round(max(-nnf, 0.0), 4),
         }
         cond: Condition | None = None
         if baseline is None:
             state.history.append(nnf)
         else:
-            threshold = max(cfg.rise_alarm_m3h, cfg.rise_alarm_fraction * max(baseline, 0.0))
+            threshold, basis = self.threshold(baseline, state.history)
             rise = nnf - baseline
-            fields.update(baseline_m3h=round(baseline, 4), rise_m3h=round(rise, 4))
-            details = {"night": night.isoformat(), "mnf_m3h": round(mnf, 3), "nnf_m3h": round(nnf, 3),
-                       "baseline_m3h": round(baseline, 3), "legitimate_m3h": round(legit, 3),
-                       "threshold_m3h": round(threshold, 3), "estimated_leak_m3h": round(rise, 3)}
+            fields.update(baseline_m3h=round(max(baseline, 0.0), 4), rise_m3h=round(rise, 4),
+                          threshold_m3h=round(threshold, 4))
+            details = {"night": night.isoformat(), "mnf_m3h": round(mnf, 3), "nnf_m3h": round(shown, 3),
+                       "baseline_m3h": round(max(baseline, 0.0), 3), "legitimate_m3h": round(legit, 3),
+                       "threshold_m3h": round(threshold, 3), "threshold_basis": basis,
+                       "estimated_leak_m3h": round(rise, 3), "nnf_clamped": clamped}
             if rise > threshold:
                 state.risen += 1
                 if not state.active and state.risen >= cfg.confirm_nights:
@@ -183,14 +232,15 @@ class NightFlowRule:
                     cond = Condition(
                         self.zone.id, "night_flow_rise", True, end, cfg.priority,
                         f"Night flow of {self.zone.id} rose by {rise:.2f} m3/h over {cfg.confirm_nights} "
-                        f"night(s) (net {nnf:.2f} vs baseline {baseline:.2f} m3/h): estimated leak "
-                        f"{rise:.2f} m3/h", round(rise, 3), details=details)
+                        f"night(s) (threshold {threshold:.2f} m3/h, {basis}; net {shown:.2f} vs baseline "
+                        f"{max(baseline, 0.0):.2f} m3/h): estimated leak {rise:.2f} m3/h",
+                        round(rise, 3), details=details)
             else:
                 state.risen = 0
                 if state.active:
                     state.active = False
                     cond = Condition(self.zone.id, "night_flow_rise", False, end, cfg.priority,
-                                     f"Night flow of {self.zone.id} back to baseline ({nnf:.2f} m3/h)",
+                                     f"Night flow of {self.zone.id} back to baseline ({shown:.2f} m3/h)",
                                      round(rise, 3), details=details)
                 state.history.append(nnf)
             state.history = state.history[-cfg.baseline_nights:]

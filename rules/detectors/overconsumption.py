@@ -7,13 +7,19 @@ reference are plausible (more than zero, at most ``max_plausible_daily_l``, not 
 and neither is a holiday (``holidays``). With less than ``min_history_days`` (13 months)
 of history, the reference is the average of the ``fallback_weeks`` weeks before the
 period, and the message says so. At least ``min_valid_days`` comparable days are needed.
-The alert fires when this year's daily average is at least ``ratio_threshold`` times the
-reference.
+The verdict's ``alert`` says the ratio of this year's daily average to the reference is at
+least ``ratio_threshold``.
+
+:func:`hysteresis` turns the daily verdicts into an alert that does not flap (the message
+goes out by SMS): raised after ``raise_after_days`` checks in a row at or above
+``ratio_threshold`` (1.3), cleared only after ``clear_after_days`` checks in a row below
+``clear_ratio`` (1.2); a ratio between the two keeps the alert as it is and restarts both
+counts; an insufficient verdict changes nothing.
 
 :func:`daily_litres` reads the InfluxDB daily rollups (``rp_1d.telemetry_1d``, field
 ``last`` of the ``volume_m3`` totaliser): the consumption of UTC day D is last(D) -
 last(D-1), in litres; a missing neighbour day leaves D unknown. :class:`OverConsumptionCheck`
-runs both for every customer and emits conditions on change only.
+runs both for every customer, through :func:`hysteresis`, and emits conditions on change only.
 """
 
 from __future__ import annotations
@@ -105,6 +111,30 @@ def compare(customer: str, daily: Daily, today: date, cfg: OverConsumptionConfig
                    n_used, n_excl, msg)
 
 
+@dataclass
+class Hysteresis:
+    """One customer's over-consumption alert across daily checks."""
+
+    active: bool = False
+    over: int = 0  # checks in a row at or above ratio_threshold
+    under: int = 0  # checks in a row below clear_ratio
+
+
+def hysteresis(h: Hysteresis, v: Verdict, cfg: OverConsumptionConfig) -> bool:
+    """Update ``h`` with today's verdict; True when the alert was raised or cleared."""
+    if v.basis == "insufficient" or v.ratio is None:
+        return False
+    h.over = h.over + 1 if v.ratio >= cfg.ratio_threshold else 0
+    h.under = h.under + 1 if v.ratio < cfg.clear_ratio else 0
+    if not h.active and h.over >= cfg.raise_after_days:
+        h.active = True
+        return True
+    if h.active and h.under >= cfg.clear_after_days:
+        h.active = False
+        return True
+    return False
+
+
 def condition_of(v: Verdict, ts_ms: int) -> Condition:
     return Condition(
         asset=v.customer, condition="over_consumption", active=v.alert, ts_ms=ts_ms, priority=Priority.LOW,
@@ -175,7 +205,7 @@ class OverConsumptionCheck:
         self.cfg = loaded.field.rules.over_consumption
         self.customers: list[Customer] = [c for c in loaded.field.customers if c.water_meter]
         self.influx = influx
-        self.active: dict[str, bool] = {}
+        self.alerts: dict[str, Hysteresis] = {}
 
     def check(self, today: date, ts_ms: int) -> list[Condition]:
         cfg = self.cfg
@@ -191,8 +221,6 @@ class OverConsumptionCheck:
         out = []
         for c in self.customers:
             v = compare(c.id, data.get(c.water_meter or "", {}), today, cfg)
-            if v.basis == "insufficient" or self.active.get(c.id, False) == v.alert:
-                continue
-            self.active[c.id] = v.alert
-            out.append(condition_of(v, ts_ms))
+            if hysteresis(self.alerts.setdefault(c.id, Hysteresis()), v, cfg):
+                out.append(condition_of(v, ts_ms))
         return out

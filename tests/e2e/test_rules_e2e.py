@@ -17,6 +17,7 @@ the collector, in InfluxDB (measurement ``alarm_event``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import urllib.error
@@ -98,7 +99,7 @@ def test_pump_trip_and_overflow_raise_their_alarms_and_the_ack_reaches_influx(
         tmp_path: Path, mosquitto: Mosquitto, influx_settings: InfluxSettings, topic_prefix: str) -> None:
     t0 = time.monotonic()
     tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(f"amina: {TOKEN}\n")
+    tokens.write_text(f"amina: {{role: operator, sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}}}\n")
     influx_url = f"{influx_settings.url}/{influx_settings.database}"
     stack = Stack(StackOptions(
         field=trimmed_field(tmp_path / "pumping.yaml"), workdir=tmp_path / "stack", clock_spec="",

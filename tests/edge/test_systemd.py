@@ -7,7 +7,7 @@ import configparser
 import socket
 from pathlib import Path
 
-from edge.sdnotify import Notifier
+from aquavolt.sdnotify import Notifier
 
 UNIT = Path(__file__).resolve().parents[2] / "edge" / "systemd" / "aquavolt-edge@.service"
 

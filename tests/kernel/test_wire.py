@@ -5,15 +5,21 @@ from hypothesis import strategies as st
 
 from aquavolt.errors import WireError
 from aquavolt.wire import (
+    MAX_PAYLOAD_BYTES,
+    MAX_READINGS,
+    MAX_TEXT,
+    MAX_TEXT_VALUE,
     AlarmEvent,
     Batch,
     Command,
     GatewayStatus,
+    Health,
     Quality,
     Reading,
     Topics,
     decode,
     decode_batch,
+    decode_batch_partial,
     encode,
 )
 
@@ -128,3 +134,79 @@ def test_topics_build_and_parse() -> None:
         t.parse("elsewhere/gw/x/status")
     with pytest.raises(ValueError):
         Topics("bad/#")
+
+
+READING = b'{"point": "p", "value": 1.5, "ts_ms": 7}'
+
+
+def _batch(readings: bytes = READING, **envelope: bytes) -> bytes:
+    head = {"v": b"1", "gateway": b'"g"', "device": b'"d"', "seq": b"1", **envelope}
+    return (b"{" + b", ".join(b'"%s": %s' % (k.encode(), v) for k, v in head.items())
+            + b', "readings": [' + readings + b"]}")
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (_batch(seq=b'"4"'), "Batch: seq: Input should be a valid integer"),
+    (_batch(seq=b"true"), "Batch: seq: Input should be a valid integer"),
+    (_batch(seq=b"4.0"), "Batch: seq: Input should be a valid integer"),
+    (_batch(historical=b'"false"'), "Batch: historical: Input should be a valid boolean"),
+    (_batch(historical=b"0"), "Batch: historical: Input should be a valid boolean"),
+    (_batch(b'{"point": "p", "value": 1.5, "ts_ms": "1780000000000"}'),
+     "Batch: readings.0.ts_ms: Input should be a valid integer"),
+    (_batch(b'{"point": "p", "value": NaN, "ts_ms": 7}'), "Batch: readings.0.value: Input should be a finite number"),
+    (_batch(b'{"point": "p", "value": Infinity, "ts_ms": 7}'), "Batch: readings.0.value: Input should be a finite"),
+    (_batch(b'{"point": "p", "value": -Infinity, "ts_ms": 7}'), "Batch: readings.0.value: Input should be a finite"),
+    (_batch(b'{"point": "p", "value": 1e999, "ts_ms": 7}'), "Batch: readings.0.value: Input should be a finite"),
+    (_batch(b'{"point": "p", "value": "%s", "ts_ms": 7}' % (b"x" * (MAX_TEXT_VALUE + 1))),
+     "Batch: readings.0.value: String should have at most 1024 characters"),
+    (_batch(b", ".join([READING] * (MAX_READINGS + 1))), "Batch: readings: List should have at most 10000"),
+    (b'{"v": 1, "gateway": "g", "ts_ms": 7, "uptime_s": NaN, "buffer": {"depth": 0, "bytes": 0, '
+     b'"oldest_age_s": 0, "dropped": 0}}', "Health: uptime_s: Input should be a finite number"),
+    (b'{"v": 1, "gateway": "g", "ts_ms": 7, "uptime_s": 1, "buffer": {"depth": "0", "bytes": 0, '
+     b'"oldest_age_s": 0, "dropped": 0}}', "Health: buffer.depth: Input should be a valid integer"),
+    (b'{"v": 1, "gateway": "g", "state": "online", "bd_seq": 0, "ts_ms": 7, "reason": "%s"}'
+     % (b"r" * (MAX_TEXT + 1)), "GatewayStatus: reason: String should have at most 1024"),
+    (b'{"v": 1, "id": "c1", "point": "p", "value": "24.8", "ts_ms": 7}', "Command: value: Input should be"),
+    (b'{"v": 1, "id": "c1", "point": "p", "value": NaN, "ts_ms": 7}', "Command: value: Input should be a finite"),
+])
+def test_strict_models_refuse_coercion_non_finite_numbers_and_oversize(payload: bytes, reason: str) -> None:
+    model = Health if b'"uptime_s"' in payload else GatewayStatus if b'"state"' in payload \
+        else Command if b'"id"' in payload else Batch
+    with pytest.raises(WireError) as err:
+        decode(payload, model)
+    assert str(err.value).startswith(reason), str(err.value)
+
+
+def test_oversize_payload_refused_before_parsing() -> None:
+    with pytest.raises(WireError, match=f"larger than the limit of {MAX_PAYLOAD_BYTES} bytes"):
+        decode(b"[" * (MAX_PAYLOAD_BYTES + 1), Batch)
+
+
+def test_partial_batch_keeps_the_good_readings_and_names_the_bad_by_index() -> None:
+    payload = _batch(b", ".join([READING, b'{"point": "q", "value": NaN, "ts_ms": 7}', READING,
+                                 b'{"point": "q", "value": 1, "ts_ms": "7"}']))
+    batch, bad = decode_batch_partial(payload)
+    assert [r.point for r in batch.readings] == ["p", "p"]
+    assert [(i, why) for i, why, _raw in bad] == [
+        (1, "Batch: readings.1.value: Input should be a finite number"),
+        (3, "Batch: readings.3.ts_ms: Input should be a valid integer")]
+    with pytest.raises(WireError, match="Batch: seq"):  # a bad envelope: nothing kept
+        decode_batch_partial(_batch(READING, seq=b'"1"'))
+    with pytest.raises(WireError, match="no valid reading"):
+        decode_batch_partial(_batch(b'{"point": "q", "value": NaN, "ts_ms": 7}'))
+
+
+def test_what_encode_writes_the_strict_decode_reads() -> None:
+    # the edge's own encoding: enums as their values, bools and ints as themselves
+    edge_json = orjson.dumps({"v": 1, "gateway": "g", "device": "d", "seq": 3, "bd_seq": 1,
+                              "historical": False, "readings": [
+                                  {"point": "a", "value": 2, "ts_ms": 7, "quality": Quality.GOOD},
+                                  {"point": "b", "value": True, "ts_ms": 7, "quality": "good"},
+                                  {"point": "c", "value": None, "ts_ms": 7, "quality": Quality.BAD},
+                                  {"point": "d", "value": "x" * MAX_TEXT_VALUE, "ts_ms": 7,
+                                   "quality": "good"}]})
+    batch = decode_batch(edge_json)
+    assert [type(r.value) for r in batch.readings] == [int, bool, type(None), str]
+    assert decode_batch(encode(batch)) == batch
+    with pytest.raises(ValueError, match="finite"):  # nor can a sender build a NaN reading
+        Reading(point="p", value=float("nan"), ts_ms=7)

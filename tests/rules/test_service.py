@@ -4,6 +4,7 @@ and the alarm state surviving a restart."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -39,7 +40,10 @@ class RulesProcess:
         self.tmp, self.url, self.field = tmp, url, field
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        (tmp / "tokens.yaml").write_text("".join(f"{k}: {v}\n" for k, v in TOKENS.items()))
+        # the file keeps digests only ('aquavolt rules token add' writes it)
+        (tmp / "tokens.yaml").write_text("".join(
+            f"{k}: {{role: operator, sha256: {hashlib.sha256(v.encode()).hexdigest()}}}\n"
+            for k, v in TOKENS.items()))
 
     def start(self) -> None:
         log = open(self.tmp / "rules.log", "ab")  # noqa: SIM115

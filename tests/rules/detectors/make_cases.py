@@ -9,6 +9,7 @@ April 2026).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -65,6 +66,23 @@ def case_continuous_flow_bad_reads() -> list[Row]:
     return list(meter_reads("wm-c0003", 3, lambda t: household(t) + 10.0, bad={40, 41, 200, 201}))
 
 
+QUIET_HOURS = [1, 2, 2, 3, 1, 4, 1, 2, 3, 4, 1, 3, 2, 4]
+
+
+def moving_quiet(t: datetime) -> float:
+    """A household that uses 6 L in every hour but one quiet hour a night, which moves
+    between 01-02 and 04-05 (day n's quiet hour is QUIET_HOURS[n])."""
+    return 0.0 if t.hour == QUIET_HOURS[(t - local(0)).days % len(QUIET_HOURS)] else 6.0
+
+
+def case_continuous_flow_moving_quiet_hour() -> list[Row]:
+    # wm-c0004: the household above for 14 days, no leak. wm-c0005: the same household with
+    # an 8 L/h leak from day 3 at 14:00
+    rows = list(meter_reads("wm-c0004", 14, moving_quiet))
+    rows += list(meter_reads("wm-c0005", 7, lambda t: moving_quiet(t) + (8.0 if t >= local(3, 14) else 0.0)))
+    return rows
+
+
 def nights(inlet: str, levels_m3h: list[float], users: dict[str, list[float]]) -> list[Row]:
     """Inlet flow every 5 min from 00:00 to 06:00 local; the night's minimum hour is
     02:30-03:30 at ``levels_m3h[n]``, 0.3 m3/h more before and after, +/-0.02 m3/h noise
@@ -93,6 +111,18 @@ def case_night_flow_legit_users() -> list[Row]:
     inlet = [2.5, 2.55, 2.45, 2.5, 2.5, 2.45, 2.55, 2.5, 4.0, 4.0, 2.5]
     hotel = [200.0] * 8 + [1700.0, 1700.0, 200.0]
     return nights("inlet-zone-b", inlet, {"wm-c0134": hotel})
+
+
+def case_night_flow_small_leak_night_user() -> list[Row]:
+    # the metering line's zone (examples/meter-line.yaml: 20 connections, 1.5 km of mains):
+    # the dairy (wm-c0018, a metered night user) draws 600-650 L/h at night; the rest of the
+    # zone's minimum hour is 0.03 m3/h, less than the estimated legitimate use (residents
+    # 0.048 + one shop 0.05 m3/h); a 0.2 L/s (0.72 m3/h) leak from night 8
+    dairy = [620.0, 650.0, 600.0, 640.0, 610.0, 630.0, 645.0, 605.0, 625.0, 615.0, 635.0, 640.0]
+    rest = [0.03, 0.032, 0.028, 0.031, 0.029, 0.03, 0.033, 0.027, 0.03, 0.031, 0.029, 0.03]
+    leak = [0.0] * 8 + [0.72] * 4
+    inlet = [round(d / 1000 + r + lk, 4) for d, r, lk in zip(dairy, rest, leak, strict=True)]
+    return nights("inlet-zone-a", inlet, {"wm-c0018": dairy})
 
 
 def burst_series(step_lps: float, drop_bar: float) -> list[Row]:
@@ -286,6 +316,19 @@ def daily_oc_implausible() -> list[tuple[str, str]]:
             return special[d]
         return 230.0 if d >= date(2026, 6, 1) else 220.0
     return series_of_days("2025-04-01", 440, lit)
+
+
+def daily_oc_flapping() -> list[tuple[str, str]]:
+    # 200 L/day a year ago; from 1 March 2026 the customer uses about 1.3 times that, with a
+    # 10-day wobble of +/-6 % (260 +/- 12 L/day), back to 200 L/day from 15 April: the
+    # 14-day ratio climbs to 1.311 on 15 March, then oscillates between 1.287 and 1.313
+    # for a month, then falls back to 1.0
+    def lit(d: date) -> float:
+        k = (d - date(2026, 3, 1)).days
+        if d < date(2026, 3, 1) or k >= 45:
+            return 200.0
+        return round(200 * (1.30 + 0.06 * math.sin(2 * math.pi * k / 10)), 1)
+    return series_of_days("2025-01-01", 495, lit)
 
 
 DAILY: dict[str, Callable[[], list[tuple[str, str]]]] = {

@@ -2,7 +2,8 @@
 detectors built from its field, and the conditions (and InfluxDB lines) must be exactly
 the expected ones, traps included (legitimate night users, an industrial meter with
 expected continuous flow, bad reads, a meter link lost while its transformer is live,
-a demand step without pressure drop)."""
+a demand step without pressure drop, a household whose quiet hour moves from night to night,
+a small leak in a small zone whose estimated night use exceeds its measured flow)."""
 
 from __future__ import annotations
 

@@ -22,27 +22,40 @@ from aquavolt.influx import Influx
 from aquavolt.rulecfg import OverConsumptionConfig
 from aquavolt.schema import continuous_queries, line
 from aquavolt.settings import InfluxSettings
-from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady, compare, daily_litres
+from rules.detectors.overconsumption import (
+    Hysteresis,
+    OverConsumptionCheck,
+    RollupNotReady,
+    compare,
+    daily_litres,
+    hysteresis,
+)
 
 CASES = Path(__file__).parent / "cases"
-NAMES = sorted(p.name for p in CASES.iterdir() if (p / "daily.csv").exists())
+DAILY = sorted(p for p in CASES.iterdir() if (p / "daily.csv").exists())
+NAMES = sorted(p.name for p in DAILY if "today" in yaml.safe_load((p / "case.yaml").read_text()))
+SEQUENCES = sorted(p.name for p in DAILY if "check_from" in yaml.safe_load((p / "case.yaml").read_text()))
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def _daily(folder: Path) -> dict[date, float | None]:
+    with (folder / "daily.csv").open() as fh:
+        return {date.fromisoformat(r["day"]): (float(r["litres"]) if r["litres"] else None)
+                for r in csv.DictReader(fh)}
 
 
 def _verdict(folder: Path) -> dict[str, object]:
     spec = yaml.safe_load((folder / "case.yaml").read_text())
     cfg = OverConsumptionConfig.model_validate(spec.get("rules", {}))
-    with (folder / "daily.csv").open() as fh:
-        daily = {date.fromisoformat(r["day"]): (float(r["litres"]) if r["litres"] else None)
-                 for r in csv.DictReader(fh)}
-    v = compare("c0001", daily, date.fromisoformat(spec["today"]), cfg)
+    v = compare("c0001", _daily(folder), date.fromisoformat(spec["today"]), cfg)
     d = dataclasses.asdict(v)
     d["period_start"], d["period_end"] = v.period_start.isoformat(), v.period_end.isoformat()
     return d
 
 
-def test_four_cases_at_least() -> None:
+def test_cases_at_least() -> None:
     assert {"oc_alert", "oc_short_history", "oc_holiday", "oc_implausible"} <= set(NAMES)
+    assert "oc_flapping" in SEQUENCES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -50,6 +63,30 @@ def test_golden(name: str) -> None:
     got = _verdict(CASES / name)
     want = json.loads((CASES / name / "expected.json").read_text())
     assert got == want
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_golden_sequence(name: str) -> None:
+    """A daily check every day from ``check_from`` to ``check_to``: the raises and clears
+    that reach the customer, through the hysteresis."""
+    folder = CASES / name
+    spec = yaml.safe_load((folder / "case.yaml").read_text())
+    cfg = OverConsumptionConfig.model_validate(spec.get("rules", {}))
+    daily = _daily(folder)
+    h = Hysteresis()
+    got = []
+    day, last = date.fromisoformat(spec["check_from"]), date.fromisoformat(spec["check_to"])
+    while day <= last:
+        v = compare("c0001", daily, day, cfg)
+        if hysteresis(h, v, cfg):
+            got.append({"day": day.isoformat(), "active": h.active, "ratio": v.ratio})
+        day += timedelta(days=1)
+    assert got == json.loads((folder / "expected.json").read_text())
+
+
+def test_clear_ratio_below_raise_ratio() -> None:
+    with pytest.raises(ValueError, match=r"clear_ratio 1\.3 must be below ratio_threshold 1\.3"):
+        OverConsumptionConfig(clear_ratio=1.3)
 
 
 def test_message_explains_itself() -> None:
