@@ -26,21 +26,6 @@ SLOW_BREAKERS = EdgeSettings(health_interval_s=0.5, stagger_s=0.05, breaker_base
                              max_silence_s=3600)
 
 
-def _stop(peer: OpcuaPeer) -> None:
-    """Stop the server, refusing new connections first (the agent keeps reconnecting while the
-    server closes the ones it has, and a connection accepted then would keep it waiting)."""
-    server, peer.server = peer.server, None
-    assert server is not None
-
-    async def stop() -> None:
-        listener = getattr(server.bserver, "_server", None)
-        if listener is not None:
-            listener.close()
-        await server.stop()
-
-    peer.lt.run(stop())
-
-
 def _value(rec: Recorder) -> object:
     return latest_values(rec).get("tr1", {}).get("oil_temperature_c", (None, ""))[0]
 
@@ -62,7 +47,7 @@ def test_data_within_10_s_of_the_server_return(mosquitto, topic_prefix, tmp_path
             rt = a.devices["tr1"]
             while _value(rec) is None:  # noqa: ASYNC110 - polls another thread's record
                 await asyncio.sleep(0.05)
-            await asyncio.to_thread(_stop, peer)
+            await asyncio.to_thread(peer.stop)
             # the outage: the device failed (its breaker is open for 15 s at least) and the
             # link has failed to reconnect at least twice (its backoff grew)
             attempts = 0
