@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from aquavolt import signing
-from aquavolt.config import LoadedField, load_field
+from aquavolt.config import LoadedField, load_field, load_model
 from aquavolt.field import FieldConfig, OpcuaBus
 from aquavolt.wire import DEFAULT_PREFIX, MAX_PAYLOAD_BYTES
 
@@ -425,7 +425,9 @@ def _line_of(text: str, needle: str) -> int | None:
 def check_field(path: Path) -> list[Finding]:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    field = load_field(path).field
+    # the model only: a field the field check refuses (a password with security None) is still
+    # listed here, with what makes it insecure
+    field = load_model(path, FieldConfig)
     out: list[Finding] = []
     has_secret = False
     for gw in field.gateways:

@@ -243,7 +243,6 @@ class CustomerAlert(Wire):
     customer: Ident
     kind: Literal["over_consumption", "continuous_flow", "outage", "restoration"]
     language: Literal["fr", "ar", "en"]
-    phone: Label | None
     text: Text
     status: Literal["queued", "sent", "delivered", "failed", "suppressed"]
     ts_ms: TsMs

@@ -26,6 +26,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from aquavolt.clock import Clock
+from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import make_client
 from aquavolt.profiles import PointClass
 from aquavolt.settings import MqttSettings
@@ -70,11 +71,13 @@ class Link:
         self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._once = OnceLogger(log)
         self.client = make_client(settings, client_id)
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(1, 30)
         self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
@@ -88,7 +91,13 @@ class Link:
         if not rc.is_failure:
             self._post(self._connected)
         else:
-            log.error("broker refused the connection: %s", rc)
+            log.error("broker %s refused the connection: %s", self.settings.describe(), rc)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
+        self._post(self._connect_failed)
+
+    def _connect_failed(self) -> None:
+        self._once.failure("mqtt", f"broker {self.settings.describe()} unreachable; buffering on disk")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
         self._post(self._disconnected, str(rc))
@@ -125,7 +134,8 @@ class Link:
     def _connected(self) -> None:
         self.connected = True
         self.connects += 1
-        log.info("connected to %s:%s", self.settings.host, self.settings.port)
+        self._once.recovered("mqtt")
+        log.info("connected to %s", self.settings.describe())
         for topic, payload in self.birth():
             self.client.publish(topic, payload, qos=1, retain=True)
         if self.subscriptions:
