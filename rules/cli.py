@@ -18,6 +18,7 @@ from typing import Any
 
 from aquavolt.clock import clock_from_env
 from aquavolt.config import load_field, load_model
+from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.influx import Influx
 from aquavolt.settings import INFLUX_ENV, InfluxSettings, MqttSettings
 from rules.api import CustomerSink
@@ -39,10 +40,18 @@ def customer_sink(loaded: Any, args: argparse.Namespace) -> CustomerSink | None:
 
 async def _main(args: argparse.Namespace) -> int:
     from aquavolt.signing import load_private_key
-    from rules.http import Operators, Signer, load_tokens, serve
+    from rules.http import Operators, Signer, load_tokens, loopback, serve, tls_context
     from rules.notify import Notifier, NotifyConfig
     from rules.service import Engine
 
+    if bool(args.api_tls_cert) != bool(args.api_tls_key):
+        raise ConfigError([ConfigIssue("--api-tls-cert/--api-tls-key", "", "give both, or neither")])
+    ssl_context = tls_context(args.api_tls_cert, args.api_tls_key) if args.api_tls_cert else None
+    if args.api_port and ssl_context is None and not loopback(args.api_host) and not args.api_plaintext:
+        raise ConfigError([ConfigIssue("--api-host", args.api_host,
+                                       "the operator API carries tokens: on an address other than "
+                                       "loopback it needs --api-tls-cert and --api-tls-key (or "
+                                       "--api-plaintext behind a TLS proxy)")])
     loaded = load_field(args.field)
     tokens = load_tokens(args.tokens) if args.tokens else Operators()
     if not tokens:
@@ -77,8 +86,10 @@ async def _main(args: argparse.Namespace) -> int:
         signal.signal(sig, on_signal)
 
     async def api() -> Any:
-        runner = await serve(engine, tokens, args.api_host, args.api_port, signer)
-        log.info("operator API on http://%s:%d (OpenAPI at /openapi.json)", args.api_host, args.api_port)
+        runner = await serve(engine, tokens, args.api_host, args.api_port, signer, ssl_context)
+        scheme = "https" if ssl_context else "http"
+        log.info("operator API on %s://%s:%d (OpenAPI at /openapi.json)", scheme, args.api_host,
+                 args.api_port)
         return runner
 
     await engine.run(stop, api if args.api_port else None)
@@ -140,7 +151,13 @@ def register(subparsers: Any) -> None:
     r.add_argument("--mqtt", default=None, help="MQTT URL (default $AQUAVOLT_MQTT_URL)")
     r.add_argument("--influx", default=None, help="InfluxDB URL where detector metrics are written "
                    "(default $AQUAVOLT_INFLUX_URL); alarm events reach InfluxDB through the collector")
-    r.add_argument("--api-host", default="127.0.0.1")
+    r.add_argument("--api-host", default="127.0.0.1",
+                   help="address the operator API listens on; any but loopback needs --api-tls-cert")
+    r.add_argument("--api-tls-cert", default=None, metavar="FILE",
+                   help="serve the API over HTTPS with this certificate chain (PEM)")
+    r.add_argument("--api-tls-key", default=None, metavar="FILE", help="private key of --api-tls-cert (PEM)")
+    r.add_argument("--api-plaintext", action="store_true",
+                   help="allow plain HTTP on an address other than loopback (behind a TLS proxy only)")
     r.add_argument("--api-port", type=int, default=8470, help="operator API port (0: no API)")
     r.add_argument("--tokens", default=None,
                    help="operators YAML 'name: {role, sha256}' ('aquavolt rules token add' writes it)")

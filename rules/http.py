@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
+import ssl
 import uuid
 from dataclasses import asdict, dataclass
 from enum import IntEnum
@@ -435,8 +437,24 @@ def build_app(engine: Engine, tokens: Operators, signer: Signer | None = None) -
 
 
 async def serve(engine: Engine, tokens: Operators, host: str, port: int,
-                signer: Signer | None = None) -> web.AppRunner:
+                signer: Signer | None = None, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """The operator API on ``host:port``; HTTPS with ``ssl_context``."""
     runner = web.AppRunner(build_app(engine, tokens, signer), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The API's server context: TLS 1.2 at least, the certificate chain and key given."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

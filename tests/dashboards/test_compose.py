@@ -199,6 +199,9 @@ def test_security_check_lists_each_problem_of_an_insecure_copy(
     svc["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] = "${GRAFANA_ADMIN_PASSWORD:-aquavolt-demo}"
     svc["collector"]["environment"]["AQUAVOLT_MQTT_URL"] = "mqtt://collector:collector-demo@mosquitto:1883"
     svc["rules"]["ports"] = ["8470:8470"]
+    i = svc["rules"]["command"].index("--api-tls-cert")
+    del svc["rules"]["command"][i:i + 4]  # --api-tls-cert FILE --api-tls-key FILE
+    svc["grafana"]["environment"].pop("GF_SERVER_PROTOCOL")
     (bad / "docker-compose.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
     (bad / "docker/mosquitto/mosquitto.conf").write_text(
         "listener 1883 0.0.0.0\nallow_anonymous false\npassword_file /mosquitto/secrets/passwd\n")
@@ -220,7 +223,8 @@ def test_security_check_lists_each_problem_of_an_insecure_copy(
                                 "service influxdb: port 8086:8086 published",
                                 "MQTT password without TLS (mqtt://)", "default password in a URL",
                                 "API bound to 0.0.0.0 without TLS", "InfluxDB without authentication",
-                                "grafana: admin password missing or defaulted"],
+                                "grafana: admin password missing or defaulted",
+                                "grafana: served in plain HTTP"],
         "mosquitto.conf": ["plaintext MQTT listener 1883 0.0.0.0", "no acl_file",
                            "client ids not bound to users", "no message_size_limit"],
         "passwd:": ["secret file readable by everybody"],
