@@ -17,6 +17,7 @@ acknowledges what they saw: alarms raised after the ``seen_seq`` they send are s
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -105,6 +106,14 @@ class AlarmManager:
     def load(self, alarms: Iterable[Alarm], seq: int) -> None:
         self.alarms = {a.alarm_id: a for a in alarms}
         self.seq = seq
+
+    def snapshot(self) -> bytes:
+        """Everything the manager changes (alarms, sequence, pending releases), as a copy that
+        ``restore`` brings back: the engine's rollback of a processing round that failed."""
+        return pickle.dumps((self.alarms, self.seq, self._cleared), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, snapshot: bytes) -> None:
+        self.alarms, self.seq, self._cleared = pickle.loads(snapshot)
 
     # ------------------------------------------------------------ internals
     def _event(self, a: Alarm, transition: str, ts: int, by: str = "", comment: str = "") -> AlarmEvent:
