@@ -300,8 +300,10 @@ class Engine:
         self.client.on_message = self._on_message
         # the outbox: stored, not yet acknowledged by the broker (id -> message, in id order)
         self._outbox: dict[int, Message] = dict(self.store.outbox())
-        self._inflight: dict[int, mqtt.MQTTMessageInfo] = {}
+        self._inflight: dict[int, int] = {}  # MQTT message id -> outbox id, published, not acknowledged
+        self._pubacks: deque[int] = deque()  # message ids acknowledged (appended by paho's thread)
         self._acked: list[int] = []  # acknowledged, still to delete from the outbox
+        self.client.on_publish = self._on_publish
         fail_seq = os.environ.get(TEST_FAIL_SEQ_ENV)
         self._fail_seq = int(fail_seq) if fail_seq else None
         self._hold_publish = os.environ.get(TEST_HOLD_PUBLISH_ENV) or None
@@ -321,6 +323,9 @@ class Engine:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)
         log.info("connected to MQTT %s:%d", self.settings.host, self.settings.port)
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: ReasonCode, _p: object) -> None:
+        self._pubacks.append(mid)  # the broker has it (QoS 1 PUBACK); the loop looks at it later
 
     def _on_disconnect(self, *_: object) -> None:
         self.connected.clear()
@@ -480,20 +485,13 @@ class Engine:
                 self.customer_sink.handle(c)
 
     def publish_outbox(self) -> None:
-        """What the broker acknowledged leaves the outbox; what is not in flight is published
-        (QoS 1, in outbox order; while disconnected paho queues it and sends it on connect)."""
-        acked = []
-        for i, info in list(self._inflight.items()):
-            try:
-                done = info.is_published()
-            except ValueError:  # refused by paho (its queue was full): published again below
-                del self._inflight[i]
-                continue
-            if done:
-                acked.append(i)
-                del self._inflight[i]
-                del self._outbox[i]
-        self._acked += acked
+        """What the broker acknowledged (``on_publish``, by message id) leaves the outbox; what is
+        not in flight is published (QoS 1, in outbox order; while disconnected paho queues it and
+        sends it on connect)."""
+        while self._pubacks:
+            i = self._inflight.pop(self._pubacks.popleft(), None)  # None: not an outbox message
+            if i is not None and self._outbox.pop(i, None) is not None:
+                self._acked.append(i)
         if self._acked:
             try:
                 self.store.sent(self._acked)
@@ -501,13 +499,14 @@ class Engine:
             except sqlite3.Error as exc:  # deleted at the next look; a restart would publish them again
                 self._once.failure("outbox", f"acknowledged messages not yet deleted from the outbox: {exc}")
         if not (self._hold_publish and os.path.exists(self._hold_publish)):
+            flying = set(self._inflight.values())
             for i, (topic, payload, retain) in self._outbox.items():
-                if i in self._inflight:
+                if i in flying:
                     continue
                 info = self.client.publish(topic, payload, qos=1, retain=retain)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     break  # paho's queue is full: the rest at the next housekeeping
-                self._inflight[i] = info
+                self._inflight[info.mid] = i
         self.stats.outbox_pending = len(self._outbox)
 
     def _round(self, work: Callable[[Output], None], received: list[tuple[str, bytes]]) -> bool:

@@ -63,26 +63,28 @@ def test_a_failed_round_is_rolled_back_dead_lettered_and_shown(tmp_path: Path, m
         with Recorder(mosquitto.settings(), [t.alarm_events, t.deadletter("rules")], "rec-rounds") as rec:
             pub.publish(t.data("gw-1", "pump-1"), _batch("pump-1", "fault", True, TS, 1), qos=1)
             assert rec.wait_for(lambda _m: len(_events(rec, t.alarm_events)) == 1, 10)
+            _until(lambda: not _stored(db, "SELECT id FROM outbox"))  # acknowledged: out of the outbox
 
             lock = sqlite3.connect(db, isolation_level=None)
             lock.execute("BEGIN EXCLUSIVE")  # every write of the engine now fails (after its busy timeout)
             try:
                 pub.publish(t.data("gw-1", "tank-1"), _batch("tank-1", "level_m", 5.5, TS + 1000, 2), qos=1)
-                assert rec.wait_for(lambda m: any(x.topic == t.deadletter("rules") for x in m), 15)
+                _until(lambda: "locked" in engine.get("/health", token=None)["last_error"], 15)
             finally:
                 lock.execute("ROLLBACK")
                 lock.close()
+            # memory, store and the published stream agree: the round left nothing behind
+            assert {a["alarm_id"]: a["state"] for a in engine.get("/alarms")["alarms"]} == {"pump-1/fault": "unack"}
+            assert engine.get("/alarms")["seq"] == 1
+            assert _stored(db, "SELECT seq, alarm_id FROM events") == [(1, "pump-1/fault")]
+            assert _stored(db, "SELECT alarm_id FROM alarms") == [("pump-1/fault",)]
+            assert rec.wait_for(lambda m: any(x.topic == t.deadletter("rules") for x in m), 5)
             dead = [json.loads(m.payload) for m in rec.snapshot() if m.topic == t.deadletter("rules")]
             assert len(dead) == 1 and "processing round failed" in dead[0]["reason"]
             assert "locked" in dead[0]["reason"] and '"seq":2' in dead[0]["payload"].replace(" ", "")
             health = engine.get("/health", token=None)
             assert health["failed_rounds"] == 1 and health["status"] == "degraded"
             assert "locked" in health["last_round_error"] and health["round_dead_letters"] == 1
-            # memory, store and the published stream agree: the round left nothing behind
-            assert {a["alarm_id"]: a["state"] for a in engine.get("/alarms")["alarms"]} == {"pump-1/fault": "unack"}
-            assert engine.get("/alarms")["seq"] == 1
-            assert _stored(db, "SELECT seq, alarm_id FROM events") == [(1, "pump-1/fault")]
-            assert _stored(db, "SELECT alarm_id FROM alarms") == [("pump-1/fault",)]
             assert [e.alarm_id for e in _events(rec, t.alarm_events)] == ["pump-1/fault"]
 
             # the next rounds go on normally: the same reading again raises the alarm, seq 2
