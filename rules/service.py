@@ -239,7 +239,7 @@ class Stats:
     """Messages dead-lettered because their processing round failed."""
     outbox_pending: int = 0
     """Messages stored and not yet acknowledged by the broker."""
-    status: str = "ok"
+    health: str = "ok"
     """``degraded`` once a processing round has failed (since the engine started)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -534,7 +534,7 @@ class Engine:
         st.failed_rounds += 1
         st.errors += 1
         st.last_error = st.last_round_error = repr(exc)
-        st.status = "degraded"
+        st.health = "degraded"
         log.error("processing round failed and was rolled back; %d message(s) dead-lettered",
                   len(received) + len(released), exc_info=exc)
         reason = f"processing round failed, rolled back, message not applied: {exc!r}"[:1000]

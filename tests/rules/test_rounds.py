@@ -83,7 +83,7 @@ def test_a_failed_round_is_rolled_back_dead_lettered_and_shown(tmp_path: Path, m
             assert len(dead) == 1 and "processing round failed" in dead[0]["reason"]
             assert "locked" in dead[0]["reason"] and '"seq":2' in dead[0]["payload"].replace(" ", "")
             health = engine.get("/health", token=None)
-            assert health["failed_rounds"] == 1 and health["status"] == "degraded"
+            assert health["failed_rounds"] == 1 and health["health"] == "degraded"
             assert "locked" in health["last_round_error"] and health["round_dead_letters"] == 1
             assert [e.alarm_id for e in _events(rec, t.alarm_events)] == ["pump-1/fault"]
 
