@@ -103,9 +103,6 @@ STOP_HARD_S = 5.0
 watchdog thread (exit status ``HARD_STOP_STATUS``), every thread's stack written to stderr."""
 HARD_STOP_STATUS = 70
 
-TEST_FAIL_SEQ_ENV = "AQUAVOLT_RULES_TEST_FAIL_SEQ"
-"""Test hook, never set in production: a data batch whose ``seq`` equals this value makes its
-processing round raise after the core applied it (tests of the rollback of a failed round)."""
 TEST_HOLD_PUBLISH_ENV = "AQUAVOLT_RULES_TEST_HOLD_PUBLISH"
 """Test hook, never set in production: while the file it names exists, nothing is published
 from the outbox (tests of a crash between storing and publishing)."""
@@ -304,8 +301,6 @@ class Engine:
         self._pubacks: deque[int] = deque()  # message ids acknowledged (appended by paho's thread)
         self._acked: list[int] = []  # acknowledged, still to delete from the outbox
         self.client.on_publish = self._on_publish
-        fail_seq = os.environ.get(TEST_FAIL_SEQ_ENV)
-        self._fail_seq = int(fail_seq) if fail_seq else None
         self._hold_publish = os.environ.get(TEST_HOLD_PUBLISH_ENV) or None
         self.progress = ProgressReporter("rules", self.topics,
                                          lambda t, p: self.client.publish(t, p, qos=1), clock.now_ms)
@@ -424,8 +419,6 @@ class Engine:
                         return
                     raise self._too_far_ahead(type(msg).__name__, gw, dev, ts, now)
             out.extend(apply(msg))
-            if self._fail_seq is not None and isinstance(msg, Batch) and msg.seq == self._fail_seq:
-                raise RuntimeError(f"test hook: batch seq {msg.seq} marked to fail its round")
         except WireError as exc:
             self.stats.rejected += 1
             if isinstance(exc, Rejected):
