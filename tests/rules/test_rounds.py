@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import sys
@@ -46,6 +47,15 @@ def _stored(db: Path, sql: str) -> list[tuple[object, ...]]:
         return c.execute(sql).fetchall()
 
 
+def _unpublished(db: Path) -> list[tuple[object, ...]]:
+    """The outbox: stored, not yet acknowledged by the broker (an engine without one has nothing waiting)."""
+    try:
+        return _stored(db, "SELECT id FROM outbox")
+    except sqlite3.OperationalError as exc:
+        assert "no such table" in str(exc)
+        return []
+
+
 def _events(rec: Recorder, topic: str) -> list[AlarmEvent]:
     return [decode(m.payload, AlarmEvent) for m in rec.snapshot() if m.topic == topic]
 
@@ -63,7 +73,7 @@ def test_a_failed_round_is_rolled_back_dead_lettered_and_shown(tmp_path: Path, m
         with Recorder(mosquitto.settings(), [t.alarm_events, t.deadletter("rules")], "rec-rounds") as rec:
             pub.publish(t.data("gw-1", "pump-1"), _batch("pump-1", "fault", True, TS, 1), qos=1)
             assert rec.wait_for(lambda _m: len(_events(rec, t.alarm_events)) == 1, 10)
-            _until(lambda: not _stored(db, "SELECT id FROM outbox"))  # acknowledged: out of the outbox
+            _until(lambda: not _unpublished(db))  # acknowledged: out of the outbox
 
             lock = sqlite3.connect(db, isolation_level=None)
             lock.execute("BEGIN EXCLUSIVE")  # every write of the engine now fails (after its busy timeout)
@@ -148,3 +158,62 @@ def test_a_crash_between_store_and_publish_publishes_once_at_restart(
         pub.loop_stop()
         if engine.proc is not None and engine.proc.poll() is None:
             engine.stop()
+
+
+def test_a_rule_that_raises_midway_rolls_the_whole_round_back(tmp_path: Path) -> None:
+    """In process, no broker needed (nothing is published before the commit): a rule raises on
+    a marked reading after the round already raised an alarm and moved the rules' state. The
+    raising rule is a test-only hook: the tank's limit rule wrapped by this test."""
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.settings import MqttSettings
+    from aquavolt.wire import Batch, Reading, encode
+    from rules.service import Engine
+
+    field = tmp_path / "field.yaml"
+    field.write_text((CASES / "field.yaml").read_text() + RULES)
+    engine = Engine(load_field(field), MqttSettings(), tmp_path / "state", ManualClock(TS / 1000 + 60))
+    t = engine.topics
+    i = next(k for k, r in enumerate(engine.core.rules) if getattr(r, "name", "") == "limit:tank-1.level_m")
+    rule, step = engine.core.rules[i], engine.core.rules[i].step
+
+    def marked(state: object, s: object) -> object:  # the hook: 99 m is the marked reading
+        if getattr(s, "value", None) == 99.0:
+            raise RuntimeError("marked reading")
+        return step(state, s)
+
+    rule.step = marked
+
+    class Msg:
+        def __init__(self, topic: str, payload: bytes) -> None:
+            self.topic, self.payload = topic, payload
+
+    def round_of(*batches: Batch) -> None:
+        for b in batches:
+            engine._on_message(None, None, Msg(t.data("gw-1", b.device), encode(b)))  # type: ignore[arg-type]
+        engine.process_pending()
+
+    def tank(seq: int, *values: float) -> Batch:
+        return Batch(gateway="gw-1", device="tank-1", seq=seq, readings=[
+            Reading(point="level_m", value=v, ts_ms=TS + 1000 * seq + k) for k, v in enumerate(values)])
+
+    pump = Batch(gateway="gw-1", device="pump-1", seq=1, readings=[Reading(point="fault", value=True, ts_ms=TS)])
+    try:
+        round_of(pump)
+        before = (pickle.dumps(engine.core.states), engine.core.manager.snapshot())
+        round_of(tank(2, 5.5), tank(3, 5.6, 99.0))  # the alarm raised, then the marked reading
+        assert engine.stats.failed_rounds == 1 and "marked reading" in engine.stats.last_round_error
+        assert engine.stats.round_dead_letters == 2 and engine.stats.health == "degraded"
+        assert (pickle.dumps(engine.core.states), engine.core.manager.snapshot()) == before
+        assert set(engine.core.manager.alarms) == {"pump-1/fault"} and engine.core.manager.seq == 1
+        assert [e["alarm_id"] for e in engine.store.events()] == ["pump-1/fault"]
+        assert len(engine._outbox) == 2  # the pump's event only (retained and stream)
+
+        round_of(tank(4, 5.5))  # the next round: the rule raises the alarm again, as if never seen
+        assert [(e["alarm_id"], e["details"]["seq"]) for e in engine.store.events()] == [
+            ("tank-1/level_m_high", 2), ("pump-1/fault", 1)]
+        assert engine.stats.failed_rounds == 1
+    finally:
+        engine.client.loop_stop()
+        engine.store.close()
+        engine.commands.close()
