@@ -449,8 +449,8 @@ class Engine:
 
     # ---------------------------------------------------------------- the loop
     def emit(self, events: list[AlarmEvent], customer: list[Condition] | None = None) -> None:
-        """Store (with the outbox), then publish, then notify: transitions from outside the
-        processing rounds (operators, shelve expiry, the daily check)."""
+        """Store (with the outbox), then publish, then notify: the operators' transitions (the
+        API changed the manager already)."""
         self._commit(events)
         self._published(events, customer)
 
@@ -522,6 +522,19 @@ class Engine:
             return False
         self._output(out)
         return True
+
+    def _manager_change(self, change: Callable[[], Output]) -> None:
+        """A change of the alarm manager alone (shelve expiry, the daily check's verdicts), all
+        or nothing like a round: the manager goes back to its snapshot if the commit fails."""
+        snap = self.core.manager.snapshot()
+        try:
+            out = change()
+            self._commit(out.events)
+        except Exception as exc:
+            self.core.manager.restore(snap)
+            self._round_failed(exc, [], [])
+            return
+        self._published(out.events, out.customer)
 
     def _round_failed(self, exc: Exception, received: list[tuple[str, bytes]], released: list[Any]) -> None:
         st = self.stats
@@ -661,8 +674,7 @@ class Engine:
         self.stats.daily_last_day = day.isoformat()
         log.info("over-consumption check of %s: %d change(s)", day, len(conds))
         if conds:
-            out = self.core.conditions(conds)
-            self.emit(out.events, out.customer)
+            self._manager_change(lambda: self.core.conditions(conds))
 
     @property
     def backlog(self) -> int:
@@ -687,7 +699,7 @@ class Engine:
     async def _housekeeping(self, period_s: float = 0.5) -> None:
         while True:
             await asyncio.sleep(period_s)
-            self.emit(self.core.manager.expire(self.clock.now_ms()))
+            self._manager_change(lambda: Output(events=self.core.manager.expire(self.clock.now_ms())))
             self.publish_outbox()  # acknowledgements collected, refused publishes tried again
             self.flush_idle()
             self._maybe_daily()
