@@ -1,0 +1,171 @@
+// aquavolt operator console: plain JS module, no build step. The server renders every page;
+// this module keeps the alarm list live (server-sent events), and sends actions as JSON
+// with the session's CSRF token.
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+const P = "/console";
+const LABELS = {unack: "Unacknowledged", acked: "Acknowledged", rtn_unack: "Returned, unacknowledged",
+  shelved: "Shelved", suppressed: "Suppressed", out_of_service: "Out of service", normal: "Normal"};
+
+function say(text, bad = false) {
+  const s = document.getElementById("status");
+  if (s) { s.textContent = text; s.classList.toggle("error", bad); }
+}
+
+export async function post(path, body) {
+  const r = await fetch(P + "/api" + path, {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(body)});
+  let data = {};
+  try { data = await r.json(); } catch { /* not JSON */ }
+  return {status: r.status, data};
+}
+
+function fmtTime(ms) { return ms ? new Date(ms).toLocaleString() : ""; }
+function fmtTimes(root) { root.querySelectorAll("time[data-ms]").forEach(t => { t.textContent = fmtTime(+t.dataset.ms); }); }
+function el(tag, attrs = {}, text = "") {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text) e.textContent = text;
+  return e;
+}
+function duration(s) {
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return h ? `${h} h ${m} min` : `${m} min ${s % 60} s`;
+}
+function placeText(p) {
+  return ["zone", "feeder", "transformer", "site"].filter(k => p[k]).map(k => `${k} ${p[k]}`).join(" · ");
+}
+
+// ---- the live alarm list ---------------------------------------------------------------------
+const table = document.getElementById("alarms");
+let seenSeq = table ? +table.dataset.seq : 0;
+
+function row(a, canAct) {
+  const tr = el("tr", {"data-alarm": a.id, "data-state": a.state, class: `p-${a.priority} s-${a.state}`});
+  tr.append(el("td", {}, a.priority), el("td", {}, LABELS[a.state] ?? a.state));
+  const when = el("td"); when.append(el("time", {"data-ms": a.raised_ms, datetime: new Date(a.raised_ms).toISOString()}, fmtTime(a.raised_ms)));
+  tr.append(when, el("td", {}, a.asset), el("td", {}, placeText(a.place)));
+  const msg = el("td", {}, a.message || a.condition);
+  if (a.state === "shelved" && a.shelved_until_ms) msg.append(el("div", {class: "note"}, `shelved until ${fmtTime(a.shelved_until_ms)}: ${a.shelve_reason}`));
+  tr.append(msg);
+  const outage = el("td");
+  if (a.customers != null) outage.append(el("span", {}, `${a.customers} customers`));
+  if (a.duration_s != null) outage.append(el("span", {class: "dur"}, ` · ${duration(a.duration_s)}`));
+  tr.append(outage);
+  const act = el("td", {class: "actions"});
+  if (canAct && (a.state === "unack" || a.state === "rtn_unack")) {
+    const b = el("button", {type: "button", class: "ack", "aria-label": `Acknowledge ${a.id}`}, "Acknowledge");
+    b.addEventListener("click", () => ack([a.id]));
+    act.append(b);
+  }
+  if (canAct && a.state !== "shelved") {
+    const b = el("button", {type: "button", class: "shelve", "aria-label": `Shelve ${a.id}`}, "Shelve");
+    b.addEventListener("click", () => shelve(a.id));
+    act.append(b);
+  }
+  act.append(el("a", {href: `${P}/alarms/${encodeURIComponent(a.asset)}/${encodeURIComponent(a.condition)}`,
+    "aria-label": `History of ${a.id}`}, "History"));
+  if (a.grafana) act.append(el("a", {href: a.grafana, rel: "noopener", "aria-label": `Dashboard of ${a.asset}`}, "Dashboard"));
+  tr.append(act);
+  return tr;
+}
+
+function render(data) {
+  const canAct = table.dataset.canAct === "1";
+  const body = table.tBodies[0];
+  body.replaceChildren(...data.alarms.map(a => row(a, canAct)));
+  for (const [p, n] of Object.entries(data.counts)) {
+    const c = document.querySelector(`[data-count="${p}"]`);
+    if (c) c.textContent = n;
+  }
+  seenSeq = data.seq;  // what the operator now sees
+  table.dataset.seq = data.seq;
+  table.dataset.live = "1";
+}
+
+async function ack(ids) {
+  const {status, data} = await post("/ack", {ids, seen_seq: seenSeq});
+  if (status === 200) say(`Acknowledged ${data.acknowledged.length}` + (data.skipped.length ? `, ${data.skipped.length} raised since you looked were not` : ""));
+  else say(`Refused (${status}): ${data.error ?? ""}`, true);
+}
+
+function shelve(id) {
+  const dlg = document.getElementById("shelve-dialog");
+  document.getElementById("shelve-target").textContent = id;
+  dlg.returnValue = "";
+  dlg.onclose = async () => {
+    if (dlg.returnValue !== "ok") return;
+    const reason = document.getElementById("shelve-reason").value.trim();
+    const hours = +document.getElementById("shelve-hours").value;
+    const [asset, condition] = id.split("/");
+    const {status, data} = await post(`/alarms/${encodeURIComponent(asset)}/${encodeURIComponent(condition)}/shelve`,
+      {reason, duration_s: Math.round(hours * 3600)});
+    say(status === 200 ? `Shelved ${id} until ${fmtTime(data.shelved_until_ms)}` : `Refused (${status}): ${data.error ?? ""}`, status !== 200);
+  };
+  dlg.showModal();
+}
+
+if (table) {
+  fmtTimes(table);
+  const q = table.dataset.asset ? `?asset=${encodeURIComponent(table.dataset.asset)}` : "";
+  const es = new EventSource(`${P}/events${q}`);
+  es.addEventListener("alarms", ev => render(JSON.parse(ev.data)));
+  es.addEventListener("signed-out", () => { es.close(); location.assign(`${P}/login`); });
+  es.onerror = () => { table.dataset.live = "0"; say("Connection lost: reconnecting…", true); };
+  es.onopen = () => say("");
+  document.getElementById("ack-visible")?.addEventListener("click", () => {
+    const ids = [...table.querySelectorAll('tr[data-state="unack"], tr[data-state="rtn_unack"]')].map(r => r.dataset.alarm);
+    if (ids.length) ack(ids); else say("Nothing to acknowledge");
+  });
+}
+
+// ---- an alarm's page: comment -------------------------------------------------------------------
+const commentForm = document.getElementById("comment-form");
+if (commentForm) {
+  commentForm.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const [asset, condition] = commentForm.dataset.alarm.split("/");
+    const text = document.getElementById("comment-text").value;
+    const {status, data} = await post(`/alarms/${encodeURIComponent(asset)}/${encodeURIComponent(condition)}/comment`, {text});
+    if (status === 200) location.reload(); else say(`Refused (${status}): ${data.error ?? ""}`, true);
+  });
+}
+document.querySelectorAll("#history, #command-log").forEach(fmtTimes);
+
+// ---- commands: confirm with the current value, then follow the reply ---------------------------
+const writable = document.getElementById("writable");
+if (writable) {
+  const log = document.getElementById("command-log");
+  const es = new EventSource(`${P}/events?commands=1`);
+  es.addEventListener("commands", ev => {
+    const rows = JSON.parse(ev.data).commands.map(c => {
+      const tr = el("tr", {"data-command-id": c.id});
+      const t = el("td"); t.append(el("time", {"data-ms": c.issued_ms}, fmtTime(c.issued_ms)));
+      tr.append(t, el("td", {}, c.operator), el("td", {}, `${c.device}.${c.point} = ${c.value}`),
+        el("td", {class: "outcome"}, c.outcome ?? "waiting"), el("td", {class: "why"}, c.outcome_reason ?? ""));
+      return tr;
+    });
+    log.tBodies[0].replaceChildren(...rows);
+  });
+  writable.addEventListener("click", ev => {
+    const b = ev.target.closest("button[data-value]");
+    if (!b) return;
+    const card = b.closest("[data-command]");
+    let value;
+    if (b.dataset.value === "input") {
+      const input = card.querySelector("input");
+      if (input.value === "" || !input.checkValidity()) { say("Enter a value inside the range", true); input.focus(); return; }
+      value = +input.value;
+    } else value = b.dataset.value === "true";
+    const dlg = document.getElementById("confirm-dialog");
+    document.getElementById("confirm-text").textContent =
+      `${card.dataset.device}.${card.dataset.point}: now ${card.querySelector(".current").textContent}, set to ${value}?`;
+    dlg.returnValue = "";
+    dlg.onclose = async () => {
+      if (dlg.returnValue !== "ok") return;
+      const {status, data} = await post("/commands", {gateway: card.dataset.gateway, device: card.dataset.device,
+        point: card.dataset.point, value, reason: document.getElementById("confirm-reason").value});
+      say(status === 202 ? `Command ${data.id.slice(0, 8)} sent: waiting for the gateway's reply` : `Refused (${status}): ${data.error ?? ""}`, status !== 202);
+    };
+    dlg.showModal();
+  });
+}

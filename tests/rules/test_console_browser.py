@@ -1,0 +1,250 @@
+"""The operator's console in a real headless Chromium (Debian's ``chromium``, driven over the
+DevTools protocol with aiohttp's websocket client) against the real rules engine process on a
+real Mosquitto: sign in, an alarm raised by a published reading appears without a reload (the
+page follows server-sent events), acknowledging it in the page changes its state (and the
+engine's), a POST without the CSRF token is refused, a viewer's acknowledgement is refused
+(403), and signing out ends the session. Every wait is on the DOM or a browser event.
+
+A missing browser fails the test: ``apt-get install chromium``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aquavolt.mqtt import make_client
+from aquavolt.wire import Batch, Reading, Topics, encode
+from harness.servers import Mosquitto, free_port
+
+CASES = Path(__file__).parent / "cases"
+FIELD_RULES = """
+rules:
+  discrete:
+  - {profile: av_pump1, point: fault, priority: high, message: Pump tripped}
+  stale: {intervals: 100000}
+"""
+TOKENS = {"amina": ("operator", "amina-token-0123456789abcdef"), "vera": ("viewer", "vera-token-0123456789abcdef")}
+WAIT_S = 10.0
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Chromium is required for the console tests: apt-get install chromium"
+    return path
+
+
+class Page:
+    """One browser tab over the DevTools protocol."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            data = json.loads(msg.data)
+            if "id" in data and data["id"] in self.waiting:
+                self.waiting.pop(data["id"]).set_result(data)
+            elif "method" in data:
+                self.events.put_nowait(data)
+
+    async def send(self, method: str, **params: Any) -> Any:
+        i = next(self.ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[i] = fut
+        await self.ws.send_str(json.dumps({"id": i, "method": method, "params": params}))
+        data = await asyncio.wait_for(fut, WAIT_S + 5)
+        assert "error" not in data, data
+        return data["result"]
+
+    async def eval(self, expr: str) -> Any:
+        res = await self.send("Runtime.evaluate", expression=expr, awaitPromise=True, returnByValue=True)
+        assert "exceptionDetails" not in res, res["exceptionDetails"]
+        return res["result"].get("value")
+
+    async def wait(self, condition: str, timeout_s: float = WAIT_S) -> Any:
+        """Resolves when the JS ``condition`` is truthy, re-checked on every DOM mutation."""
+        js = f"""new Promise((resolve, reject) => {{
+          const check = () => {{ try {{ const v = ({condition}); if (v) {{ obs.disconnect(); resolve(v); return true; }} }}
+                                 catch (e) {{}} return false; }};
+          const obs = new MutationObserver(check);
+          if (check()) return;
+          obs.observe(document, {{subtree: true, childList: true, attributes: true, characterData: true}});
+          setTimeout(() => {{ obs.disconnect(); reject(new Error("timed out waiting for: " + {json.dumps(condition)}
+                              + "\\n" + document.body.innerText)); }}, {int(timeout_s * 1000)});
+        }})"""
+        return await self.eval(js)
+
+    async def loaded(self, action: str) -> None:
+        """Run ``action`` (JS that navigates) and wait for the new page's load event."""
+        while not self.events.empty():
+            self.events.get_nowait()
+        await self.eval(action)
+        while True:
+            ev = await asyncio.wait_for(self.events.get(), WAIT_S)
+            if ev["method"] == "Page.loadEventFired":
+                return
+
+    async def goto(self, url: str) -> None:
+        await self.loaded(f"location.assign({json.dumps(url)})")
+
+
+def launch(tmp: Path) -> subprocess.Popen[bytes]:
+    """Headless Chromium on a fresh profile, its DevTools on a free port of 127.0.0.1."""
+    return subprocess.Popen(
+        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+         f"--user-data-dir={tmp / 'chromium'}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "chromium.log", "wb"))
+
+
+@contextlib.asynccontextmanager
+async def browser(tmp: Path) -> Any:
+    profile = tmp / "chromium"
+    proc = launch(tmp)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 20
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp / "chromium.log").read_text()[-2000:]
+            await asyncio.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+                tab = next(t for t in await r.json() if t["type"] == "page")
+            async with http.ws_connect(tab["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                page = Page(ws)
+                await page.send("Page.enable")
+                yield page
+                page.reader.cancel()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def engine(tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> Any:
+    import hashlib
+
+    (tmp_path / "operators.yaml").write_text("".join(
+        f"{n}: {{role: {role}, sha256: {hashlib.sha256(tok.encode()).hexdigest()}}}\n"
+        for n, (role, tok) in TOKENS.items()))
+    field = tmp_path / "field.yaml"
+    field.write_text((CASES / "field.yaml").read_text() + FIELD_RULES)
+    port = free_port()
+    log = open(tmp_path / "rules.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aquavolt.cli", "rules", "run", str(field), "--state-dir", str(tmp_path / "st"),
+         "--mqtt", f"{mosquitto.url()}?prefix={topic_prefix}", "--api-port", str(port),
+         "--tokens", str(tmp_path / "operators.yaml"), "--tick-ms", "0"],
+        stdout=log, stderr=log, env={**os.environ, "AQUAVOLT_CLOCK": "real"})
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                if json.loads(r.read())["mqtt_connected"]:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "rules.log").read_text()[-3000:]
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    assert proc.wait(15) == 0, (tmp_path / "rules.log").read_text()[-3000:]
+
+
+def _api(base: str, path: str, token: str) -> Any:
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def sign_in(page: Page, base: str, who: str) -> None:
+    await page.goto(base + "/console/")
+    assert await page.eval("location.pathname") == "/console/login"  # not signed in: sent to sign in
+    await page.loaded(f"document.getElementById('token').value = {json.dumps(TOKENS[who][1])};"
+                      "document.querySelector('form[action=\"/console/login\"]').submit()")
+    await page.wait(f"document.querySelector('.who')?.textContent.startsWith('{who}')")
+    # the session cookie is HttpOnly: the page's scripts cannot read it
+    assert "av_session" not in await page.eval("document.cookie")
+
+
+def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> None:
+    base = engine
+    t = Topics(topic_prefix)
+    pub = make_client(mosquitto.settings(), f"pub-{time.monotonic_ns()}")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+
+    async def run() -> None:
+        async with browser(tmp_path) as page:
+            await sign_in(page, base, "amina")
+            await page.wait("document.getElementById('alarms').dataset.live === '1'")  # the stream is open
+            assert await page.eval("document.querySelectorAll('#alarms tbody tr').length") == 0
+            # a reading that raises an alarm: it appears in the open page, without a reload
+            ts = 1_764_000_000_000
+            batch = Batch(gateway="gw-1", device="pump-1", seq=1, readings=[Reading(point="fault", value=True, ts_ms=ts)])
+            published = time.monotonic()
+            pub.publish(t.data("gw-1", "pump-1"), encode(batch), qos=1)
+            row = "document.querySelector('tr[data-alarm=\"pump-1/fault\"]')"
+            await page.wait(f"{row}?.dataset.state === 'unack'")
+            assert time.monotonic() - published < 2.0
+            text = await page.eval(f"{row}.innerText")
+            assert "Pump tripped" in text and "high" in text and "Unacknowledged" in text
+            assert await page.eval("document.querySelector('[data-count=high]').textContent") == "1"
+            # a POST without the CSRF token, from the signed-in page itself, is refused
+            status = await page.eval("fetch('/console/api/ack', {method: 'POST', headers: {'Content-Type': "
+                                     "'application/json'}, body: JSON.stringify({seen_seq: 99})}).then(r => r.status)")
+            assert status == 403
+            assert _api(base, "/alarms", TOKENS["amina"][1])["alarms"][0]["state"] == "unack"
+            # acknowledge it in the page: the state changes live, and in the engine, by amina
+            await page.eval(f"{row}.querySelector('button.ack').click()")
+            await page.wait(f"{row}?.dataset.state === 'acked'")
+            assert _api(base, "/alarms", TOKENS["amina"][1])["alarms"][0]["state"] == "acked"
+            events = _api(base, "/events?alarm_id=pump-1/fault", TOKENS["amina"][1])["events"]
+            assert any(e["transition"] == "acknowledged" and e["by"] == "amina" for e in events)
+            # its history shows who did what
+            await page.loaded(f"{row}.querySelector('a[href*=\"/console/alarms/\"]').click()")
+            await page.wait("[...document.querySelectorAll('#history td')].some(td => td.textContent === 'amina')")
+            # sign out: back to sign-in, the session is gone
+            await page.loaded("document.getElementById('logout').click()")
+            assert await page.eval("location.pathname") == "/console/login"
+            assert await page.eval("fetch('/console/api/alarms').then(r => r.status)") == 401
+            # a viewer sees the alarm, has no button, and the server refuses an acknowledgement
+            await sign_in(page, base, "vera")
+            await page.wait(f"{row}?.dataset.state === 'acked'")
+            assert await page.eval("document.querySelectorAll('button.ack, #ack-visible').length") == 0
+            pub.publish(t.data("gw-1", "pump-1"), encode(batch.model_copy(update={
+                "seq": 2, "readings": [Reading(point="fault", value=False, ts_ms=ts + 1000)]})), qos=1)
+            await page.wait(f"!{row}")  # cleared while acknowledged: gone from the list, live
+            status = await page.eval(
+                "fetch('/console/api/ack', {method: 'POST', headers: {'Content-Type': 'application/json', "
+                "'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}, "
+                "body: JSON.stringify({seen_seq: 99})}).then(r => r.status)")
+            assert status == 403
+
+    try:
+        asyncio.run(run())
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
