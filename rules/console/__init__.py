@@ -266,6 +266,8 @@ CUSTOMERS: web.AppKey[dict[str, int]] = web.AppKey("console_customers", dict)
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the alarm list now, then again each time the alarms change."""
+    if _session(request) is None:
+        return _refused("not signed in (or the session expired)", 401)
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
