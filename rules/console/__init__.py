@@ -437,13 +437,10 @@ async def alarms_page(request: web.Request) -> web.StreamResponse:
         for r in data["alarms"]
     )
     filt = f'<p>Alarms of <b>{escape(asset)}</b> · <a href="{PREFIX}/">all alarms</a></p>' if asset else ""
+    ack_all = '<button type="button" id="ack-visible">Acknowledge what is shown</button>' if can_act else ""
     tools = (
-        (
-            '<p class="tools"><button type="button" id="ack-visible">Acknowledge what is shown</button>'
-            '<span id="status" role="status" aria-live="polite"></span></p>'
-        )
-        if can_act
-        else ('<p class="tools"><span id="status" role="status" aria-live="polite"></span></p>')
+        f'<p class="tools">{ack_all}<label class="check"><input type="checkbox" id="show-hidden"> '
+        'Show shelved and suppressed</label><span id="status" role="status" aria-live="polite"></span></p>'
     )
     body = (
         f'{filt}<ul class="counts" aria-label="Active alarms by priority">{counts}</ul>{tools}'

@@ -25,8 +25,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from aquavolt.mqtt import make_client
-from aquavolt.wire import Batch, Reading, Topics, encode
+from aquavolt.mqtt import Recorder, make_client
+from aquavolt.signing import generate_key, write_private_key
+from aquavolt.wire import Batch, Command, CommandOutcome, CommandReply, Reading, Topics, decode, encode
 from harness.servers import Mosquitto, free_port
 
 CASES = Path(__file__).parent / "cases"
@@ -150,13 +151,19 @@ def engine(tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> Any:
         f"{n}: {{role: {role}, sha256: {hashlib.sha256(tok.encode()).hexdigest()}}}\n"
         for n, (role, tok) in TOKENS.items()))
     field = tmp_path / "field.yaml"
-    field.write_text((CASES / "field.yaml").read_text() + FIELD_RULES)
+    field.write_text((CASES / "field.yaml").read_text().replace(
+        "  poll_intervals_s: {default: 10.0, slow: 600.0}\n",
+        "  poll_intervals_s: {default: 10.0, slow: 600.0}\n"
+        "  writable_points: [pump-1.run_command, pump-1.speed_setpoint_pct]\n", 1) + FIELD_RULES)
+    key = tmp_path / "command.pem"
+    write_private_key(generate_key(), key)
     port = free_port()
     log = open(tmp_path / "rules.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "aquavolt.cli", "rules", "run", str(field), "--state-dir", str(tmp_path / "st"),
          "--mqtt", f"{mosquitto.url()}?prefix={topic_prefix}", "--api-port", str(port),
-         "--tokens", str(tmp_path / "operators.yaml"), "--tick-ms", "0"],
+         "--tokens", str(tmp_path / "operators.yaml"), "--tick-ms", "0", "--command-key", str(key),
+         "--command-issuer", "control-1"],
         stdout=log, stderr=log, env={**os.environ, "AQUAVOLT_CLOCK": "real"})
     deadline = time.monotonic() + 20
     while True:
@@ -189,12 +196,25 @@ async def sign_in(page: Page, base: str, who: str) -> None:
     assert "av_session" not in await page.eval("document.cookie")
 
 
-def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> None:
-    base = engine
-    t = Topics(topic_prefix)
+def _publisher(mosquitto: Mosquitto) -> Any:
     pub = make_client(mosquitto.settings(), f"pub-{time.monotonic_ns()}")
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
+    return pub
+
+
+def _fault(value: bool, ts: int, seq: int) -> bytes:
+    return encode(Batch(gateway="gw-1", device="pump-1", seq=seq,
+                        readings=[Reading(point="fault", value=value, ts_ms=ts)]))
+
+
+ROW = "document.querySelector('tr[data-alarm=\"pump-1/fault\"]')"
+
+
+def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> None:
+    base = engine
+    t = Topics(topic_prefix)
+    pub = _publisher(mosquitto)
 
     async def run() -> None:
         async with browser(tmp_path) as page:
@@ -242,6 +262,76 @@ def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosqu
                 "'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}, "
                 "body: JSON.stringify({seen_seq: 99})}).then(r => r.status)")
             assert status == 403
+
+    try:
+        asyncio.run(run())
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
+def test_shelve_comment_and_command_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosquitto,
+                                                      topic_prefix: str) -> None:
+    base = engine
+    t = Topics(topic_prefix)
+    pub = _publisher(mosquitto)
+    amina = TOKENS["amina"][1]
+
+    async def run() -> None:
+        async with browser(tmp_path) as page:
+            await sign_in(page, base, "amina")
+            await page.wait("document.getElementById('alarms').dataset.live === '1'")
+            pub.publish(t.data("gw-1", "pump-1"), _fault(True, 1_764_000_000_000, 1), qos=1)
+            await page.wait(f"{ROW}?.dataset.state === 'unack'")
+            # shelve it with a reason and an expiry: it leaves the list (shown on demand)
+            await page.eval(f"{ROW}.querySelector('button.shelve').click()")
+            await page.wait("document.getElementById('shelve-dialog').open")
+            await page.eval("document.getElementById('shelve-reason').value = 'sensor being replaced';"
+                            "document.getElementById('shelve-hours').value = '2';"
+                            "document.getElementById('shelve-ok').click()")
+            await page.wait(f"{ROW}?.dataset.state === 'shelved' && {ROW}.hidden")
+            alarm = _api(base, "/alarms", amina)["alarms"][0]
+            assert (alarm["state"], alarm["shelved_by"], alarm["shelve_reason"]) == (
+                "shelved", "amina", "sensor being replaced")
+            assert 7190_000 <= alarm["shelved_until_ms"] - alarm["last_change_ms"] <= 7210_000
+            await page.eval("document.getElementById('show-hidden').click()")
+            await page.wait(f"!{ROW}.hidden && {ROW}.innerText.includes('sensor being replaced')")
+            await page.eval(f"{ROW}.querySelector('button.unshelve').click()")
+            await page.wait(f"{ROW}?.dataset.state === 'unack'")  # back, annunciated again
+            # a comment, and the alarm's history with who did what
+            await page.loaded(f"{ROW}.querySelector('a[href*=\"/console/alarms/\"]').click()")
+            await page.loaded("document.getElementById('comment-text').value = 'crew on site';"
+                              "document.querySelector('#comment-form button').click()")
+            history = await page.wait("document.getElementById('history').innerText.includes('crew on site')"
+                                      " && document.getElementById('history').innerText")
+            for what in ("shelved", "unshelved", "commented", "amina", "sensor being replaced"):
+                assert what in history, (what, history)
+            # a command: confirmed with the current value, its reply shown from the command log
+            with Recorder(mosquitto.settings(), [t.command("gw-1", "+")], client_id=f"gw-{topic_prefix[:11]}") as rec:
+                await page.goto(base + "/console/commands")
+                card = "document.querySelector('[data-command=\"gw-1/pump-1/speed_setpoint_pct\"]')"
+                await page.eval(f"{card}.querySelector('input').value = '60';"
+                                f"{card}.querySelector('button[data-value=input]').click()")
+                text = await page.wait("document.getElementById('confirm-dialog').open"
+                                       " && document.getElementById('confirm-text').textContent")
+                assert "speed_setpoint_pct" in text and "now unknown" in text and "60" in text
+                await page.eval("document.getElementById('confirm-reason').value = 'night tariff';"
+                                "document.getElementById('confirm-ok').click()")
+                await page.wait("document.getElementById('status').textContent.includes('sent')")
+                assert await asyncio.to_thread(
+                    rec.wait_for, lambda ms: any(m.topic.endswith("/cmd") for m in ms), 10)
+                sent = decode(next(m for m in rec.snapshot() if m.topic.endswith("/cmd")).payload, Command)
+                assert (sent.operator, sent.value, sent.reason) == ("amina", 60, "night tariff")
+                await page.wait("document.querySelector('#command-log tbody tr .outcome')?.textContent === 'waiting'")
+                # the gateway answers (tests/edge/test_commands.py runs the real agent on such commands)
+                reply = CommandReply(id=sent.id, gateway="gw-1", device="pump-1", point=sent.point,
+                                     outcome=CommandOutcome.DONE, reason="written and verified",
+                                     value_read=60.0, ts_ms=sent.ts_ms + 50)
+                rec.client.publish(t.reply("gw-1", "pump-1"), encode(reply), qos=1)
+                await page.wait("document.querySelector('#command-log tbody tr .outcome')?.textContent === 'done'"
+                                " && document.querySelector('#command-log tbody tr .why').textContent"
+                                " === 'written and verified'")
+                await page.wait(f"{card}.querySelector('.current').textContent === '60'")
 
     try:
         asyncio.run(run())

@@ -62,11 +62,29 @@ function row(a, canAct) {
     b.addEventListener("click", () => shelve(a.id));
     act.append(b);
   }
+  if (canAct && a.state === "shelved") {
+    const b = el("button", {type: "button", class: "unshelve", "aria-label": `Unshelve ${a.id}`}, "Unshelve");
+    b.addEventListener("click", () => unshelve(a.id));
+    act.append(b);
+  }
   act.append(el("a", {href: `${P}/alarms/${encodeURIComponent(a.asset)}/${encodeURIComponent(a.condition)}`,
     "aria-label": `History of ${a.id}`}, "History"));
   if (a.grafana) act.append(el("a", {href: a.grafana, rel: "noopener", "aria-label": `Dashboard of ${a.asset}`}, "Dashboard"));
   tr.append(act);
+  if (HIDDEN.has(a.state) && !showHidden()) tr.hidden = true;
   return tr;
+}
+
+const HIDDEN = new Set(["shelved", "suppressed", "out_of_service"]);
+function showHidden() { return document.getElementById("show-hidden")?.checked ?? false; }
+function applyHidden() {
+  table.querySelectorAll("tr[data-alarm]").forEach(tr => { tr.hidden = HIDDEN.has(tr.dataset.state) && !showHidden(); });
+}
+
+async function unshelve(id) {
+  const [asset, condition] = id.split("/");
+  const {status, data} = await post(`/alarms/${encodeURIComponent(asset)}/${encodeURIComponent(condition)}/unshelve`, {});
+  say(status === 200 ? `Unshelved ${id}` : `Refused (${status}): ${data.error ?? ""}`, status !== 200);
 }
 
 function render(data) {
@@ -106,6 +124,8 @@ function shelve(id) {
 
 if (table) {
   fmtTimes(table);
+  applyHidden();
+  document.getElementById("show-hidden")?.addEventListener("change", applyHidden);
   const q = table.dataset.asset ? `?asset=${encodeURIComponent(table.dataset.asset)}` : "";
   const es = new EventSource(`${P}/events${q}`);
   es.addEventListener("alarms", ev => render(JSON.parse(ev.data)));
@@ -113,7 +133,8 @@ if (table) {
   es.onerror = () => { table.dataset.live = "0"; say("Connection lost: reconnecting…", true); };
   es.onopen = () => say("");
   document.getElementById("ack-visible")?.addEventListener("click", () => {
-    const ids = [...table.querySelectorAll('tr[data-state="unack"], tr[data-state="rtn_unack"]')].map(r => r.dataset.alarm);
+    const ids = [...table.querySelectorAll('tr[data-state="unack"], tr[data-state="rtn_unack"]')]
+      .filter(r => !r.hidden).map(r => r.dataset.alarm);
     if (ids.length) ack(ids); else say("Nothing to acknowledge");
   });
 }
@@ -137,7 +158,13 @@ if (writable) {
   const log = document.getElementById("command-log");
   const es = new EventSource(`${P}/events?commands=1`);
   es.addEventListener("commands", ev => {
-    const rows = JSON.parse(ev.data).commands.map(c => {
+    const commands = JSON.parse(ev.data).commands;
+    for (const c of [...commands].reverse()) {  // oldest first: the newest read-back wins
+      if (c.value_read == null) continue;
+      const card = writable.querySelector(`[data-command="${CSS.escape(`${c.gateway}/${c.device}/${c.point}`)}"] .current`);
+      if (card) card.textContent = String(c.value_read);
+    }
+    const rows = commands.map(c => {
       const tr = el("tr", {"data-command-id": c.id});
       const t = el("td"); t.append(el("time", {"data-ms": c.issued_ms}, fmtTime(c.issued_ms)));
       tr.append(t, el("td", {}, c.operator), el("td", {}, `${c.device}.${c.point} = ${c.value}`),
