@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from aquavolt.clock import ManualClock
 from aquavolt.config import load_field
+from aquavolt.pki import make_ca, make_cert
 from aquavolt.settings import MqttSettings
 from rules import console
 from rules.http import Operator, Operators, Role, build_app
@@ -41,15 +43,16 @@ def _operators() -> Operators:
 Test = Callable[[web.Application, str, aiohttp.ClientSession], Awaitable[None]]
 
 
-def serve(engine: Engine, test: Test) -> None:
+def serve(engine: Engine, test: Test, tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
     async def run() -> None:
         app = build_app(engine, _operators())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls[0] if tls else None).start()
+        base = f"http{'s' if tls else ''}://127.0.0.1:{runner.addresses[0][1]}"
+        connector = aiohttp.TCPConnector(ssl=tls[1]) if tls else None
         try:
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector) as http:
                 await test(app, base, http)
         finally:
             await runner.cleanup()
@@ -102,6 +105,26 @@ def test_sign_in_form(engine: Engine) -> None:
         assert len(app[console.SESSIONS].by_id) == 1
 
     serve(engine, test)
+
+
+def test_session_cookie_is_secure_over_tls(engine: Engine, tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    leaf = make_cert(ca, tmp_path, "rules-api")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(leaf.cert, leaf.key)
+    client = ssl.create_default_context(cafile=str(ca.cert))
+
+    async def test(app: web.Application, base: str, http: aiohttp.ClientSession) -> None:
+        async with http.get(base + "/console/login") as r:
+            assert "Secure" in r.headers["Set-Cookie"]  # the sign-in form's token too
+            csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())[1]  # type: ignore[index]
+        async with http.post(base + "/console/login", data={"csrf": csrf, "token": TOKENS["amina"][1]},
+                             headers={"Origin": base}, allow_redirects=False) as r:
+            assert r.status == 303
+            cookie = next(v for v in r.headers.getall("Set-Cookie") if v.startswith("av_session="))
+        assert {a.strip().lower() for a in cookie.split(";")} >= {"secure", "httponly", "samesite=strict"}
+
+    serve(engine, test, (server, client))
 
 
 def test_csrf_origin_roles_expiry_and_logout(engine: Engine) -> None:
@@ -204,3 +227,26 @@ def test_grafana_link(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(console.GRAFANA_ENV, "http://g/d/{asset}?from={from_ms}&to={to_ms}")
     assert console.grafana_link("pump 1", 1, 2) == "http://g/d/pump%201?from=1&to=2"
 
+
+
+def test_outage_row_shows_customers_and_duration(engine: Engine) -> None:
+    from aquavolt.wire import AlarmState
+    from rules.alarms import Alarm
+
+    f = engine.loaded.field
+    feeder = f.electricity.substations[0].feeders[0]
+    tx = feeder.transformers[0]
+    now = engine.clock.now_ms()
+    a = Alarm(alarm_id=f"{tx.id}/outage", asset=tx.id, condition="outage", priority="high", active=True,
+              acked=False, state=AlarmState.UNACK, active_since_ms=now - 754_000, first_ms=now - 754_000,
+              message="Transformer outage")
+    engine.core.manager.alarms[a.alarm_id] = a
+    try:
+        rows = console.alarm_rows(build_app(engine, _operators()))
+    finally:
+        del engine.core.manager.alarms[a.alarm_id]
+    [row] = [r for r in rows["alarms"] if r["id"] == a.alarm_id]
+    assert row["customers"] == sum(1 for c in f.customers if c.transformer == tx.id) > 0
+    assert row["duration_s"] == 754
+    assert (row["place"]["transformer"], row["place"]["feeder"]) == (tx.id, feeder.id)
+    assert rows["counts"]["high"] >= 1
