@@ -26,12 +26,14 @@ from aiohttp import web
 
 from rules import http as api
 from rules.alarms import AlarmError
+from rules.console.i18n import LANG, LANGUAGES, RTL, choose, js_words, tr
 from rules.perf import performance
 
 PREFIX = "/console"
 STATIC = Path(__file__).parent / "static"
 SESSION_COOKIE = "av_session"
 LOGIN_COOKIE = "av_login"
+LANG_COOKIE = "av_lang"
 SESSION_TTL_S = 8 * 3600  # one shift
 SSE_CHECK_S = 0.2  # how often the event stream compares the alarm seq (server side, in memory)
 SSE_KEEPALIVE_S = 15.0
@@ -112,9 +114,19 @@ def _refused(why: str, status: int) -> web.Response:
 
 @web.middleware
 async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Session, Origin, CSRF and role for ``/console/api/``; other console pages check their own."""
-    if not request.path.startswith(PREFIX + "/api/"):
+    """The language of every console page; session, Origin, CSRF and role for ``/console/api/``
+    (the other console pages check their own)."""
+    if request.path != PREFIX and not request.path.startswith(PREFIX + "/"):
         return await handler(request)  # type: ignore[no-any-return]
+    asked = request.query.get("lang")
+    LANG.set(choose(asked, request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language", "")))
+    if not request.path.startswith(PREFIX + "/api/"):
+        resp = await handler(request)
+        if asked in LANGUAGES:  # the operator's choice, kept for the next pages
+            resp.set_cookie(
+                LANG_COOKIE, asked, path=PREFIX, samesite="Strict", secure=request.secure, max_age=365 * 86400
+            )
+        return resp  # type: ignore[no-any-return]
     s = _session(request)
     if s is None:
         return _refused("not signed in (or the session expired)", 401)
@@ -302,26 +314,41 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 # ---- pages ---------------------------------------------------------------------------------------
-def _page(title: str, body: str, s: Session | None = None, script: bool = False, lang: str = "en") -> str:
+def _page(title: str, body: str, s: Session | None = None, script: bool = False) -> str:
+    lang = LANG.get()
     nav = ""
     if s is not None:
         nav = (
-            f'<nav aria-label="Console"><a href="{PREFIX}/">Alarms</a> '
-            f'<a href="{PREFIX}/commands">Commands</a> '
-            f'<a href="{PREFIX}/performance">Performance</a>'
+            f'<nav aria-label="{tr("Console")}"><a href="{PREFIX}/">{tr("Alarms")}</a> '
+            f'<a href="{PREFIX}/commands">{tr("Commands")}</a> '
+            f'<a href="{PREFIX}/performance">{tr("Performance")}</a>'
             f'<span class="who">{escape(s.operator)} ({s.role.name.lower()})</span>'
             f'<form method="post" action="{PREFIX}/logout" class="inline">'
             f'<input type="hidden" name="csrf" value="{escape(s.csrf)}">'
-            f'<button type="submit" id="logout">Sign out</button></form></nav>'
+            f'<button type="submit" id="logout">{tr("Sign out")}</button></form></nav>'
         )
+    langs = " ".join(
+        f'<a href="?lang={code}" lang="{code}" hreflang="{code}"'
+        f"{' aria-current=true' if code == lang else ''}>{name}</a>"
+        for code, name in LANGUAGES.items()
+    )
     meta = f'<meta name="csrf-token" content="{escape(s.csrf)}">' if s is not None else ""
-    js = f'<script type="module" src="{PREFIX}/static/console.js"></script>' if script else ""
+    js = ""
+    if script:
+        words = escape(orjson.dumps(js_words()).decode(), quote=False)
+        js = (
+            f'<script type="application/json" id="i18n">{words}</script>'
+            f'<script type="module" src="{PREFIX}/static/console.js"></script>'
+        )
+    direction = "rtl" if lang in RTL else "ltr"
     return (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}'
         f"<title>{escape(title)} · aquavolt</title>"
         f'<link rel="stylesheet" href="{PREFIX}/static/console.css">{js}</head>'
-        f"<body><header><h1>{escape(title)}</h1>{nav}</header><main>{body}</main></body></html>"
+        f"<body><header><h1>{escape(title)}</h1>{nav}"
+        f'<p class="langs" aria-label="{tr("Language")}">{langs}</p></header>'
+        f"<main>{body}</main></body></html>"
     )
 
 
@@ -343,15 +370,15 @@ def _signin_form(error: str = "", csrf: str = "") -> str:
     return (
         f'{err}<form method="post" action="{PREFIX}/login" class="card">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
-        '<label for="token">Your operator token</label>'
+        f'<label for="token">{tr("Your operator token")}</label>'
         '<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>'
-        '<button type="submit">Sign in</button></form>'
+        f'<button type="submit">{tr("Sign in")}</button></form>'
     )
 
 
 def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
     csrf = secrets.token_urlsafe(24)  # double submit: the cookie and the form field must match
-    resp = _html(_page("Sign in", _signin_form(error, csrf)), status)
+    resp = _html(_page(tr("Sign in"), _signin_form(error, csrf)), status)
     resp.set_cookie(
         LOGIN_COOKIE, csrf, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure, max_age=3600
     )
@@ -373,10 +400,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     sent = str(form.get("csrf", ""))
     if not _same_origin(request) or not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
-        return _login_page(request, "The sign-in form expired or came from another site: sign in again.", 403)
+        why = tr("The sign-in form expired or came from another site: sign in again.")
+        return _login_page(request, why, 403)
     who = request.app[api.TOKENS].authenticate(str(form.get("token", "")).strip())
     if who is None:
-        return _login_page(request, "Unknown token.", 401)
+        return _login_page(request, tr("Unknown token."), 401)
     sid, _s = request.app[SESSIONS].open(who.name, who.role)
     resp = web.HTTPSeeOther(PREFIX + "/")
     resp.set_cookie(
@@ -418,47 +446,58 @@ def _place_text(place: dict[str, str]) -> str:
     return " · ".join(f"{k} {v}" for k, v in place.items() if k in ("zone", "feeder", "transformer", "site"))
 
 
+def _state(state: str) -> str:
+    return tr(STATE_LABELS.get(state, state))
+
+
+def _th(*names: str) -> str:
+    return "".join(f'<th scope="col">{tr(n)}</th>' for n in names)
+
+
 async def alarms_page(request: web.Request) -> web.StreamResponse:
     s = _signed_in(request)
     asset = request.query.get("asset") or ""
     data = alarm_rows(request.app, asset or None)
     can_act = s.role >= api.Role.OPERATOR
     counts = "".join(
-        f'<li class="p-{p}"><span>{p}</span> <b data-count="{p}">{data["counts"][p]}</b></li>'
+        f'<li class="p-{p}"><span>{tr(p)}</span> <b data-count="{p}">{data["counts"][p]}</b></li>'
         for p in PRIORITIES
     )
     rows = "".join(
         f'<tr data-alarm="{escape(r["id"])}" data-state="{r["state"]}" '
         f'class="p-{r["priority"]} s-{r["state"]}">'
-        f"<td>{r['priority']}</td><td>{STATE_LABELS.get(r['state'], r['state'])}</td>"
+        f"<td>{tr(r['priority'])}</td><td>{_state(r['state'])}</td>"
         f'<td><time data-ms="{r["raised_ms"]}">{r["raised_ms"]}</time></td>'
         f"<td>{escape(r['asset'])}</td><td>{escape(_place_text(r['place']))}</td>"
         f"<td>{escape(r['message'] or r['condition'])}</td><td></td><td></td></tr>"
         for r in data["alarms"]
     )
-    filt = f'<p>Alarms of <b>{escape(asset)}</b> · <a href="{PREFIX}/">all alarms</a></p>' if asset else ""
-    ack_all = '<button type="button" id="ack-visible">Acknowledge what is shown</button>' if can_act else ""
+    filt = ""
+    if asset:
+        filt = f'<p>{tr("Alarms of")} <b>{escape(asset)}</b> · <a href="{PREFIX}/">{tr("all alarms")}</a></p>'
+    ack_all = f'<button type="button" id="ack-visible">{tr("Acknowledge what is shown")}</button>'
     tools = (
-        f'<p class="tools">{ack_all}<label class="check"><input type="checkbox" id="show-hidden"> '
-        'Show shelved and suppressed</label><span id="status" role="status" aria-live="polite"></span></p>'
+        f'<p class="tools">{ack_all if can_act else ""}<label class="check">'
+        f'<input type="checkbox" id="show-hidden"> {tr("Show shelved and suppressed")}</label>'
+        '<span id="status" role="status" aria-live="polite"></span></p>'
     )
     body = (
-        f'{filt}<ul class="counts" aria-label="Active alarms by priority">{counts}</ul>{tools}'
+        f'{filt}<ul class="counts" aria-label="{tr("Active alarms by priority")}">{counts}</ul>{tools}'
         f'<div class="scroll"><table id="alarms" data-seq="{data["seq"]}" data-asset="{escape(asset)}" '
         f'data-can-act="{int(can_act)}" data-live="0">'
-        '<caption>Alarms (live)</caption><thead><tr><th scope="col">Priority</th><th scope="col">State</th>'
-        '<th scope="col">Raised</th><th scope="col">Asset</th><th scope="col">Place</th>'
-        '<th scope="col">Message</th><th scope="col">Outage</th><th scope="col">Actions</th></tr></thead>'
+        f"<caption>{tr('Alarms (live)')}</caption><thead><tr>"
+        f"{_th('Priority', 'State', 'Raised', 'Asset', 'Place', 'Message', 'Outage', 'Actions')}</tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
         '<dialog id="shelve-dialog"><form method="dialog" id="shelve-form">'
-        '<h2>Shelve <span id="shelve-target"></span></h2>'
-        '<label for="shelve-reason">Reason</label><input id="shelve-reason" required maxlength="1000">'
-        '<label for="shelve-hours">For (hours, at most 168)</label>'
+        f'<h2>{tr("Shelve")} <span id="shelve-target"></span></h2>'
+        f'<label for="shelve-reason">{tr("Reason")}</label>'
+        '<input id="shelve-reason" required maxlength="1000">'
+        f'<label for="shelve-hours">{tr("For (hours, at most 168)")}</label>'
         '<input id="shelve-hours" type="number" min="0.1" max="168" step="0.1" value="1" required>'
-        '<menu><button value="cancel" formnovalidate>Cancel</button>'
-        '<button value="ok" id="shelve-ok">Shelve</button></menu></form></dialog>'
+        f'<menu><button value="cancel" formnovalidate>{tr("Cancel")}</button>'
+        f'<button value="ok" id="shelve-ok">{tr("Shelve")}</button></menu></form></dialog>'
     )
-    return _html(_page("Alarms", body, s, script=True))
+    return _html(_page(tr("Alarms"), body, s, script=True))
 
 
 async def alarm_page(request: web.Request) -> web.StreamResponse:
@@ -467,38 +506,37 @@ async def alarm_page(request: web.Request) -> web.StreamResponse:
     aid = f"{request.match_info['asset']}/{request.match_info['condition']}"
     a = eng.core.manager.alarms.get(aid)
     if a is None:
-        return _html(_page("No such alarm", f"<p>No alarm {escape(aid)}.</p>", s), 404)
+        return _html(_page(tr("No such alarm"), f"<p>{escape(aid)}</p>", s), 404)
     events = eng.store.events(alarm_id=aid, limit=100)
     rows = "".join(
         f'<tr><td><time data-ms="{e["ts_ms"]}">{e["ts_ms"]}</time></td><td>{escape(e["transition"])}</td>'
-        f"<td>{escape(STATE_LABELS.get(str(e['state']), str(e['state'])))}</td>"
+        f"<td>{escape(_state(str(e['state'])))}</td>"
         f"<td>{escape(e.get('by') or '')}</td>"
         f"<td>{escape(e.get('comment') or (e.get('details') or {}).get('shelve_reason') or '')}</td></tr>"
         for e in events
     )
-    can_act = s.role >= api.Role.OPERATOR
-    form = (
-        (
-            f'<form id="comment-form" data-alarm="{escape(aid)}"><label for="comment-text">Comment</label>'
-            '<input id="comment-text" required maxlength="1000"><button type="submit">Add comment</button>'
+    form = ""
+    if s.role >= api.Role.OPERATOR:
+        form = (
+            f'<form id="comment-form" data-alarm="{escape(aid)}">'
+            f'<label for="comment-text">{tr("Comment")}</label>'
+            '<input id="comment-text" required maxlength="1000">'
+            f'<button type="submit">{tr("Add comment")}</button>'
             '<span id="status" role="status" aria-live="polite"></span></form>'
         )
-        if can_act
-        else ""
-    )
     link = grafana_link(a.asset, (a.active_since_ms or a.first_ms) - 3_600_000, eng.clock.now_ms())
-    glink = (
-        f'<p><a href="{escape(link)}" rel="noopener">Dashboard of {escape(a.asset)}</a></p>' if link else ""
-    )
+    glink = ""
+    if link:
+        glink = f'<p><a href="{escape(link)}" rel="noopener">{tr("Dashboard of")} {escape(a.asset)}</a></p>'
     body = (
-        f"<p><b>{escape(aid)}</b>: {escape(a.message)} · {a.priority} · "
-        f"{STATE_LABELS.get(str(a.state), str(a.state))}</p>{glink}{form}"
-        '<div class="scroll"><table id="history"><caption>History (newest first)</caption><thead><tr>'
-        '<th scope="col">When</th><th scope="col">What</th><th scope="col">State</th>'
-        '<th scope="col">Who</th><th scope="col">Comment</th></tr></thead>'
+        f"<p><b>{escape(aid)}</b>: {escape(a.message)} · {tr(a.priority)} · "
+        f"{_state(str(a.state))}</p>{glink}{form}"
+        f'<div class="scroll"><table id="history"><caption>{tr("History (newest first)")}</caption>'
+        "<thead><tr>"
+        f"{_th('When', 'What', 'State', 'Who', 'Comment')}</tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
-    return _html(_page(f"Alarm {aid}", body, s, script=True))
+    return _html(_page(f"{tr('Alarm')} {aid}", body, s, script=True))
 
 
 def _writable(app: web.Application) -> list[tuple[str, str, str, Any]]:
@@ -530,46 +568,48 @@ async def commands_page(request: web.Request) -> web.StreamResponse:
         ident = f"{gw}/{dev}/{point}"
         if kind == "bool":
             ctl = (
-                '<button type="button" data-value="true">Start / on</button>'
-                '<button type="button" data-value="false">Stop / off</button>'
+                f'<button type="button" data-value="true">{tr("Start / on")}</button>'
+                f'<button type="button" data-value="false">{tr("Stop / off")}</button>'
             )
         else:
             fid = f"v-{gw}-{dev}-{point}"
             rng = f' min="{lo}"' if lo is not None else ""
             rng += f' max="{hi}"' if hi is not None else ""
             ctl = (
-                f'<label for="{escape(fid)}">New value ({lo}..{hi})</label>'
+                f'<label for="{escape(fid)}">{tr("New value")} ({lo}..{hi})</label>'
                 f'<input id="{escape(fid)}" type="number" step="any"{rng}>'
-                '<button type="button" data-value="input">Send</button>'
+                f'<button type="button" data-value="input">{tr("Send")}</button>'
             )
+        current = escape(str(cur)) if cur is not None else tr("unknown")
         items.append(
             f'<li class="card" data-command="{escape(ident)}" data-kind="{kind}" data-gateway="{escape(gw)}" '
             f'data-device="{escape(dev)}" data-point="{escape(point)}">'
-            f"<h2>{escape(dev)} · {escape(point)}</h2><p>gateway {escape(gw)} · last value read back: "
-            f'<b class="current">{escape(str(cur)) if cur is not None else "unknown"}</b></p>'
-            f"{ctl if can_act else '<p>Your role may not issue commands.</p>'}</li>"
+            f"<h2>{escape(dev)} · {escape(point)}</h2><p>{tr('gateway')} {escape(gw)} · "
+            f'{tr("last value read back")}: <b class="current">{current}</b></p>'
+            f"{ctl if can_act else '<p>' + tr('Your role may not issue commands.') + '</p>'}</li>"
         )
     rows = "".join(
         f'<tr data-command-id="{escape(c["id"])}">'
         f'<td><time data-ms="{c["issued_ms"]}">{c["issued_ms"]}</time></td>'
         f"<td>{escape(c['operator'])}</td><td>{escape(c['device'])}.{escape(c['point'])} = "
         f"{escape(str(c['value']))}</td>"
-        f'<td class="outcome">{escape(str(c.get("outcome") or "waiting"))}</td>'
+        f'<td class="outcome">{escape(str(c.get("outcome") or tr("waiting")))}</td>'
         f'<td class="why">{escape(str(c.get("outcome_reason") or ""))}</td></tr>'
         for c in log
     )
+    none = f"<li>{tr('The field allows no commands.')}</li>"
     body = (
-        f'<ul class="cards" id="writable">{"".join(items) or "<li>The field allows no commands.</li>"}</ul>'
+        f'<ul class="cards" id="writable">{"".join(items) or none}</ul>'
         '<span id="status" role="status" aria-live="polite"></span>'
-        '<dialog id="confirm-dialog"><form method="dialog"><h2>Confirm the command</h2>'
-        '<p id="confirm-text"></p><label for="confirm-reason">Reason</label>'
-        '<input id="confirm-reason" maxlength="1000"><menu><button value="cancel">Cancel</button>'
-        '<button value="ok" id="confirm-ok">Send the command</button></menu></form></dialog>'
-        '<div class="scroll"><table id="command-log"><caption>Command log (newest first)</caption><thead><tr>'
-        '<th scope="col">Issued</th><th scope="col">Operator</th><th scope="col">Command</th>'
-        f'<th scope="col">Reply</th><th scope="col">Why</th></tr></thead><tbody>{rows}</tbody></table></div>'
+        f'<dialog id="confirm-dialog"><form method="dialog"><h2>{tr("Confirm the command")}</h2>'
+        f'<p id="confirm-text"></p><label for="confirm-reason">{tr("Reason")}</label>'
+        f'<input id="confirm-reason" maxlength="1000"><menu><button value="cancel">{tr("Cancel")}</button>'
+        f'<button value="ok" id="confirm-ok">{tr("Send the command")}</button></menu></form></dialog>'
+        f'<div class="scroll"><table id="command-log"><caption>{tr("Command log (newest first)")}</caption>'
+        f"<thead><tr>{_th('Issued', 'Operator', 'Command', 'Reply', 'Why')}</tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
     )
-    return _html(_page("Commands", body, s, script=True))
+    return _html(_page(tr("Commands"), body, s, script=True))
 
 
 async def performance_page(request: web.Request) -> web.StreamResponse:
@@ -590,10 +630,11 @@ async def performance_page(request: web.Request) -> web.StreamResponse:
     )
     pick = " ".join(f'<a href="?hours={h}">{h} h</a>' for h in (1, 8, 24, 168))
     body = (
-        f"<p>EEMUA 191 figures of the last {hours:g} hours of event time. {pick}</p>"
+        f"<p>{tr('EEMUA 191 figures of the last {hours} hours of event time.', hours=f'{hours:g}')} "
+        f"{pick}</p>"
         f'<div class="scroll"><table id="performance"><tbody>{rows}</tbody></table></div>'
     )
-    return _html(_page("Alarm system performance", body, s))
+    return _html(_page(tr("Alarm system performance"), body, s))
 
 
 async def static(request: web.Request) -> web.StreamResponse:

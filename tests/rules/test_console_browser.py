@@ -3,7 +3,8 @@ DevTools protocol with aiohttp's websocket client) against the real rules engine
 real Mosquitto: sign in, an alarm raised by a published reading appears without a reload (the
 page follows server-sent events), acknowledging it in the page changes its state (and the
 engine's), a POST without the CSRF token is refused, a viewer's acknowledgement is refused
-(403), and signing out ends the session. Every wait is on the DOM or a browser event.
+(403), and signing out ends the session; shelve, comment, a command and its reply; the
+Arabic page is right to left. Every wait is on the DOM or a browser event.
 
 A missing browser fails the test: ``apt-get install chromium``."""
 
@@ -332,6 +333,16 @@ def test_shelve_comment_and_command_in_a_real_browser(engine: str, tmp_path: Pat
                                 " && document.querySelector('#command-log tbody tr .why').textContent"
                                 " === 'written and verified'")
                 await page.wait(f"{card}.querySelector('.current').textContent === '60'")
+            # in Arabic, right to left, by the operator's choice (kept for the next pages); French too
+            await page.goto(base + "/console/?lang=ar")
+            assert await page.eval("[document.documentElement.lang, document.documentElement.dir,"
+                                   " getComputedStyle(document.body).direction]") == ["ar", "rtl", "rtl"]
+            await page.wait(f"document.querySelector('h1').textContent === 'الإنذارات' && {ROW}"
+                            "?.innerText.includes('غير مُقَرّ بها')")  # the live row, translated by the script
+            await page.goto(base + "/console/commands")
+            assert await page.eval("document.documentElement.dir") == "rtl"
+            await page.goto(base + "/console/?lang=fr")
+            await page.wait(f"document.documentElement.dir === 'ltr' && {ROW}?.innerText.includes('Non acquittée')")
 
     try:
         asyncio.run(run())

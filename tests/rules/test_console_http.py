@@ -250,3 +250,19 @@ def test_outage_row_shows_customers_and_duration(engine: Engine) -> None:
     assert row["duration_s"] == 754
     assert (row["place"]["transformer"], row["place"]["feeder"]) == (tx.id, feeder.id)
     assert rows["counts"]["high"] >= 1
+
+
+def test_languages() -> None:
+    from rules.console import i18n
+
+    assert i18n.choose(None, None, "ar-MA,ar;q=0.9,fr;q=0.8") == "ar"
+    assert i18n.choose(None, "fr", "ar") == "fr"  # the operator's choice, kept in a cookie
+    assert i18n.choose("en", "fr", "ar") == "en"
+    assert i18n.choose("xx", None, "de-DE") == "en"
+    assert set(i18n.FR) == set(i18n.AR) and set(i18n.JS) <= set(i18n.FR)  # every phrase in both
+    token = i18n.LANG.set("ar")
+    try:
+        assert i18n.tr("Acknowledged {n}", n=3) == "تم الإقرار بـ 3"
+    finally:
+        i18n.LANG.reset(token)
+    assert i18n.tr("Acknowledged {n}", n=3) == "Acknowledged 3"

@@ -3,8 +3,16 @@
 // with the session's CSRF token.
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const P = "/console";
+const WORDS = JSON.parse(document.getElementById("i18n")?.textContent || "{}");
+// the page's language (the server chose it): English text is the key, {name} is filled in
+export function t(text, values = {}) {
+  return (WORDS[text] ?? text).replace(/\{(\w+)\}/g, (_, k) => String(values[k] ?? ""));
+}
 const LABELS = {unack: "Unacknowledged", acked: "Acknowledged", rtn_unack: "Returned, unacknowledged",
   shelved: "Shelved", suppressed: "Suppressed", out_of_service: "Out of service", normal: "Normal"};
+const LANG = document.documentElement.lang || undefined;
+
+function refused(status, data) { say(`${t("Refused")} (${status}): ${data.error ?? ""}`, true); }
 
 function say(text, bad = false) {
   const s = document.getElementById("status");
@@ -19,8 +27,8 @@ export async function post(path, body) {
   return {status: r.status, data};
 }
 
-function fmtTime(ms) { return ms ? new Date(ms).toLocaleString() : ""; }
-function fmtTimes(root) { root.querySelectorAll("time[data-ms]").forEach(t => { t.textContent = fmtTime(+t.dataset.ms); }); }
+function fmtTime(ms) { return ms ? new Date(ms).toLocaleString(LANG) : ""; }
+function fmtTimes(root) { root.querySelectorAll("time[data-ms]").forEach(x => { x.textContent = fmtTime(+x.dataset.ms); }); }
 function el(tag, attrs = {}, text = "") {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -41,35 +49,35 @@ let seenSeq = table ? +table.dataset.seq : 0;
 
 function row(a, canAct) {
   const tr = el("tr", {"data-alarm": a.id, "data-state": a.state, class: `p-${a.priority} s-${a.state}`});
-  tr.append(el("td", {}, a.priority), el("td", {}, LABELS[a.state] ?? a.state));
+  tr.append(el("td", {}, t(a.priority)), el("td", {}, t(LABELS[a.state] ?? a.state)));
   const when = el("td"); when.append(el("time", {"data-ms": a.raised_ms, datetime: new Date(a.raised_ms).toISOString()}, fmtTime(a.raised_ms)));
   tr.append(when, el("td", {}, a.asset), el("td", {}, placeText(a.place)));
   const msg = el("td", {}, a.message || a.condition);
-  if (a.state === "shelved" && a.shelved_until_ms) msg.append(el("div", {class: "note"}, `shelved until ${fmtTime(a.shelved_until_ms)}: ${a.shelve_reason}`));
+  if (a.state === "shelved" && a.shelved_until_ms) msg.append(el("div", {class: "note"}, t("shelved until {t}: {reason}", {t: fmtTime(a.shelved_until_ms), reason: a.shelve_reason})));
   tr.append(msg);
   const outage = el("td");
-  if (a.customers != null) outage.append(el("span", {}, `${a.customers} customers`));
+  if (a.customers != null) outage.append(el("span", {}, `${a.customers} ${t("customers")}`));
   if (a.duration_s != null) outage.append(el("span", {class: "dur"}, ` · ${duration(a.duration_s)}`));
   tr.append(outage);
   const act = el("td", {class: "actions"});
   if (canAct && (a.state === "unack" || a.state === "rtn_unack")) {
-    const b = el("button", {type: "button", class: "ack", "aria-label": `Acknowledge ${a.id}`}, "Acknowledge");
+    const b = el("button", {type: "button", class: "ack", "aria-label": `${t("Acknowledge")} ${a.id}`}, t("Acknowledge"));
     b.addEventListener("click", () => ack([a.id]));
     act.append(b);
   }
   if (canAct && a.state !== "shelved") {
-    const b = el("button", {type: "button", class: "shelve", "aria-label": `Shelve ${a.id}`}, "Shelve");
+    const b = el("button", {type: "button", class: "shelve", "aria-label": `${t("Shelve")} ${a.id}`}, t("Shelve"));
     b.addEventListener("click", () => shelve(a.id));
     act.append(b);
   }
   if (canAct && a.state === "shelved") {
-    const b = el("button", {type: "button", class: "unshelve", "aria-label": `Unshelve ${a.id}`}, "Unshelve");
+    const b = el("button", {type: "button", class: "unshelve", "aria-label": `${t("Unshelve")} ${a.id}`}, t("Unshelve"));
     b.addEventListener("click", () => unshelve(a.id));
     act.append(b);
   }
   act.append(el("a", {href: `${P}/alarms/${encodeURIComponent(a.asset)}/${encodeURIComponent(a.condition)}`,
-    "aria-label": `History of ${a.id}`}, "History"));
-  if (a.grafana) act.append(el("a", {href: a.grafana, rel: "noopener", "aria-label": `Dashboard of ${a.asset}`}, "Dashboard"));
+    "aria-label": `${t("History")} ${a.id}`}, t("History")));
+  if (a.grafana) act.append(el("a", {href: a.grafana, rel: "noopener", "aria-label": `${t("Dashboard")} ${a.asset}`}, t("Dashboard")));
   tr.append(act);
   if (HIDDEN.has(a.state) && !showHidden()) tr.hidden = true;
   return tr;
@@ -84,7 +92,7 @@ function applyHidden() {
 async function unshelve(id) {
   const [asset, condition] = id.split("/");
   const {status, data} = await post(`/alarms/${encodeURIComponent(asset)}/${encodeURIComponent(condition)}/unshelve`, {});
-  say(status === 200 ? `Unshelved ${id}` : `Refused (${status}): ${data.error ?? ""}`, status !== 200);
+  if (status === 200) say(t("Unshelved {id}", {id})); else refused(status, data);
 }
 
 function render(data) {
@@ -102,8 +110,9 @@ function render(data) {
 
 async function ack(ids) {
   const {status, data} = await post("/ack", {ids, seen_seq: seenSeq});
-  if (status === 200) say(`Acknowledged ${data.acknowledged.length}` + (data.skipped.length ? `, ${data.skipped.length} raised since you looked were not` : ""));
-  else say(`Refused (${status}): ${data.error ?? ""}`, true);
+  if (status === 200) say(t("Acknowledged {n}", {n: data.acknowledged.length})
+    + (data.skipped.length ? t(", {n} raised since you looked were not", {n: data.skipped.length}) : ""));
+  else refused(status, data);
 }
 
 function shelve(id) {
@@ -117,7 +126,7 @@ function shelve(id) {
     const [asset, condition] = id.split("/");
     const {status, data} = await post(`/alarms/${encodeURIComponent(asset)}/${encodeURIComponent(condition)}/shelve`,
       {reason, duration_s: Math.round(hours * 3600)});
-    say(status === 200 ? `Shelved ${id} until ${fmtTime(data.shelved_until_ms)}` : `Refused (${status}): ${data.error ?? ""}`, status !== 200);
+    if (status === 200) say(t("Shelved {id} until {t}", {id, t: fmtTime(data.shelved_until_ms)})); else refused(status, data);
   };
   dlg.showModal();
 }
@@ -130,12 +139,12 @@ if (table) {
   const es = new EventSource(`${P}/events${q}`);
   es.addEventListener("alarms", ev => render(JSON.parse(ev.data)));
   es.addEventListener("signed-out", () => { es.close(); location.assign(`${P}/login`); });
-  es.onerror = () => { table.dataset.live = "0"; say("Connection lost: reconnecting…", true); };
+  es.onerror = () => { table.dataset.live = "0"; say(t("Connection lost: reconnecting…"), true); };
   es.onopen = () => say("");
   document.getElementById("ack-visible")?.addEventListener("click", () => {
     const ids = [...table.querySelectorAll('tr[data-state="unack"], tr[data-state="rtn_unack"]')]
       .filter(r => !r.hidden).map(r => r.dataset.alarm);
-    if (ids.length) ack(ids); else say("Nothing to acknowledge");
+    if (ids.length) ack(ids); else say(t("Nothing to acknowledge"));
   });
 }
 
@@ -147,7 +156,7 @@ if (commentForm) {
     const [asset, condition] = commentForm.dataset.alarm.split("/");
     const text = document.getElementById("comment-text").value;
     const {status, data} = await post(`/alarms/${encodeURIComponent(asset)}/${encodeURIComponent(condition)}/comment`, {text});
-    if (status === 200) location.reload(); else say(`Refused (${status}): ${data.error ?? ""}`, true);
+    if (status === 200) location.reload(); else refused(status, data);
   });
 }
 document.querySelectorAll("#history, #command-log").forEach(fmtTimes);
@@ -166,9 +175,9 @@ if (writable) {
     }
     const rows = commands.map(c => {
       const tr = el("tr", {"data-command-id": c.id});
-      const t = el("td"); t.append(el("time", {"data-ms": c.issued_ms}, fmtTime(c.issued_ms)));
-      tr.append(t, el("td", {}, c.operator), el("td", {}, `${c.device}.${c.point} = ${c.value}`),
-        el("td", {class: "outcome"}, c.outcome ?? "waiting"), el("td", {class: "why"}, c.outcome_reason ?? ""));
+      const when = el("td"); when.append(el("time", {"data-ms": c.issued_ms}, fmtTime(c.issued_ms)));
+      tr.append(when, el("td", {}, c.operator), el("td", {}, `${c.device}.${c.point} = ${c.value}`),
+        el("td", {class: "outcome"}, c.outcome ?? t("waiting")), el("td", {class: "why"}, c.outcome_reason ?? ""));
       return tr;
     });
     log.tBodies[0].replaceChildren(...rows);
@@ -180,18 +189,19 @@ if (writable) {
     let value;
     if (b.dataset.value === "input") {
       const input = card.querySelector("input");
-      if (input.value === "" || !input.checkValidity()) { say("Enter a value inside the range", true); input.focus(); return; }
+      if (input.value === "" || !input.checkValidity()) { say(t("Enter a value inside the range"), true); input.focus(); return; }
       value = +input.value;
     } else value = b.dataset.value === "true";
     const dlg = document.getElementById("confirm-dialog");
-    document.getElementById("confirm-text").textContent =
-      `${card.dataset.device}.${card.dataset.point}: now ${card.querySelector(".current").textContent}, set to ${value}?`;
+    document.getElementById("confirm-text").textContent = t("{point}: now {current}, set to {value}?",
+      {point: `${card.dataset.device}.${card.dataset.point}`, current: card.querySelector(".current").textContent, value});
     dlg.returnValue = "";
     dlg.onclose = async () => {
       if (dlg.returnValue !== "ok") return;
       const {status, data} = await post("/commands", {gateway: card.dataset.gateway, device: card.dataset.device,
         point: card.dataset.point, value, reason: document.getElementById("confirm-reason").value});
-      say(status === 202 ? `Command ${data.id.slice(0, 8)} sent: waiting for the gateway's reply` : `Refused (${status}): ${data.error ?? ""}`, status !== 202);
+      if (status === 202) say(t("Command {id} sent: waiting for the gateway's reply", {id: data.id.slice(0, 8)}));
+      else refused(status, data);
     };
     dlg.showModal();
   });
