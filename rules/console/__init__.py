@@ -265,11 +265,45 @@ def alarm_rows(app: web.Application, asset: str | None = None) -> dict[str, Any]
         rows.append(row)
     order = {p: i for i, p in enumerate(PRIORITIES)}
     rows.sort(key=lambda r: (order.get(r["priority"], 9), -r["version"]))
+    rows = _grouped(
+        rows, {a.alarm_id: a.topo_suppr for a in eng.core.manager.alarms.values() if a.topo_suppr}
+    )
     counts = {
         p: sum(1 for r in rows if r["priority"] == p and r["state"] in ("unack", "acked", "rtn_unack"))
         for p in PRIORITIES
     }
     return {"seq": eng.core.manager.seq, "now_ms": now, "counts": counts, "alarms": rows}
+
+
+def _grouped(rows: list[dict[str, Any]], cause: dict[str, str]) -> list[dict[str, Any]]:
+    """Incidents folded: an alarm suppressed by another alarm of the list (its cause upstream:
+    the outage, the open breaker, the gateway offline) goes right after it with ``parent`` set,
+    and the parent counts its ``consequences``."""
+    listed = {r["id"] for r in rows}
+    children: dict[str, list[dict[str, Any]]] = {}
+    top = []
+    for r in rows:
+        parent = cause.get(r["id"])
+        if parent in listed and parent != r["id"]:
+            r["parent"] = parent
+            children.setdefault(parent, []).append(r)
+        else:
+            top.append(r)
+    out: list[dict[str, Any]] = []
+
+    def put(r: dict[str, Any]) -> None:
+        out.append(r)
+        kids = children.pop(r["id"], [])
+        if kids:
+            r["consequences"] = len(kids)
+        for k in kids:
+            put(k)
+
+    for r in top:
+        put(r)
+    for kids in children.values():  # a cycle cannot happen (suppression goes upstream); kept anyway
+        out.extend(k for k in kids if k not in out)
+    return out
 
 
 PLACES: web.AppKey[dict[str, dict[str, str]]] = web.AppKey("console_places", dict)

@@ -102,6 +102,7 @@ FR: dict[str, str] = {
     "waiting": "en attente",
     "Enter a value inside the range": "Saisissez une valeur dans la plage",
     "shelved until {t}: {reason}": "mise de côté jusqu'à {t} : {reason}",
+    "{n} consequences": "{n} conséquence(s)",
 }
 
 AR: dict[str, str] = {
@@ -189,6 +190,7 @@ AR: dict[str, str] = {
     "waiting": "في الانتظار",
     "Enter a value inside the range": "أدخل قيمة ضمن المجال",
     "shelved until {t}: {reason}": "مؤجّلة حتى {t}: {reason}",
+    "{n} consequences": "{n} إنذارات تابعة",
 }
 
 TABLES = {"fr": FR, "ar": AR}

@@ -28,7 +28,17 @@ import pytest
 
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.signing import generate_key, write_private_key
-from aquavolt.wire import Batch, Command, CommandOutcome, CommandReply, Reading, Topics, decode, encode
+from aquavolt.wire import (
+    Batch,
+    Command,
+    CommandOutcome,
+    CommandReply,
+    GatewayStatus,
+    Reading,
+    Topics,
+    decode,
+    encode,
+)
 from harness.servers import Mosquitto, free_port
 
 CASES = Path(__file__).parent / "cases"
@@ -263,6 +273,19 @@ def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosqu
                 "'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}, "
                 "body: JSON.stringify({seen_seq: 99})}).then(r => r.status)")
             assert status == 403
+            # an incident folded: the gateway goes offline, then a point of its pump reports bad
+            # quality; that alarm is suppressed by the gateway's and folded under it, shown on demand
+            pub.publish(t.gateway_status("gw-1"), encode(GatewayStatus(
+                gateway="gw-1", state="offline", bd_seq=0, ts_ms=ts + 2000)), qos=1)
+            pub.publish(t.data("gw-1", "pump-1"), encode(batch.model_copy(update={"seq": 3, "readings": [
+                Reading(point="fault", value=None, quality="bad", ts_ms=ts + 3000)]})), qos=1)
+            parent = "document.querySelector('tr[data-alarm=\"gw-1/gateway_offline\"]')"
+            child = "document.querySelector('tr[data-alarm=\"pump-1/bad_quality\"]')"
+            await page.wait(f"{child}?.dataset.parent === 'gw-1/gateway_offline' && {child}.hidden"
+                            f" && {parent}.querySelector('button.fold')")
+            await page.eval(f"{parent}.querySelector('button.fold').click()")
+            await page.wait(f"!{child}.hidden && {parent}.querySelector('button.fold')"
+                            ".getAttribute('aria-expanded') === 'true'")
 
     try:
         asyncio.run(run())

@@ -229,7 +229,7 @@ def test_grafana_link(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 
-def test_outage_row_shows_customers_and_duration(engine: Engine) -> None:
+def test_outage_row_shows_customers_duration_and_its_consequences(engine: Engine) -> None:
     from aquavolt.wire import AlarmState
     from rules.alarms import Alarm
 
@@ -240,12 +240,26 @@ def test_outage_row_shows_customers_and_duration(engine: Engine) -> None:
     a = Alarm(alarm_id=f"{tx.id}/outage", asset=tx.id, condition="outage", priority="high", active=True,
               acked=False, state=AlarmState.UNACK, active_since_ms=now - 754_000, first_ms=now - 754_000,
               message="Transformer outage")
-    engine.core.manager.alarms[a.alarm_id] = a
+    meter = next(c.electricity_meter for c in f.customers if c.transformer == tx.id and c.electricity_meter)
+    # a consequence: the meter's comm_fail, suppressed by the outage upstream (rules/topology.py)
+    dep = Alarm(alarm_id=f"{meter}/comm_fail", asset=meter, condition="comm_fail", priority="low", active=True,
+                acked=False, state=AlarmState.SUPPRESSED, topo_suppr=a.alarm_id, active_since_ms=now - 1000,
+                first_ms=now - 1000)
+    other = Alarm(alarm_id="pump-x/fault", asset="pump-x", condition="fault", priority="critical", active=True,
+                  acked=False, state=AlarmState.UNACK, active_since_ms=now, first_ms=now)
+    for x in (dep, a, other):
+        engine.core.manager.alarms[x.alarm_id] = x
     try:
         rows = console.alarm_rows(build_app(engine, _operators()))
     finally:
-        del engine.core.manager.alarms[a.alarm_id]
+        for x in (dep, a, other):
+            del engine.core.manager.alarms[x.alarm_id]
+    ids = [r["id"] for r in rows["alarms"]]
+    assert ids.index(dep.alarm_id) == ids.index(a.alarm_id) + 1  # folded right under its cause
+    assert ids.index("pump-x/fault") < ids.index(a.alarm_id)  # critical first
     [row] = [r for r in rows["alarms"] if r["id"] == a.alarm_id]
+    [child] = [r for r in rows["alarms"] if r["id"] == dep.alarm_id]
+    assert (row["consequences"], child["parent"], "parent" in row) == (1, a.alarm_id, False)
     assert row["customers"] == sum(1 for c in f.customers if c.transformer == tx.id) > 0
     assert row["duration_s"] == 754
     assert (row["place"]["transformer"], row["place"]["feeder"]) == (tx.id, feeder.id)

@@ -52,7 +52,18 @@ function row(a, canAct) {
   tr.append(el("td", {}, t(a.priority)), el("td", {}, t(LABELS[a.state] ?? a.state)));
   const when = el("td"); when.append(el("time", {"data-ms": a.raised_ms, datetime: new Date(a.raised_ms).toISOString()}, fmtTime(a.raised_ms)));
   tr.append(when, el("td", {}, a.asset), el("td", {}, placeText(a.place)));
+  if (a.parent) { tr.dataset.parent = a.parent; tr.classList.add("consequence"); }
   const msg = el("td", {}, a.message || a.condition);
+  if (a.consequences) {
+    const b = el("button", {type: "button", class: "fold", "aria-expanded": String(unfolded.has(a.id)),
+      "aria-label": `${t("{n} consequences", {n: a.consequences})}: ${a.id}`}, t("{n} consequences", {n: a.consequences}));
+    b.addEventListener("click", () => {
+      if (unfolded.has(a.id)) unfolded.delete(a.id); else unfolded.add(a.id);
+      b.setAttribute("aria-expanded", String(unfolded.has(a.id)));
+      applyHidden();
+    });
+    msg.append(" ", b);
+  }
   if (a.state === "shelved" && a.shelved_until_ms) msg.append(el("div", {class: "note"}, t("shelved until {t}: {reason}", {t: fmtTime(a.shelved_until_ms), reason: a.shelve_reason})));
   tr.append(msg);
   const outage = el("td");
@@ -79,14 +90,21 @@ function row(a, canAct) {
     "aria-label": `${t("History")} ${a.id}`}, t("History")));
   if (a.grafana) act.append(el("a", {href: a.grafana, rel: "noopener", "aria-label": `${t("Dashboard")} ${a.asset}`}, t("Dashboard")));
   tr.append(act);
-  if (HIDDEN.has(a.state) && !showHidden()) tr.hidden = true;
+  tr.hidden = isHidden(tr);
   return tr;
+}
+
+const unfolded = new Set();  // parents whose consequences the operator opened
+function isHidden(tr) {
+  // a consequence shows under its parent when unfolded; other shelved or suppressed on demand
+  if (tr.dataset.parent) return !unfolded.has(tr.dataset.parent);
+  return HIDDEN.has(tr.dataset.state) && !showHidden();
 }
 
 const HIDDEN = new Set(["shelved", "suppressed", "out_of_service"]);
 function showHidden() { return document.getElementById("show-hidden")?.checked ?? false; }
 function applyHidden() {
-  table.querySelectorAll("tr[data-alarm]").forEach(tr => { tr.hidden = HIDDEN.has(tr.dataset.state) && !showHidden(); });
+  table.querySelectorAll("tr[data-alarm]").forEach(tr => { tr.hidden = isHidden(tr); });
 }
 
 async function unshelve(id) {
