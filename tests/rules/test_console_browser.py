@@ -11,6 +11,7 @@ A missing browser fails the test: ``apt-get install chromium``."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -116,6 +117,19 @@ class Page:
     async def goto(self, url: str) -> None:
         await self.loaded(f"location.assign({json.dumps(url)})")
 
+    async def shot(self, name: str, width: int = 1280, height: int = 720, mobile: bool = False) -> None:
+        """With ``$AQUAVOLT_CONSOLE_SHOTS`` set, a PNG of the page at that size into that folder
+        (the README's screenshots come from this run); otherwise nothing."""
+        folder = os.environ.get("AQUAVOLT_CONSOLE_SHOTS")
+        if not folder:
+            return
+        await self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                        deviceScaleFactor=1, mobile=mobile)
+        await self.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        png = await self.send("Page.captureScreenshot", format="png")
+        _save(Path(folder) / f"{name}.png", base64.b64decode(png["data"]))
+        await self.send("Emulation.clearDeviceMetricsOverride")
+
 
 def launch(tmp: Path) -> subprocess.Popen[bytes]:
     """Headless Chromium on a fresh profile, its DevTools on a free port of 127.0.0.1."""
@@ -124,6 +138,11 @@ def launch(tmp: Path) -> subprocess.Popen[bytes]:
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
          f"--user-data-dir={tmp / 'chromium'}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=open(tmp / "chromium.log", "wb"))
+
+
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 @contextlib.asynccontextmanager
@@ -243,6 +262,8 @@ def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosqu
             text = await page.eval(f"{row}.innerText")
             assert "Pump tripped" in text and "high" in text and "Unacknowledged" in text
             assert await page.eval("document.querySelector('[data-count=high]').textContent") == "1"
+            await page.shot("alarms")
+            await page.shot("alarms-phone", 390, 760, mobile=True)
             # a POST without the CSRF token, from the signed-in page itself, is refused
             status = await page.eval("fetch('/console/api/ack', {method: 'POST', headers: {'Content-Type': "
                                      "'application/json'}, body: JSON.stringify({seen_seq: 99})}).then(r => r.status)")
@@ -330,6 +351,7 @@ def test_shelve_comment_and_command_in_a_real_browser(engine: str, tmp_path: Pat
                                       " && document.getElementById('history').innerText")
             for what in ("shelved", "unshelved", "commented", "amina", "sensor being replaced"):
                 assert what in history, (what, history)
+            await page.shot("history")
             # a command: confirmed with the current value, its reply shown from the command log
             with Recorder(mosquitto.settings(), [t.command("gw-1", "+")], client_id=f"gw-{topic_prefix[:11]}") as rec:
                 await page.goto(base + "/console/commands")
@@ -356,12 +378,14 @@ def test_shelve_comment_and_command_in_a_real_browser(engine: str, tmp_path: Pat
                                 " && document.querySelector('#command-log tbody tr .why').textContent"
                                 " === 'written and verified'")
                 await page.wait(f"{card}.querySelector('.current').textContent === '60'")
+                await page.shot("commands")
             # in Arabic, right to left, by the operator's choice (kept for the next pages); French too
             await page.goto(base + "/console/?lang=ar")
             assert await page.eval("[document.documentElement.lang, document.documentElement.dir,"
                                    " getComputedStyle(document.body).direction]") == ["ar", "rtl", "rtl"]
             await page.wait(f"document.querySelector('h1').textContent === 'الإنذارات' && {ROW}"
                             "?.innerText.includes('غير مُقَرّ بها')")  # the live row, translated by the script
+            await page.shot("alarms-ar")
             await page.goto(base + "/console/commands")
             assert await page.eval("document.documentElement.dir") == "rtl"
             await page.goto(base + "/console/?lang=fr")
