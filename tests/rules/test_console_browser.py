@@ -30,6 +30,7 @@ import pytest
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.signing import generate_key, write_private_key
 from aquavolt.wire import (
+    AlarmEvent,
     Batch,
     Command,
     CommandOutcome,
@@ -269,9 +270,16 @@ def test_console_in_a_real_browser(engine: str, tmp_path: Path, mosquitto: Mosqu
                                      "'application/json'}, body: JSON.stringify({seen_seq: 99})}).then(r => r.status)")
             assert status == 403
             assert _api(base, "/alarms", TOKENS["amina"][1])["alarms"][0]["state"] == "unack"
-            # acknowledge it in the page: the state changes live, and in the engine, by amina
-            await page.eval(f"{row}.querySelector('button.ack').click()")
-            await page.wait(f"{row}?.dataset.state === 'acked'")
+            # acknowledge it in the page: the state changes live, on MQTT and in the engine, by amina
+            with Recorder(mosquitto.settings(), [t.alarm_events], f"rec-{topic_prefix[:11]}") as rec:
+                await page.eval(f"{row}.querySelector('button.ack').click()")
+                await page.wait(f"{row}?.dataset.state === 'acked'")
+
+                def acked(msgs: list[Any]) -> bool:
+                    return any((e.transition, e.by) == ("acknowledged", "amina")
+                               for e in (decode(m.payload, AlarmEvent) for m in msgs))
+
+                assert await asyncio.to_thread(rec.wait_for, acked, 10)
             assert _api(base, "/alarms", TOKENS["amina"][1])["alarms"][0]["state"] == "acked"
             events = _api(base, "/events?alarm_id=pump-1/fault", TOKENS["amina"][1])["events"]
             assert any(e["transition"] == "acknowledged" and e["by"] == "amina" for e in events)
@@ -343,6 +351,14 @@ def test_shelve_comment_and_command_in_a_real_browser(engine: str, tmp_path: Pat
             await page.wait(f"!{ROW}.hidden && {ROW}.innerText.includes('sensor being replaced')")
             await page.eval(f"{ROW}.querySelector('button.unshelve').click()")
             await page.wait(f"{ROW}?.dataset.state === 'unack'")  # back, annunciated again
+            # a shelve's expiry brings the alarm back into the open page (1 s, through the console's API)
+            status = await page.eval(
+                "fetch('/console/api/alarms/pump-1/fault/shelve', {method: 'POST', headers: {'Content-Type': "
+                "'application/json', 'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}, "
+                "body: JSON.stringify({reason: 'short', duration_s: 1})}).then(r => r.status)")
+            assert status == 200
+            await page.wait(f"{ROW}?.dataset.state === 'shelved'")
+            await page.wait(f"{ROW}?.dataset.state === 'unack' && !{ROW}.hidden")
             # a comment, and the alarm's history with who did what
             await page.loaded(f"{ROW}.querySelector('a[href*=\"/console/alarms/\"]').click()")
             await page.loaded("document.getElementById('comment-text').value = 'crew on site';"
