@@ -99,12 +99,28 @@ def _session(request: web.Request) -> Session | None:
     return request.app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
 
 
+def _public(request: web.Request) -> tuple[str, str]:
+    """(scheme, host) the browser used: behind the TLS reverse proxy that publishes the API
+    beyond 127.0.0.1 (docs/security.md), its ``X-Forwarded-Proto`` and ``X-Forwarded-Host``.
+    A browser cannot add these headers to a cross-site request (they would need a CORS
+    preflight the console never grants), so trusting them weakens neither check."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip().lower()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return scheme, host
+
+
+def _secure(request: web.Request) -> bool:
+    """Cookies are ``Secure`` whenever the browser reached the console over TLS."""
+    return request.secure or _public(request)[0] == "https"
+
+
 def _same_origin(request: web.Request) -> bool:
     """Origin (or, without it, Referer) must name this server: a cross-site form is refused."""
     origin = request.headers.get("Origin") or request.headers.get("Referer")
     if not origin:
         return False
-    expected = f"{request.scheme}://{request.host}"
+    scheme, host = _public(request)
+    expected = f"{scheme}://{host}"
     return origin == expected or origin.startswith(expected + "/")
 
 
@@ -124,7 +140,12 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         resp = await handler(request)
         if asked in LANGUAGES:  # the operator's choice, kept for the next pages
             resp.set_cookie(
-                LANG_COOKIE, asked, path=PREFIX, samesite="Strict", secure=request.secure, max_age=365 * 86400
+                LANG_COOKIE,
+                asked,
+                path=PREFIX,
+                samesite="Strict",
+                secure=_secure(request),
+                max_age=365 * 86400,
             )
         return resp  # type: ignore[no-any-return]
     s = _session(request)
@@ -414,7 +435,13 @@ def _login_page(request: web.Request, error: str = "", status: int = 200) -> web
     csrf = secrets.token_urlsafe(24)  # double submit: the cookie and the form field must match
     resp = _html(_page(tr("Sign in"), _signin_form(error, csrf)), status)
     resp.set_cookie(
-        LOGIN_COOKIE, csrf, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure, max_age=3600
+        LOGIN_COOKIE,
+        csrf,
+        path=PREFIX,
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+        max_age=3600,
     )
     return resp
 
@@ -447,7 +474,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         path=PREFIX,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_secure(request),
         max_age=int(request.app[SESSIONS].ttl_s),
     )
     resp.del_cookie(LOGIN_COOKIE, path=PREFIX)

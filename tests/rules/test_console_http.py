@@ -127,6 +127,30 @@ def test_session_cookie_is_secure_over_tls(engine: Engine, tmp_path: Path) -> No
     serve(engine, test, (server, client))
 
 
+def test_behind_a_tls_reverse_proxy(engine: Engine) -> None:
+    async def test(app: web.Application, base: str, http: aiohttp.ClientSession) -> None:
+        proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "scada.example"}
+        async with http.get(base + "/console/login", headers=proxy) as r:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())[1]  # type: ignore[index]
+        form = {"csrf": csrf, "token": TOKENS["amina"][1]}
+        async with http.post(base + "/console/login", data=form, headers={**proxy, "Origin": base},
+                             allow_redirects=False) as r:
+            assert r.status == 403  # the browser was on https://scada.example, not here
+        async with http.get(base + "/console/login", headers=proxy) as r:
+            form["csrf"] = re.search(r'name="csrf" value="([^"]+)"', await r.text())[1]  # type: ignore[index]
+            assert "Secure" in r.headers["Set-Cookie"]
+            login_cookie = r.cookies["av_login"].value
+        # the Secure cookie travels over the browser's TLS to the proxy: given here by hand (this
+        # client speaks plain HTTP to 127.0.0.1, where its jar withholds Secure cookies)
+        headers = {**proxy, "Origin": "https://scada.example", "Cookie": f"av_login={login_cookie}"}
+        async with http.post(base + "/console/login", data=form, headers=headers, allow_redirects=False) as r:
+            assert r.status == 303
+            cookie = r.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie
+
+    serve(engine, test)
+
+
 def test_csrf_origin_roles_expiry_and_logout(engine: Engine) -> None:
     async def test(app: web.Application, base: str, http: aiohttp.ClientSession) -> None:
         async with http.get(base + "/console/api/alarms") as r:
