@@ -681,19 +681,79 @@ async def performance_page(request: web.Request) -> web.StreamResponse:
     since = max(0, until - int(hours * 3_600_000))
     figs = performance(eng.store.raised_events(since, until), eng.core.manager.alarms.values(), since, until)
 
-    def cell(v: Any) -> str:
-        if isinstance(v, dict | list):
-            return f"<pre>{escape(orjson.dumps(v, option=orjson.OPT_INDENT_2).decode())}</pre>"
-        return escape(str(v))
+    def alarm_link(aid: str) -> str:
+        asset, _, cond = aid.partition("/")
+        href = f"{PREFIX}/alarms/{quote(asset, safe='')}/{quote(cond, safe='')}"
+        return f'<a href="{escape(href)}">{escape(aid)}</a>'
 
+    def listed(ids: list[str]) -> str:
+        return ", ".join(alarm_link(a) for a in ids)
+
+    mix = figs["priority_mix_pct"]
+    target_mix = figs["priority_mix_target_pct"]
+    per_hour = figs["alarms_per_hour"]
+    flood = figs["floods"]
+    rows_spec: list[tuple[str, str, str, str, bool]] = [
+        # (key, figure, value, target, within target)
+        ("alarms", tr("Alarms raised"), str(figs["alarms"]), "", True),
+        (
+            "alarms_per_hour",
+            tr("Alarms per hour"),
+            f"{per_hour:.1f}",
+            tr("about 6 acceptable, 12 at most"),
+            per_hour <= 12,
+        ),
+        (
+            "alarms_per_10min",
+            tr("Alarms per 10 minutes (mean, peak)"),
+            f"{figs['alarms_per_10min']['mean']:.1f} · {figs['alarms_per_10min']['max']}",
+            "",
+            True,
+        ),
+        (
+            "pct_time_in_flood",
+            tr("Time in flood (more than 10 alarms in 10 minutes)"),
+            f"{flood['pct_time_in_flood']:.1f} % ({flood['intervals']})",
+            f"< {flood['target_pct']:g} %",
+            flood["pct_time_in_flood"] < flood["target_pct"],
+        ),
+        (
+            "chattering",
+            tr("Chattering alarms"),
+            f"{figs['chattering']['count']} {listed(figs['chattering']['alarms'])}",
+            "0",
+            figs["chattering"]["count"] == 0,
+        ),
+        (
+            "stale",
+            tr("Stale alarms (active more than 24 h)"),
+            f"{figs['stale']['count']} {listed(figs['stale']['alarms'])}",
+            f"< {figs['stale']['target_max']}",
+            figs["stale"]["count"] < figs["stale"]["target_max"],
+        ),
+        (
+            "priority_mix",
+            tr("Priority mix (low, medium, high)"),
+            " · ".join(f"{mix[p]:.0f} %" for p in ("low", "medium", "high")),
+            " · ".join(f"{target_mix[p]:.0f} %" for p in ("low", "medium", "high")),
+            True,
+        ),
+    ]
     rows = "".join(
-        f'<tr><th scope="row">{escape(str(k))}</th><td>{cell(v)}</td></tr>' for k, v in figs.items()
+        f'<tr data-figure="{key}" class="{"ok" if ok else "over"}"><th scope="row">{name}</th>'
+        f"<td>{value}</td><td>{escape(target)}</td>"
+        f"<td>{tr('within target') if ok else tr('over target')}</td></tr>"
+        for key, name, value, target, ok in rows_spec
     )
+    bad = "".join(f"<li>{alarm_link(b['alarm_id'])}: {b['activations']}</li>" for b in figs["top_bad_actors"])
     pick = " ".join(f'<a href="?hours={h}">{h} h</a>' for h in (1, 8, 24, 168))
     body = (
         f"<p>{tr('EEMUA 191 figures of the last {hours} hours of event time.', hours=f'{hours:g}')} "
         f"{pick}</p>"
-        f'<div class="scroll"><table id="performance"><tbody>{rows}</tbody></table></div>'
+        '<div class="scroll"><table id="performance"><thead><tr>'
+        f"{_th('Figure', 'Value', 'Target', 'Verdict')}"
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+        f'<h2>{tr("Top bad actors")}</h2><ol id="bad-actors">{bad}</ol>'
     )
     return _html(_page(tr("Alarm system performance"), body, s))
 

@@ -304,3 +304,25 @@ def test_languages() -> None:
     finally:
         i18n.LANG.reset(token)
     assert i18n.tr("Acknowledged {n}", n=3) == "Acknowledged 3"
+
+
+def test_performance_page_shows_the_figures_against_their_targets(tmp_path: Path) -> None:
+    from rules.api import Condition
+
+    eng = Engine(load_field(ROOT / "examples/demo-town.yaml"), MqttSettings(), tmp_path, ManualClock(1_780_000_000))
+    t0 = 1_780_000_000_000 - 3_600_000
+    for i in range(12):  # 12 activations in 2 minutes: a flood, and a chattering alarm
+        for active in (True, False):
+            eng.emit(eng.core.manager.apply(Condition("pump-x", "fault", active, t0 + i * 10_000 + (0 if active else 5000))))
+    eng.core.flush(t0 + 3_000_000)  # event time released up to there
+
+    async def test(app: web.Application, base: str, http: aiohttp.ClientSession) -> None:
+        await sign_in(base, http, "vera")
+        async with http.get(base + "/console/performance?hours=2") as r:
+            page = await r.text()
+        rows = dict(re.findall(r'<tr data-figure="(\w+)" class="(ok|over)"', page))
+        assert rows["alarms"] == "ok" and rows["pct_time_in_flood"] == "over" and rows["chattering"] == "over"
+        assert rows["alarms_per_hour"] == "ok"  # 12 in 2 hours
+        assert 'href="/console/alarms/pump-x/fault"' in page  # the bad actor links to its history
+
+    serve(eng, test)
