@@ -406,6 +406,10 @@ def test_shelve_comment_and_command_in_a_real_browser(engine: str, tmp_path: Pat
             assert await page.eval("document.documentElement.dir") == "rtl"
             await page.goto(base + "/console/?lang=fr")
             await page.wait(f"document.documentElement.dir === 'ltr' && {ROW}?.innerText.includes('Non acquittée')")
+            # acknowledge what is shown: the visible unacknowledged alarms, as of the list's seq
+            await page.eval("document.getElementById('ack-visible').click()")
+            await page.wait(f"{ROW}?.dataset.state === 'acked'"
+                            " && document.getElementById('status').textContent === '1 acquittée(s)'")
 
     try:
         asyncio.run(run())
