@@ -304,8 +304,8 @@ def _grouped(rows: list[dict[str, Any]], cause: dict[str, str]) -> list[dict[str
     children: dict[str, list[dict[str, Any]]] = {}
     top = []
     for r in rows:
-        parent = cause.get(r["id"])
-        if parent in listed and parent != r["id"]:
+        parent = cause.get(r["id"], "")
+        if parent and parent in listed and parent != r["id"]:
             r["parent"] = parent
             children.setdefault(parent, []).append(r)
         else:
