@@ -7,6 +7,11 @@ models a route reads and answers) is in :data:`OPERATIONS`, keyed by method and 
 route table spells them. A route missing from it is still listed, marked
 ``x-undescribed``, and :func:`undescribed` names it: ``tests/rules/test_openapi.py`` fails
 until it is described.
+
+The operator's web console (``rules/console``, every path under :data:`CONSOLE`) is not part
+of this description: its pages, static files and event stream are for a browser, signed in
+with a session cookie and CSRF token, not a Bearer token; its ``/console/api/`` actions are the
+handlers of the routes described here. :func:`routes` leaves those paths out.
 """
 
 from __future__ import annotations
@@ -200,6 +205,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                               answers={**_REFUSED, "503": "the engine has no command key"}),
 }
 
+CONSOLE = "/console"
+"""Paths at or under it belong to the web console (a browser UI, not the Bearer API): left out."""
+
 _ALTERNATION = re.compile(r"^[A-Za-z0-9_.~-]+(\|[A-Za-z0-9_.~-]+)*$")
 
 
@@ -211,6 +219,8 @@ def routes(app: web.Application) -> list[tuple[str, str, dict[str, list[str] | N
             continue
         info = route.resource.get_info()
         path = info.get("formatter") or info.get("path") or route.resource.canonical
+        if path == CONSOLE or path.startswith(CONSOLE + "/"):
+            continue
         params: dict[str, list[str] | None] = {}
         pattern = info.get("pattern")
         if pattern is not None:
