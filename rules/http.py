@@ -1,6 +1,8 @@
 """The operator HTTP API (aiohttp, 127.0.0.1).
 
-Every call but ``/health`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``.
+Every call but ``/health`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``
+(the console under ``/console`` signs operators in itself; the customer API under
+``/customer``, ``rules/customer.py``, takes customers' tokens instead).
 Operators are configured in a YAML file of SHA-256 digests of their tokens, never the tokens
 (``aquavolt rules token add NAME ROLE`` writes an entry and prints the token once)::
 
