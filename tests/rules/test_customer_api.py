@@ -31,7 +31,7 @@ import pytest
 from aquavolt.influx import Influx
 from aquavolt.schema import continuous_queries, line
 from aquavolt.settings import InfluxSettings
-from aquavolt.wire import AlarmEvent
+from aquavolt.wire import AlarmEvent, AlarmState
 from harness.servers import Mosquitto, free_port
 from rules.cli import register
 from rules.sms.queue import SmsQueue
@@ -100,7 +100,7 @@ def _event(seq: int, asset: str, condition: str, transition: str, ts_ms: int, me
     if customer:
         details.update(audience="customer", customer=customer)
     return AlarmEvent(alarm_id=f"{asset}/{condition}", asset=asset, condition=condition,
-                      state="unack" if transition == "raised" else "normal", transition=transition,
+                      state=AlarmState.UNACK if transition == "raised" else AlarmState.NORMAL, transition=transition,
                       priority="high", ts_ms=ts_ms, message=message, details=details)
 
 
@@ -236,3 +236,23 @@ def test_a_customer_sees_their_own_figures_and_nobody_elses_and_bad_values_are_4
     for query in ("limit=0", "limit=x", "limit=100000"):
         status, body = _get(port, f"/customer/alerts?{query}", c1)
         assert status == 400 and "limit" in body["error"], query
+
+
+def test_customer_token_file_is_checked(tmp_path: Path) -> None:
+    from aquavolt.config import load_field
+    from aquavolt.errors import ConfigError
+    from rules.customer import load_customer_tokens
+
+    loaded = load_field(_field(tmp_path))
+    path = tmp_path / "customers.yaml"
+    token = _cli("customer-token", "add", "c1", "--file", str(path)).strip()
+    assert load_customer_tokens(path, loaded).authenticate(token) == "c1"
+    assert load_customer_tokens(path, loaded).authenticate(token + "x") is None
+    digest = path.read_text().split("sha256: ")[1].strip()
+    for text, why in (("c1: secret-token\n", "plaintext token is not accepted"),
+                      ("c1: {sha256: abc}\n", "not a SHA-256 digest"),
+                      (f"c9: {{sha256: {digest}}}\n", "no such customer"),
+                      (f"c1: {{sha256: {digest}}}\nc2: {{sha256: {digest}}}\n", "two customers share a token")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=why):
+            load_customer_tokens(path, loaded)
