@@ -159,7 +159,9 @@ class OutageRule:
         if v is None:
             return
         vs = state.volts.setdefault(asset.id, _Volts())
-        vs.last_ts = sample.ts_ms if vs.last_ts is None else max(vs.last_ts, sample.ts_ms)
+        if vs.last_ts is not None and sample.ts_ms < vs.last_ts:
+            return  # older than what is known of the asset (a late poll): it changes nothing
+        vs.last_ts = sample.ts_ms
         vs.phases[sample.point] = v
         if max(vs.phases.values()) < self.cfg.dead_fraction * asset.nominal_v:
             vs.dead_since = vs.dead_since if vs.dead_since is not None else sample.ts_ms

@@ -1,0 +1,68 @@
+"""The life of one outage as the detector tells it: raised (classification so far
+momentary), re-emitted once when it crosses ``sustained_after_s`` (IEEE 1366: 5 min) with the
+crossing instant as its event time, and closed with its duration and final class. A bay
+reading stamped inside the outage that reaches the rule after the restoration (a late poll)
+tells nothing new: it must not open a second outage."""
+
+from __future__ import annotations
+
+from aquavolt.config import load_field
+from rules.api import Condition, Sample
+from rules.detectors.outage import OutageRule
+from rules.detectors.quality import PHASES
+
+T = 1_780_000_000_000
+BAY = "ss1-feeder-1"
+
+
+def _volts(v: float, ts: int) -> list[Sample]:
+    return [Sample("gw-substation", BAY, p, v, ts) for p in PHASES]
+
+
+def _trip(minutes: float, late: list[Sample] | None = None, every_s: int = 10) -> list[Condition]:
+    """feeder-1's bay reads 0 V from T for ``minutes``, every 10 s, then live for 10 minutes
+    every ``every_s``; ``late`` samples are delivered right after the first live reading, with
+    event time ticked on every 10 s."""
+    rule = OutageRule(load_field("examples/demo-town.yaml"))
+    state = rule.init()
+    conds: list[Condition] = []
+    samples = _volts(6350.0, T - 10_000)
+    end = T + int(minutes * 60_000)
+    samples += [s for t in range(T, end, 10_000) for s in _volts(0.0, t)]
+    samples += _volts(6350.0, end)
+    delivered = list(samples) + list(late or [])
+    delivered += [s for t in range(end + every_s * 1000, end + 600_000, every_s * 1000)
+                  for s in _volts(6350.0, t)]
+    for s in delivered:
+        state, c = rule.step(state, s)
+        conds += c
+        state, c = rule.tick(state, s.ts_ms)
+        conds += c
+        for t in range(s.ts_ms + 10_000, s.ts_ms + every_s * 1000, 10_000):
+            state, c = rule.tick(state, t)
+            conds += c
+    return [c for c in conds if c.asset == "feeder-1"]
+
+
+def test_a_sustained_trip_tells_when_it_became_sustained_and_how_long_it_lasted() -> None:
+    conds = _trip(25)
+    assert [(c.active, c.details["classification"]) for c in conds] == [
+        (True, "momentary"), (True, "sustained"), (False, "sustained")]
+    raised, sustained, restored = conds
+    assert raised.details["start_ms"] == T
+    assert sustained.ts_ms == T + 300_000
+    assert restored.details["restored"] is True
+    assert restored.details["duration_s"] == 1500.0
+    assert restored.details["customers_affected"] == 80
+
+
+def test_a_momentary_trip_is_closed_momentary() -> None:
+    conds = _trip(2)
+    assert [(c.active, c.details["classification"]) for c in conds] == [(True, "momentary"), (False, "momentary")]
+    assert conds[-1].details["duration_s"] == 120.0
+
+
+def test_a_late_bay_reading_after_restoration_does_not_raise_a_second_outage() -> None:
+    late = _volts(0.0, T + 115_000)  # stamped inside the trip, delivered after the restoration
+    conds = _trip(2, late=late, every_s=60)  # the bay's next reading a minute later
+    assert [c.active for c in conds] == [True, False], [(c.active, c.ts_ms) for c in conds]
