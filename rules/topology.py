@@ -21,6 +21,11 @@ SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
 SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)
 """Device conditions that an upstream fault explains."""
 
+CONSEQUENCES = ("outage",)
+"""Asset conditions grouped under a parent alarm (the cause of one incident): a feeder's or
+transformer's outage under its feeder breaker's ``breaker_closed`` alarm, when the breaker
+tripped first. The consequence carries ``parent`` and is not annunciated on its own."""
+
 Suppressor = tuple[str, str]
 """(asset, condition) of an alarm that, while active, suppresses others."""
 
@@ -47,6 +52,12 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
 
     for c in f.customers:
         electric(c.electricity_meter, c.transformer)
+    for _s in f.electricity.substations:  # one incident: the breaker trip and the outage it causes
+        for fd in _s.feeders:
+            if fd.device is not None:
+                add(fd.id, (fd.device, "breaker_closed"))
+                for t in fd.transformers:
+                    add(t.id, (fd.device, "breaker_closed"))
     for t, (_s, _fd, tr) in f.transformers.items():
         electric(tr.device, t)
     supply = {dev: list(sups) for dev, sups in upstream.items()}  # the electric suppressors only
