@@ -272,9 +272,9 @@ class AlarmEvent(Wire):
     details: dict[str, Any] = Field(default_factory=dict)
     outage: OutageInfo | None = Field(None, description="For an outage alarm: its story so far")
     parent: str | None = Field(
-        None, max_length=129, description="Alarm id of the incident this alarm is a consequence of "
-        "(e.g. the feeder breaker trip behind a feeder outage); consequences are not annunciated "
-        "on their own while the parent is active")
+        None, max_length=129, description="Alarm id of the incident this alarm is grouped under "
+        "(a feeder bay's breaker trip under its feeder's outage); a grouped alarm is not "
+        "annunciated on its own while its parent is active")
 
 
 class CustomerAlert(Wire):

@@ -19,11 +19,12 @@ raised with the classification so far (momentary), a ``sustained`` event on the 
 when the detector says it crossed the IEEE 1366 threshold (the alarm's state does not change),
 and the clear with the restoration time, the duration and the final class.
 
-One incident, one alarm shown: a consequence (``rules.topology.CONSEQUENCES``: a feeder's or
-transformer's ``outage`` behind its feeder breaker's ``breaker_closed`` alarm) raised while its
-parent is active carries ``parent`` (the parent's alarm id) on every event of that activation
-and is suppressed by design (not annunciated on its own) until it clears, or until
-``release_ms`` after the parent cleared if it outlives it.
+One incident, one alarm shown: an alarm grouped under a parent (``rules.topology.
+CONSEQUENCES``: a feeder bay's ``breaker_closed`` under its feeder's ``outage``) carries
+``parent`` (the parent's alarm id) on every event from the moment the parent is active until
+it is raised again, and is suppressed by design (not annunciated on its own) while the parent
+is active and for its release time after the parent cleared. A breaker alarm raised first
+(the trip is seen before the outage's declaration period ends) is annunciated, then grouped.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ gateway's own ``stale`` (no message at all, ``rules.core``) by its ``gateway_off
 rolled-up ``comm_fail``. A bus or gateway roll-up is also suppressed by an outage (or open
 breaker) upstream of at least ``comm_fail.rollup_fraction`` of its devices: the meters behind
 a concentrator that lost supply do not answer because of the outage, which is the one alarm.
+A feeder's outage is the parent of its bay's breaker trip alarm (``CONSEQUENCES``): one
+incident, shown as the outage.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
 SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)
 """Device conditions that an upstream fault explains."""
 
-CONSEQUENCES = ("outage",)
-"""Asset conditions grouped under a parent alarm (the cause of one incident): a feeder's or
-transformer's outage under its feeder breaker's ``breaker_closed`` alarm, when the breaker
-tripped first. The consequence carries ``parent`` and is not annunciated on its own."""
+CONSEQUENCES = ("breaker_closed",)
+"""Conditions grouped under a parent alarm, the incident: a feeder bay's ``breaker_closed``
+(the trip) under its feeder's ``outage``, which tells the incident's story (customers,
+duration, class). The grouped alarm carries ``parent`` and is not annunciated on its own."""
 
 Suppressor = tuple[str, str]
 """(asset, condition) of an alarm that, while active, suppresses others."""
@@ -52,12 +54,10 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
 
     for c in f.customers:
         electric(c.electricity_meter, c.transformer)
-    for _s in f.electricity.substations:  # one incident: the breaker trip and the outage it causes
+    for _s in f.electricity.substations:  # one incident: the outage, with the breaker trip under it
         for fd in _s.feeders:
             if fd.device is not None:
-                add(fd.id, (fd.device, "breaker_closed"))
-                for t in fd.transformers:
-                    add(t.id, (fd.device, "breaker_closed"))
+                add(fd.device, (fd.id, "outage"))
     for t, (_s, _fd, tr) in f.transformers.items():
         electric(tr.device, t)
     supply = {dev: list(sups) for dev, sups in upstream.items()}  # the electric suppressors only

@@ -98,17 +98,20 @@ def test_bus_and_gateway_loss_give_one_alarm_each() -> None:
 
 
 def test_a_breaker_trip_and_its_outage_are_one_incident_and_the_outage_tells_its_story() -> None:
-    """The 25-minute trip: the breaker alarm is the one annunciation; the feeder outage is
-    grouped under it (``parent``), is sustained at 5 minutes on the same alarm, and its clear
-    says when supply came back, how long it was out and the final class. The late bay reading
-    after the restoration opens no second outage."""
+    """The 25-minute trip: the outage is the incident; the breaker trip seen before the
+    outage's declaration period ended is grouped under it (``parent``, suppressed) once it is
+    raised. The outage is sustained at 5 minutes on the same alarm, and its clear says when
+    supply came back, how long it was out and the final class. The late bay reading after the
+    restoration opens no second outage."""
     rows = run_case(CASES / "breaker-trip-outage-story")
-    shown = [(r["alarm_id"], r["transition"]) for r in rows if r["state"] == "unack"]
-    assert shown == [("feeder-1-bay/breaker_closed", "raised")]
+    raised = [r["alarm_id"] for r in rows if r["transition"] == "raised"]
+    assert raised == ["feeder-1-bay/breaker_closed", "feeder-1/outage"]
+    breaker = [r for r in rows if r["alarm_id"] == "feeder-1-bay/breaker_closed"]
+    assert [(r["transition"], r.get("parent")) for r in breaker] == [
+        ("raised", None), ("suppressed", "feeder-1/outage"), ("unsuppressed", "feeder-1/outage")]
     story = [r for r in rows if r["alarm_id"] == "feeder-1/outage"]
-    assert [r["transition"] for r in story] == ["raised", "sustained", "cleared", "unsuppressed"]
-    assert {r["parent"] for r in story} == {"feeder-1-bay/breaker_closed"}
-    assert [r["outage"]["classification"] for r in story[:3]] == ["momentary", "sustained", "sustained"]
+    assert [r["transition"] for r in story] == ["raised", "sustained", "cleared"]
+    assert [r["outage"]["classification"] for r in story] == ["momentary", "sustained", "sustained"]
     assert story[1]["ts_ms"] == 400_000  # 5 minutes after the loss at 100 s
     assert story[2]["outage"]["restored_ms"] == 1_600_000
     assert story[2]["outage"]["duration_s"] == 1500.0
