@@ -19,7 +19,8 @@ def _volts(v: float, ts: int) -> list[Sample]:
     return [Sample("gw-substation", BAY, p, v, ts) for p in PHASES]
 
 
-def _trip(minutes: float, late: list[Sample] | None = None, every_s: int = 10) -> list[Condition]:
+def _trip(minutes: float, late: list[Sample] | None = None, every_s: int = 10,
+          lines: list[str] | None = None, until_ms: int = 0) -> list[Condition]:
     """feeder-1's bay reads 0 V from T for ``minutes``, every 10 s, then live for 10 minutes
     every ``every_s``; ``late`` samples are delivered right after the first live reading, with
     event time ticked on every 10 s."""
@@ -41,6 +42,12 @@ def _trip(minutes: float, late: list[Sample] | None = None, every_s: int = 10) -
         for t in range(s.ts_ms + 10_000, s.ts_ms + every_s * 1000, 10_000):
             state, c = rule.tick(state, t)
             conds += c
+    if until_ms:
+        state, c = rule.tick(state, until_ms)
+        conds += c
+    state, drained = rule.drain_lines(state)
+    if lines is not None:
+        lines += drained
     return [c for c in conds if c.asset == "feeder-1"]
 
 
@@ -66,3 +73,26 @@ def test_a_late_bay_reading_after_restoration_does_not_raise_a_second_outage() -
     late = _volts(0.0, T + 115_000)  # stamped inside the trip, delivered after the restoration
     conds = _trip(2, late=late, every_s=60)  # the bay's next reading a minute later
     assert [c.active for c in conds] == [True, False], [(c.active, c.ts_ms) for c in conds]
+
+
+def test_each_restoration_writes_an_outage_point_and_each_day_the_feeders_indices() -> None:
+    """IEEE 1366 per feeder and day: a 25-minute trip of feeder-1 (80 customers served, all
+    interrupted) gives SAIDI 25 min, SAIFI 1, MAIFI 0; a 2-minute one MAIFI 1. Other feeders
+    get their zeros. Written once the local day is over, never before."""
+    lines: list[str] = []
+    _trip(25, lines=lines)
+    assert [ln for ln in lines if ln.startswith("outage,")] == [
+        "outage,feeder=feeder-1 duration_s=1500.0,customers=80i,classification=\"sustained\","
+        f"started_ms={T}i,kind=\"feeder\" {T + 1_500_000}"]
+    assert not [ln for ln in lines if ln.startswith("reliability,")]  # the day is not over
+    lines = []
+    _trip(25, lines=lines, until_ms=T + 2 * 86_400_000)
+    day = [ln for ln in lines if ln.startswith("reliability,feeder=feeder-1 ")]
+    assert len(day) == 2  # the trip's day, then a clean one
+    assert "saidi_min=25.0,saifi=1.0,maifi=0.0,customers_served=80i,sustained=1i,momentary=0i" in day[0]
+    assert "saidi_min=0.0,saifi=0.0,maifi=0.0" in day[1]
+    assert any(ln.startswith("reliability,feeder=feeder-2 saidi_min=0.0,") for ln in lines)
+    lines = []
+    _trip(2, lines=lines, until_ms=T + 86_400_000)
+    day = [ln for ln in lines if ln.startswith("reliability,feeder=feeder-1 ")]
+    assert "saidi_min=0.0,saifi=0.0,maifi=1.0," in day[0]
