@@ -246,7 +246,7 @@ class OutageInfo(Wire):
     started_ms: TsMs = Field(description="Event time the supply was lost")
     restored_ms: int | None = Field(None, ge=0, lt=2**53,
                                     description="Event time the supply came back; null while out")
-    duration_s: float = Field(ge=0, le=10 * 365 * 86400,
+    duration_s: float = Field(ge=0, le=2**53 / 1000,
                               description="So far, or from start to restoration once restored")
     classification: Annotated[OutageClass, Field(strict=False)] = Field(
         description="momentary or sustained: final once restored_ms is set, else the class so far")

@@ -46,6 +46,10 @@ class DailySchedule:
         return day, self.due_ms(day)
 
 
+MAX_QUIET_DAYS = 31
+"""Days without interruption written one by one after a gap of event time; beyond, skipped."""
+
+
 @dataclass
 class _Day:
     customer_minutes: float = 0.0  # sustained interruptions: customers x minutes
@@ -99,11 +103,23 @@ class ReliabilityBook:
             d.momentary += 1
 
     def due(self, now_ms: int) -> list[tuple[str, dict[str, float | int], int]]:
-        """(feeder, fields, event time) of each feeder for every day that ended by ``now_ms``."""
+        """(feeder, fields, event time) of each feeder for every day that ended by ``now_ms``.
+        After a jump of event time over more than ``MAX_QUIET_DAYS`` days, the quiet days in
+        between are not written (only the days with interruptions, and the last day)."""
         out: list[tuple[str, dict[str, float | int], int]] = []
-        while self.next_ms is not None and self.first is not None and now_ms >= self.next_ms:
-            day, end = self.first, self.next_ms
+        if self.next_ms is None or self.first is None or now_ms < self.next_ms:
+            return out
+        lt = self._lt()
+        current = lt.day(now_ms)  # in progress: every day before it has ended
+        span = (current - self.first).days
+        if span <= MAX_QUIET_DAYS:
+            days = [self.first + timedelta(days=k) for k in range(span)]
+        else:
+            last = current - timedelta(days=1)
+            days = sorted({d for d in self.days if self.first <= d < current} | {last})
+        for day in days:
             per = self.days.pop(day, {})
+            end = lt.midnight(day + timedelta(days=1))
             for feeder, n in sorted(self.served.items()):
                 d = per.get(feeder, _Day())
                 nn = max(n, 1)
@@ -111,6 +127,7 @@ class ReliabilityBook:
                     "saidi_min": d.customer_minutes / nn, "saifi": d.sustained_customers / nn,
                     "maifi": d.momentary_customers / nn, "customers_served": n,
                     "sustained": d.sustained, "momentary": d.momentary}, end))
-            self.first = day + timedelta(days=1)
-            self.next_ms = self._lt().midnight(self.first + timedelta(days=1))
+        self.days = {d: v for d, v in self.days.items() if d >= current}
+        self.first = current
+        self.next_ms = lt.midnight(current + timedelta(days=1))
         return out
