@@ -161,9 +161,12 @@ class AlarmManager:
             return ""
         if not (a.active or a.topo_suppr):
             return ""  # an alarm at rest needs no hiding; a hidden one stays hidden until its cause ends
+        parents = CONSEQUENCES.get(a.condition)
         for asset, cond in self.suppressors.get(a.asset, ()):
             if asset == a.asset and cond == a.condition:
                 continue
+            if parents is not None and cond not in parents:
+                continue  # a grouped alarm is hidden by its parent only
             sid = f"{asset}/{cond}"
             sup = self.alarms.get(sid)
             if sup is not None and sup.active:

@@ -23,10 +23,12 @@ SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
 SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)
 """Device conditions that an upstream fault explains."""
 
-CONSEQUENCES = ("breaker_closed",)
-"""Conditions grouped under a parent alarm, the incident: a feeder bay's ``breaker_closed``
-(the trip) under its feeder's ``outage``, which tells the incident's story (customers,
-duration, class). The grouped alarm carries ``parent`` and is not annunciated on its own."""
+CONSEQUENCES: dict[str, frozenset[str]] = {"breaker_closed": frozenset({"outage"})}
+"""Conditions grouped under a parent alarm, the incident, and the parent conditions that
+group them: a feeder bay's ``breaker_closed`` (the trip) under its feeder's ``outage``, which
+tells the incident's story (customers, duration, class). The grouped alarm carries ``parent``
+and is not annunciated on its own; nothing else hides it (a breaker alarm is not a loss of
+data)."""
 
 Suppressor = tuple[str, str]
 """(asset, condition) of an alarm that, while active, suppresses others."""

@@ -116,3 +116,16 @@ def test_a_breaker_trip_and_its_outage_are_one_incident_and_the_outage_tells_its
     assert story[2]["outage"]["restored_ms"] == 1_600_000
     assert story[2]["outage"]["duration_s"] == 1500.0
     assert story[2]["outage"]["customers_affected"] == 2
+
+
+def test_a_breaker_alarm_is_grouped_only_under_its_feeders_outage() -> None:
+    """The gateway going offline hides loss-of-data alarms, not the breaker trip it reported."""
+    core = Core(load_case_field(CASES / "breaker-trip-outage-story"), tick_every_ms=0)
+    rows = project(run_events(core, [
+        {"at": 0, "gateway_status": {"gateway": "gw-1", "state": "online", "bd_seq": 0}},
+        {"at": 1000, "batch": {"device": "feeder-1-bay", "readings": [{"point": "breaker_closed", "value": False}]}},
+        {"at": 2000, "gateway_status": {"gateway": "gw-1", "state": "offline", "bd_seq": 0}},
+        {"at": 3000, "tick": True},
+    ]))
+    breaker = [(r["transition"], r["state"]) for r in rows if r["alarm_id"] == "feeder-1-bay/breaker_closed"]
+    assert breaker == [("raised", "unack")]
