@@ -96,3 +96,24 @@ def test_each_restoration_writes_an_outage_point_and_each_day_the_feeders_indice
     _trip(2, lines=lines, until_ms=T + 86_400_000)
     day = [ln for ln in lines if ln.startswith("reliability,feeder=feeder-1 ")]
     assert "saidi_min=0.0,saifi=0.0,maifi=1.0," in day[0]
+
+
+def test_the_story_on_the_wire_is_typed_and_strict() -> None:
+    """AlarmEvent.outage round-trips; a string for a number or an unknown class is refused."""
+    import orjson
+    import pytest
+
+    from aquavolt.errors import WireError
+    from aquavolt.wire import AlarmEvent, OutageClass, decode, encode
+    from rules.alarms import AlarmManager
+
+    mgr = AlarmManager()
+    (raised,) = mgr.apply(_trip(25)[0])
+    assert raised.outage is not None and raised.outage.classification is OutageClass.MOMENTARY
+    back = decode(encode(raised), AlarmEvent)
+    assert back == raised
+    doc = orjson.loads(encode(raised))
+    for key, bad in (("customers_affected", "80"), ("classification", "long"), ("duration_s", True)):
+        wrong = {**doc, "outage": {**doc["outage"], key: bad}}
+        with pytest.raises(WireError, match=f"outage.{key}"):
+            decode(orjson.dumps(wrong), AlarmEvent)
