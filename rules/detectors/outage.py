@@ -356,9 +356,13 @@ class OutageRule:
                    "classification": cls, "duration_s": duration_s, **extra}
         if asset.parent:
             details["feeder"] = asset.parent
-        if active:
+        if active and cls == "momentary":
             msg = (f"Outage on {asset.kind} {asset.id}: {n} customers without supply "
-                   f"({cls}, by {o.evidence})")
+                   f"(interruption, sustained if it lasts {self.cfg.sustained_after_s / 60:g} min; "
+                   f"by {o.evidence})")
+        elif active:
+            msg = (f"Outage on {asset.kind} {asset.id}: {n} customers without supply for "
+                   f"{self.cfg.sustained_after_s / 60:g} min, sustained (by {o.evidence})")
         elif extra:
             msg = f"Outage on {asset.kind} {asset.id} now part of the outage of {extra['merged_into']}"
         else:

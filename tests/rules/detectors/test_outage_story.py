@@ -58,6 +58,9 @@ def test_a_sustained_trip_tells_when_it_became_sustained_and_how_long_it_lasted(
     raised, sustained, restored = conds
     assert raised.details["start_ms"] == T
     assert sustained.ts_ms == T + 300_000
+    assert "interruption, sustained if it lasts 5 min" in raised.message
+    assert "for 5 min, sustained" in sustained.message
+    assert "after 1500 s (sustained interruption, 80 customers)" in restored.message
     assert restored.details["restored"] is True
     assert restored.details["duration_s"] == 1500.0
     assert restored.details["customers_affected"] == 80
