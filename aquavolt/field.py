@@ -18,6 +18,8 @@ from aquavolt.profiles import Frozen
 from aquavolt.rulecfg import RulesConfig
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+Fingerprint = Annotated[str, Field(pattern=r"^(?:[0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$",
+                                   description="SHA-256 of the DER certificate, hex, colons allowed")]
 
 
 class Located(Frozen):
@@ -88,6 +90,13 @@ class OpcuaBus(Frozen):
     password: str | None = None
     certificate: str | None = Field(None, description="Client certificate (PEM/DER path)")
     private_key: str | None = Field(None, description="Client private key (PEM path)")
+    server_certificates: list[str] = Field(
+        [], description="Trusted server certificates (DER or PEM paths): the server must present one")
+    server_fingerprints: list[Fingerprint] = Field(
+        [], description="Trusted server certificates by SHA-256 fingerprint")
+    trust_on_first_use: bool = Field(
+        False, description="With nothing listed: trust the first certificate seen, record it in the "
+        "state folder (opcua/trusted/<bus>.der) and require it from then on")
     namespace_uri: str = "urn:aquavolt:sim"
     timeout_s: float = Field(4.0, gt=0)
     subscribe: bool = Field(True, description="Subscribe (else poll) when the server can")

@@ -38,6 +38,23 @@ def cross_check(
     yield from _rules(field, profiles)
 
 
+def _opcua_security(bus: OpcuaBus, b: Loc) -> Iterator[Problem]:
+    secure = bus.security_mode.value != "None"
+    if secure and bus.security_policy.value == "None":
+        yield (*b, "security_policy"), "a Sign mode needs a security policy"
+    if not secure and bus.security_policy.value != "None":
+        yield (*b, "security_mode"), "a security policy needs security_mode Sign or SignAndEncrypt"
+    if bus.password and not secure:
+        yield (*b, "password"), (
+            "a password needs security_mode Sign or SignAndEncrypt (with None anyone on the path reads it)"
+        )
+    if secure and not (bus.server_certificates or bus.server_fingerprints or bus.trust_on_first_use):
+        yield (*b, "security_mode"), (
+            f"{bus.security_mode.value} needs a trusted server certificate: server_certificates, "
+            "server_fingerprints or trust_on_first_use"
+        )
+
+
 def _gateways(
     field: FieldConfig, profiles: dict[str, ModbusProfile | OpcuaProfile], sites: set[str]
 ) -> Iterator[Problem]:
@@ -55,10 +72,8 @@ def _gateways(
                         f"serial port {bus.serial_port} already used by bus {ports[bus.serial_port]}"
                     )
                 ports[bus.serial_port] = bus.id
-            if isinstance(bus, OpcuaBus) and bus.security_mode.value != "None" and (
-                bus.security_policy.value == "None"
-            ):
-                yield (*g, "buses", bi, "security_policy"), "a Sign mode needs a security policy"
+            if isinstance(bus, OpcuaBus):
+                yield from _opcua_security(bus, (*g, "buses", bi))
         for group, interval in gw.poll_intervals_s.items():
             if interval <= 0:
                 yield (*g, "poll_intervals_s", group), "poll interval must be positive"

@@ -13,11 +13,21 @@ import sys
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class RedactingFormatter(logging.Formatter):
+    """Every line with the secrets of any URL in it replaced (:func:`aquavolt.settings.redact`),
+    whoever logged it (a library included), tracebacks too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from aquavolt.settings import redact
+
+        return redact(super().format(record))
+
+
 def setup_logging(level: str | None = None, component: str = "aquavolt") -> None:
     """Configure the root logger once, on stderr, level from AQUAVOLT_LOG_LEVEL or INFO."""
     lvl = (level or os.environ.get("AQUAVOLT_LOG_LEVEL") or "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(RedactingFormatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)

@@ -123,4 +123,5 @@ def make_cert(
         )
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
+    folder.mkdir(parents=True, exist_ok=True)
     return _write(folder / name, cert, key)

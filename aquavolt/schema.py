@@ -28,6 +28,8 @@ ALARM_EVENT: Final = "alarm_event"
 CUSTOMER_ALERT: Final = "customer_alert"
 WATER_BALANCE: Final = "water_balance"
 NIGHT_FLOW: Final = "night_flow"
+OUTAGE: Final = "outage"
+RELIABILITY: Final = "reliability"
 COLLECTOR_STATS: Final = "collector_stats"
 ASSET_LOCATION: Final = "asset_location"
 """Where each asset of the field sits (tags asset, kind; fields latitude_deg, longitude_deg):

@@ -29,12 +29,13 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from aquavolt import signing
-from aquavolt.config import LoadedField, load_field
+from aquavolt.config import LoadedField, load_field, load_model
 from aquavolt.field import FieldConfig, OpcuaBus
 from aquavolt.wire import DEFAULT_PREFIX, MAX_PAYLOAD_BYTES
 
 APP_GID = 10001
 APP_UID = 10001
+GRAFANA_GID = 0  # the grafana-oss image runs as uid 472 in group root (0)
 COMMAND_ISSUER = "rules"
 """Group of the ``aquavolt`` user in the aquavolt image (docker/Dockerfile)."""
 BROKER_GID = 1883
@@ -310,6 +311,10 @@ def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
     ca = make_ca(out / "ca", name=f"aquavolt {field.id} CA")
     broker = make_cert(ca, mq, "broker", hosts=broker_hosts)
     shutil.copyfile(ca.cert, mq / "ca.pem")
+    # HTTPS for the two published services: the operator API and Grafana
+    api = make_cert(ca, out / "rules", "api", hosts=("127.0.0.1", "localhost", "rules"))
+    graf = make_cert(ca, out / "grafana", "grafana", hosts=("127.0.0.1", "localhost", "grafana"))
+    files += [api.cert, api.key, graf.cert, graf.key]
     files += [ca.cert, ca.key, broker.cert, broker.key, mq / "ca.pem"]
     files.append(write_passwd(mq / "passwd", passwords))
     files.append(_private(mq / "acl", acl_text(field, prefix, harness, source=Path(field_path).name)))
@@ -388,6 +393,12 @@ def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
                 os.chown(path, -1, app_gid)
         with contextlib.suppress(OSError):  # 0600: the engine's user must own it
             os.chown(key_path, APP_UID, app_gid)
+        for path in (api.key, api.cert):
+            with contextlib.suppress(OSError):
+                os.chown(path, -1, app_gid)
+        for path in (out / "grafana", graf.key, graf.cert):  # the Grafana image runs as 472
+            with contextlib.suppress(OSError):
+                os.chown(path, -1, GRAFANA_GID)
     return Secrets(out, passwords, files)
 
 
@@ -431,7 +442,9 @@ def _line_of(text: str, needle: str) -> int | None:
 def check_field(path: Path) -> list[Finding]:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    field = load_field(path).field
+    # the model only: a field the field check refuses (a password with security None) is still
+    # listed here, with what makes it insecure
+    field = load_model(path, FieldConfig)
     out: list[Finding] = []
     has_secret = False
     for gw in field.gateways:
@@ -576,11 +589,18 @@ def check_compose(path: Path) -> list[Finding]:
         flat = " ".join(str(a) for a in argv)
         if re.search(r"(^| )(-P|--pw|--password)( |=)", flat):
             out.append(Finding(str(path), f"service {name}: password on a command line"))
-        if "--api-host" in argv and argv[argv.index("--api-host") + 1] == "0.0.0.0":
+        if ("--api-host" in argv and argv[argv.index("--api-host") + 1] == "0.0.0.0"
+                and "--api-tls-cert" not in argv):
             ports = [str(p) for p in svc.get("ports", []) or []]
-            if any(not p.startswith("127.0.0.1:") for p in ports):
-                out.append(Finding(str(path), f"service {name}: API bound to 0.0.0.0 without TLS "
-                                   "and published beyond this host", _line_of(text, "--api-host")))
+            beyond = any(not p.startswith("127.0.0.1:") for p in ports)
+            out.append(Finding(str(path), f"service {name}: API bound to 0.0.0.0 without TLS"
+                               + (" and published beyond this host" if beyond else " (tokens in plain HTTP)"),
+                               _line_of(text, "--api-host")))
+        if name == "grafana":
+            genv = svc.get("environment", {}) or {}
+            if str(dict(genv).get("GF_SERVER_PROTOCOL", "http")).lower() != "https":
+                out.append(Finding(str(path), "service grafana: served in plain HTTP (GF_SERVER_PROTOCOL "
+                                   "is not https)"))
         hc = " ".join(str(a) for a in (svc.get("healthcheck", {}) or {}).get("test", []))
         if " -P " in f" {hc} ":
             out.append(Finding(str(path), f"service {name}: password in the health check's command line"))

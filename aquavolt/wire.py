@@ -269,6 +269,41 @@ class AlarmState(StrEnum):
     OUT_OF_SERVICE = "out_of_service"
 
 
+class OutageClass(StrEnum):
+    """IEEE 1366: an interruption is sustained once it lasts 5 minutes (``sustained_after_s``),
+    momentary before."""
+
+    MOMENTARY = "momentary"
+    SUSTAINED = "sustained"
+
+
+MAX_CUSTOMERS = 10_000_000
+"""Customers one outage can affect (a bound, not a figure of any field)."""
+
+
+class OutageInfo(Wire):
+    """The story of one outage, carried by every event of its ``outage`` alarm: raised
+    (``classification`` so far momentary, ``restored_ms`` null), ``sustained`` when it crosses
+    the threshold (the same alarm, not a new one), cleared on restoration with the duration and
+    the final class."""
+
+    kind: Literal["feeder", "transformer"] = Field(description="The asset that lost supply")
+    feeder: Ident = Field(description="The feeder the asset belongs to (itself for a feeder)")
+    transformer: Ident | None = Field(None, description="The transformer, for a transformer outage")
+    customers_affected: int = Field(ge=0, le=MAX_CUSTOMERS,
+                                    description="Customers under the asset (field topology)")
+    started_ms: TsMs = Field(description="Event time the supply was lost")
+    restored_ms: int | None = Field(None, ge=0, lt=2**53,
+                                    description="Event time the supply came back; null while out")
+    duration_s: float = Field(ge=0, le=2**53 / 1000,
+                              description="So far, or from start to restoration once restored")
+    classification: Annotated[OutageClass, Field(strict=False)] = Field(
+        description="momentary or sustained: final once restored_ms is set, else the class so far")
+    evidence: Label = Field("", description="voltage, last_gasp or transformers")
+    merged_into: Ident | None = Field(
+        None, description="Closed because it became part of this feeder's outage (not a restoration)")
+
+
 class AlarmEvent(Wire):
     v: Literal[1] = 1
     alarm_id: str = Field(max_length=129,
@@ -284,6 +319,11 @@ class AlarmEvent(Wire):
     by: Label = Field("", description="Operator who acted, for operator transitions")
     comment: Text = ""
     details: dict[str, Any] = Field(default_factory=dict)
+    outage: OutageInfo | None = Field(None, description="For an outage alarm: its story so far")
+    parent: str | None = Field(
+        None, max_length=129, description="Alarm id of the incident this alarm is grouped under "
+        "(a feeder bay's breaker trip under its feeder's outage); a grouped alarm is not "
+        "annunciated on its own while its parent is active")
 
 
 class CustomerAlert(Wire):
@@ -292,7 +332,6 @@ class CustomerAlert(Wire):
     customer: Ident
     kind: Literal["over_consumption", "continuous_flow", "outage", "restoration"]
     language: Literal["fr", "ar", "en"]
-    phone: Label | None
     text: Text
     status: Literal["queued", "sent", "delivered", "failed", "suppressed"]
     ts_ms: TsMs

@@ -32,6 +32,9 @@ class CollectorConfig(BaseModel):
     stats_interval_s: float = Field(10.0, gt=0, description="collector_stats period")
     deadletter_max_bytes: int = Field(50_000_000, ge=1000)
     shutdown_timeout_s: float = Field(10.0, ge=0)
+    stuck_after_s: float = Field(30.0, gt=0, le=3600,
+                                 description="/health fails when work has waited this long (wall s) "
+                                 "with nothing written")
     max_future_s: float = Field(
         300.0, gt=0, le=10 * 365 * 86400,
         description="Refuse (dead-letter) data stamped more than this many event seconds ahead "

@@ -39,9 +39,14 @@ class Stats:
     unacked: int = 0
     pending_points: int = 0
     started: float = field(default_factory=time.monotonic)
+    last_write: float = field(default_factory=time.monotonic)
+    """When a batch was last written (monotonic)."""
+    busy_since: float | None = None
+    """Since when work has been waiting (monotonic), None while idle."""
     _last: tuple[float, int, int, int, float] = (0.0, 0, 0, 0, 0.0)
 
     def batch_done(self, points: int, latency_s: float) -> None:
+        self.last_write = time.monotonic()
         self.batches += 1
         self.points_written += points
         self.latency_sum_s += latency_s
@@ -49,6 +54,22 @@ class Stats:
         for i, bound in enumerate(LATENCY_BUCKETS_S):
             if latency_s <= bound:
                 self.latency_buckets[i] += 1
+
+    def backlog(self) -> int:
+        return self.inbox + self.unacked + self.pending_points
+
+    def mark_busy(self) -> None:
+        """Called with the gauges: starts (or ends) the clock of waiting work."""
+        if self.backlog() == 0:
+            self.busy_since = None
+        elif self.busy_since is None:
+            self.busy_since = time.monotonic()
+
+    def stuck_for(self) -> float:
+        """Wall seconds work has waited with nothing written (0 when idle or writing)."""
+        if self.busy_since is None:
+            return 0.0
+        return max(0.0, time.monotonic() - max(self.busy_since, self.last_write))
 
     @property
     def deadletters_total(self) -> int:
@@ -110,21 +131,31 @@ class Stats:
 
 
 class MetricsServer:
-    """``GET /metrics`` on 127.0.0.1 (Prometheus text format 0.0.4)."""
+    """``GET /metrics`` on 127.0.0.1 (Prometheus text format 0.0.4) and ``GET /health``:
+    200 while the collector makes progress, 503 with the reason when it does not (not
+    connected to the broker, or messages waiting with nothing written for a while). A loop
+    that is stuck does not answer at all: a health check's timeout says so."""
 
-    def __init__(self, render: Callable[[], str], port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, render: Callable[[], str], port: int, host: str = "127.0.0.1",
+                 health: Callable[[], tuple[bool, dict[str, object]]] | None = None) -> None:
         self.render = render
         self.port = port
         self.host = host
+        self.health = health
         self._runner: web.AppRunner | None = None
 
     async def _metrics(self, _req: web.Request) -> web.Response:
         return web.Response(text=self.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def _health(self, _req: web.Request) -> web.Response:
+        ok, body = self.health() if self.health is not None else (True, {})
+        return web.json_response({"ok": ok, **body}, status=200 if ok else 503)
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -39,6 +39,7 @@ from aquavolt.errors import WireError
 from aquavolt.lockstep import LockstepClock
 from aquavolt.logs import OnceLogger
 from aquavolt.progress import ProgressReporter
+from aquavolt.sdnotify import Notifier
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
 from collector.acks import Acks, seq_of
@@ -51,6 +52,7 @@ from collector.source import Inbound, MqttSource
 from collector.writer import InfluxWriter
 
 log = logging.getLogger("aquavolt.collector")
+
 
 
 @dataclass
@@ -114,6 +116,7 @@ class Collector:
         self.clock = event_clock(mqtt)
         self.router = Router(self.topics, cfg.max_future_s, self._now_ms, cfg.max_payload_bytes)
         self.stats = Stats()
+        self.notifier = Notifier()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._wake_pending = False
@@ -169,13 +172,14 @@ class Collector:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        metrics = MetricsServer(self.stats.prometheus, self.cfg.metrics_port)
+        metrics = MetricsServer(self.stats.prometheus, self.cfg.metrics_port, health=self.health)
         async with self.writer:
             if self.cfg.metrics_port:
                 await metrics.start()
             schema_task = asyncio.create_task(self._ensure_schema())
             stats_task = asyncio.create_task(self._stats_loop())
             ack_task = asyncio.create_task(self._ack_loop())
+            watchdog_task = asyncio.create_task(self._watchdog_loop())
             self.source.start()
             log.info("collector %s: %s -> %s (%s, database %s)", self.client_id,
                      ", ".join(self.source.filters), self.influx.url, self.influx.api,
@@ -184,10 +188,40 @@ class Collector:
                 await self._pump()
             finally:
                 await self._shutdown(ack_task)
-                for t in (schema_task, stats_task):
+                self.notifier.stopping()
+                for t in (schema_task, stats_task, watchdog_task):
                     t.cancel()
-                await asyncio.gather(schema_task, stats_task, return_exceptions=True)
+                await asyncio.gather(schema_task, stats_task, watchdog_task, return_exceptions=True)
+                self.notifier.close()
                 await metrics.stop()
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """``/health``: connected to the broker, and no work waiting without a write for
+        ``stuck_after_s`` wall seconds (InfluxDB unreachable, or writes failing)."""
+        s = self.stats
+        stuck = s.stuck_for()
+        body: dict[str, object] = {"mqtt_connected": self.source.connected.is_set(),
+                                   "backlog_messages": s.inbox + s.unacked,
+                                   "pending_points": s.pending_points,
+                                   "waiting_without_write_s": round(stuck, 1)}
+        reasons = []
+        if not self.source.connected.is_set():
+            reasons.append("not connected to the broker")
+        if stuck > self.cfg.stuck_after_s:
+            reasons.append(f"{s.backlog():,} messages/points waiting and nothing written for {stuck:.0f} s")
+        if reasons:
+            body["reason"] = "; ".join(reasons)
+        return not reasons, body
+
+    async def _watchdog_loop(self) -> None:
+        """systemd: READY once started (the broker connection is paho's to keep, and
+        ``/health`` says whether it is up), then WATCHDOG while the loop runs: a stuck loop
+        stops pinging and systemd restarts the service (``WatchdogSec=``)."""
+        self.notifier.ready(f"collector {self.client_id}")
+        period = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else 5.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(period)
 
     async def _ensure_schema(self) -> None:
         delay = 0.5
@@ -341,6 +375,7 @@ class Collector:
         s = self.stats
         s.inbox = len(self.source.inbox)
         s.pending_points = len(self._batch.lines)
+        s.mark_busy()
 
     async def _submit(self) -> None:
         batch, self._batch = self._batch, Batch()

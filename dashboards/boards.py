@@ -132,6 +132,16 @@ def electricity(lf: LoadedField) -> dict[str, Any]:
         g.row(f"{s.id} outages")
         g.add(grid(f"{s.id} outages, with the customers each asset supplies", [q.outages(assets)],
                    asset_text={a: f"{a}: {len(impact.get(a, []))} customers" for a in assets}), 24, 7)
+        feeders = [fd.id for fd in s.feeders]
+        g.add(grid(f"{s.id} outages restored: duration, customers, classification",
+                   [q.outage_history(feeders)], states=False,
+                   description="One row per restoration (IEEE 1366: sustained from 5 minutes)"), 12, 8)
+        g.add(series(f"{s.id} reliability per feeder and day (SAIDI min, SAIFI, MAIFI)",
+                     [q.reliability(feeders)], bars=True,
+                     description="IEEE 1366, per local day: SAIDI = customer-minutes of sustained "
+                                 "interruptions / customers served; SAIFI = customers interrupted "
+                                 "(sustained) / customers served; MAIFI = momentary interruptions x "
+                                 "customers / customers served"), 12, 8)
     return finish(board, g)
 
 

@@ -14,7 +14,10 @@ Fields of the event and health measurements read here (see docs/influxdb-schema.
   (a report about every minute while the gateway is online);
 - ``device_health`` (tags gateway, device): ``online`` (1/0), ``errors``, ``poll_latency_ms``;
 - ``night_flow`` (tag zone): ``mnf_m3h``, ``nnf_m3h``, ``rise_m3h`` (written by the night-flow detector);
-- ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``.
+- ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``;
+- ``outage`` (tags feeder, transformer): ``duration_s``, ``customers``, ``classification``
+  (one point per restoration, written by the outage detector);
+- ``reliability`` (tag feeder): ``saidi_min``, ``saifi``, ``maifi`` (IEEE 1366, daily).
 """
 
 from __future__ import annotations
@@ -145,6 +148,22 @@ def stale_alarms() -> str:
     return (
         f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{A}" '
         f'WHERE time <= ${{__to}}ms - 24h GROUP BY "asset", "condition") WHERE {_ACTIVE}'
+    )
+
+
+def outage_history(feeders: Iterable[str]) -> str:
+    """Every restored outage of these feeders in the range: when, how long, whom, what class."""
+    return (
+        f'SELECT "duration_s", "customers", "classification" FROM "{schema.OUTAGE}" '
+        f'WHERE {_in("feeder", feeders)} AND $timeFilter GROUP BY "feeder", "transformer"'
+    )
+
+
+def reliability(feeders: Iterable[str]) -> str:
+    """IEEE 1366 indices per feeder and day (SAIDI in minutes, SAIFI, MAIFI)."""
+    return (
+        f'SELECT "saidi_min" AS "SAIDI (min)", "saifi" AS "SAIFI", "maifi" AS "MAIFI" '
+        f'FROM "{schema.RELIABILITY}" WHERE {_in("feeder", feeders)} AND $timeFilter GROUP BY "feeder"'
     )
 
 

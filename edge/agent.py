@@ -10,6 +10,7 @@ a retained ``comm_fail`` status, and a circuit breaker that keeps it from slowin
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -45,6 +46,7 @@ from aquavolt.wire import (
 from edge.commands import CommandHandler
 from edge.config import EdgeSettings, GatewayConfig
 from edge.drivers import Breaker, Driver, make_driver
+from edge.drivers.opcua import OpcuaDriver
 from edge.link import Link
 from edge.report import Deadband, Reading, Sent, filter_readings
 from edge.store import Store
@@ -153,8 +155,11 @@ class Agent:
                 # a subscription's publishing cycle runs on wall time: in lockstep each poll
                 # reads the server (Read service), which the simulator updated for this instant
                 used = bus.model_copy(update={"subscribe": False})
-            self.drivers[bus.id] = make_driver(used, self.cfg.profiles, devs, self.gw, self.state_dir,
-                                               self.settings.register_gap, self.settings.breaker_max_s)
+            driver = make_driver(used, self.cfg.profiles, devs, self.gw, self.state_dir,
+                                 self.settings.register_gap, self.settings.opcua_reconnect_max_s)
+            if isinstance(driver, OpcuaDriver):
+                driver.on_connected.append(functools.partial(self._link_up, bus.id))
+            self.drivers[bus.id] = driver
         for dev in self.gw.devices:
             profile = self.cfg.profiles[dev.profile]
             groups: dict[str, list[PointBase]] = {}
@@ -251,6 +256,19 @@ class Agent:
                               self.task_crashes, delay)
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
+
+    def _link_up(self, bus_id: str) -> None:
+        """A link (OPC-UA session) is back: its devices' breakers close, and a device that
+        lost its data is polled now rather than at the end of its breaker or its interval."""
+        self._tasks = [t for t in self._tasks if not t.done()]
+        for rt in self.devices.values():
+            if rt.device.bus != bus_id:
+                continue
+            rt.breaker.success()
+            if rt.comm_fail and not self.clock.lockstep and not self.stopping:
+                for group in rt.groups:
+                    self._tasks.append(asyncio.create_task(self.poll_once(rt, group),
+                                                           name=f"poll {rt.device.id}/{group} (link up)"))
 
     # ------------------------------------------------------------ polling
     async def _poll_loop(self, rt: DeviceRuntime, group: str, offset_wall_s: float) -> None:

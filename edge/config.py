@@ -33,6 +33,11 @@ class EdgeSettings(BaseModel):
     register_gap: int = Field(8, ge=0, le=125, description="Largest hole merged into one Modbus read")
     breaker_base_s: float = Field(1.0, gt=0, description="First backoff of a failing device (wall s)")
     breaker_max_s: float = Field(60.0, gt=0, description="Longest backoff of a failing device (wall s)")
+    # OPC-UA (server trust is per bus, in the field file: server_certificates, server_fingerprints,
+    # trust_on_first_use)
+    opcua_reconnect_max_s: float = Field(
+        5.0, gt=0, le=10.0, description="Longest wait between reconnections to an OPC-UA server (wall s): "
+        "a server back after any outage is polled again within it")
     live_window: int = Field(1000, ge=1, description="Live messages awaiting PUBACK at most")
     replay_window: int = Field(100, ge=1, description="Replayed messages awaiting PUBACK at most")
     replay_max_msgs_per_s: float = Field(0.0, ge=0, description="Replay pace limit; 0: window only")

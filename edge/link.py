@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt
 
 from aquavolt.clock import Clock
 from aquavolt.errors import WireError
+from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import make_client
 from aquavolt.profiles import PointClass
 from aquavolt.settings import MqttSettings
@@ -84,11 +85,13 @@ class Link:
         self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._once = OnceLogger(log)
         self.client = make_client(settings, client_id)
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(1, 30)
         self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
@@ -102,7 +105,13 @@ class Link:
         if not rc.is_failure:
             self._post(self._connected)
         else:
-            log.error("broker refused the connection: %s", rc)
+            log.error("broker %s refused the connection: %s", self.settings.describe(), rc)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
+        self._post(self._connect_failed)
+
+    def _connect_failed(self) -> None:
+        self._once.failure("mqtt", f"broker {self.settings.describe()} unreachable; buffering on disk")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
         self._post(self._disconnected, str(rc))
@@ -150,13 +159,14 @@ class Link:
     def _connected(self) -> None:
         self.connected = True
         self.connects += 1
+        self._once.recovered("mqtt")
         # A new connection may be to a broker that lost what it had acknowledged (a crash
         # between two autosaves): everything after the stored mark goes again.
         self._delete_acked()
         again = self.store.unack(self.store.stored_seq + 1)
         self._rewind(self.store.stored_seq)
-        log.info("connected to %s:%s; %d messages after the stored mark %d to send", self.settings.host,
-                 self.settings.port, again, self.store.stored_seq)
+        log.info("connected to %s; %d messages after the stored mark %d to send", self.settings.describe(),
+                 again, self.store.stored_seq)
         for topic, payload in self.birth():
             self.client.publish(topic, payload, qos=1, retain=True)
         if self.subscriptions:

@@ -3,7 +3,9 @@
 ``aquavolt rules keygen KEY.pem`` makes the engine's command key pair (the private key
 written mode 0600, the public key printed for the gateways' ``command_issuers``);
 ``aquavolt rules token add NAME ROLE --file operators.yaml`` adds an operator and prints
-their token once (the file keeps its SHA-256 digest only)."""
+their token once (the file keeps its SHA-256 digest only);
+``aquavolt rules customer-token add CUSTOMER_ID --file customers.yaml`` does the same for a
+customer of the customer API (``--customer-tokens``)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 
 from aquavolt.clock import clock_from_env
 from aquavolt.config import load_field, load_model
+from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.influx import Influx
 from aquavolt.settings import INFLUX_ENV, InfluxSettings, MqttSettings
 from rules.api import CustomerSink
@@ -39,14 +42,24 @@ def customer_sink(loaded: Any, args: argparse.Namespace) -> CustomerSink | None:
 
 async def _main(args: argparse.Namespace) -> int:
     from aquavolt.signing import load_private_key
-    from rules.http import Operators, Signer, load_tokens, serve
+    from rules.customer import Customers, load_customer_tokens
+    from rules.http import Operators, Signer, load_tokens, loopback, serve, tls_context
     from rules.notify import Notifier, NotifyConfig
     from rules.service import Engine
 
+    if bool(args.api_tls_cert) != bool(args.api_tls_key):
+        raise ConfigError([ConfigIssue("--api-tls-cert/--api-tls-key", "", "give both, or neither")])
+    ssl_context = tls_context(args.api_tls_cert, args.api_tls_key) if args.api_tls_cert else None
+    if args.api_port and ssl_context is None and not loopback(args.api_host) and not args.api_plaintext:
+        raise ConfigError([ConfigIssue("--api-host", args.api_host,
+                                       "the operator API carries tokens: on an address other than "
+                                       "loopback it needs --api-tls-cert and --api-tls-key (or "
+                                       "--api-plaintext behind a TLS proxy)")])
     loaded = load_field(args.field)
     tokens = load_tokens(args.tokens) if args.tokens else Operators()
     if not tokens:
         log.warning("no --tokens file: every API call except /health and /openapi.json is refused")
+    customers = load_customer_tokens(args.customer_tokens, loaded) if args.customer_tokens else Customers()
     signer = Signer(args.command_issuer, load_private_key(args.command_key)) if args.command_key else None
     if signer is None:
         log.info("no --command-key: the API issues no commands")
@@ -77,8 +90,10 @@ async def _main(args: argparse.Namespace) -> int:
         signal.signal(sig, on_signal)
 
     async def api() -> Any:
-        runner = await serve(engine, tokens, args.api_host, args.api_port, signer)
-        log.info("operator API on http://%s:%d (OpenAPI at /openapi.json)", args.api_host, args.api_port)
+        runner = await serve(engine, tokens, args.api_host, args.api_port, signer, ssl_context, customers)
+        scheme = "https" if ssl_context else "http"
+        log.info("operator API on %s://%s:%d (OpenAPI at /openapi.json)", scheme, args.api_host,
+                 args.api_port)
         return runner
 
     await engine.run(stop, api if args.api_port else None)
@@ -130,6 +145,29 @@ def token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def customer_token_add(args: argparse.Namespace) -> int:
+    import secrets
+
+    import yaml
+
+    from rules.customer import load_customer_tokens
+    from rules.http import token_digest
+
+    path = Path(args.file)
+    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    if args.customer in data:
+        print(f"{args.customer} is already in {path}: remove the entry first to replace the token")
+        return 1
+    token = secrets.token_urlsafe(32)
+    data[args.customer] = {"sha256": token_digest(token)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
+    load_customer_tokens(tmp)  # never write a file the engine would refuse
+    tmp.replace(path)
+    print(token)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("rules", help="rules engine: alarms (ISA-18.2), detectors, operator API")
     sub = p.add_subparsers(dest="rules_command", metavar="COMMAND", required=True)
@@ -140,10 +178,19 @@ def register(subparsers: Any) -> None:
     r.add_argument("--mqtt", default=None, help="MQTT URL (default $AQUAVOLT_MQTT_URL)")
     r.add_argument("--influx", default=None, help="InfluxDB URL where detector metrics are written "
                    "(default $AQUAVOLT_INFLUX_URL); alarm events reach InfluxDB through the collector")
-    r.add_argument("--api-host", default="127.0.0.1")
+    r.add_argument("--api-host", default="127.0.0.1",
+                   help="address the operator API listens on; any but loopback needs --api-tls-cert")
+    r.add_argument("--api-tls-cert", default=None, metavar="FILE",
+                   help="serve the API over HTTPS with this certificate chain (PEM)")
+    r.add_argument("--api-tls-key", default=None, metavar="FILE", help="private key of --api-tls-cert (PEM)")
+    r.add_argument("--api-plaintext", action="store_true",
+                   help="allow plain HTTP on an address other than loopback (behind a TLS proxy only)")
     r.add_argument("--api-port", type=int, default=8470, help="operator API port (0: no API)")
     r.add_argument("--tokens", default=None,
                    help="operators YAML 'name: {role, sha256}' ('aquavolt rules token add' writes it)")
+    r.add_argument("--customer-tokens", default=None, metavar="FILE",
+                   help="customers YAML 'customer_id: {sha256}' of the customer API under /customer "
+                   "('aquavolt rules customer-token add' writes it)")
     r.add_argument("--command-key", default=None,
                    help="Ed25519 private key (PEM, mode 0600) that signs commands ('aquavolt rules keygen')")
     r.add_argument("--command-issuer", default="rules",
@@ -164,3 +211,9 @@ def register(subparsers: Any) -> None:
     ta.add_argument("role", help="viewer, operator or engineer")
     ta.add_argument("--file", required=True, help="operators YAML (created if missing)")
     ta.set_defaults(func=token_add)
+    ct = sub.add_parser("customer-token", help="customer tokens of the customer API")
+    ctsub = ct.add_subparsers(dest="customer_token_command", metavar="COMMAND", required=True)
+    cta = ctsub.add_parser("add", help="add a customer; print the token once, store its digest")
+    cta.add_argument("customer", help="customer id, as in the field file")
+    cta.add_argument("--file", required=True, help="customers YAML (created if missing)")
+    cta.set_defaults(func=customer_token_add)

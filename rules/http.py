@@ -1,6 +1,8 @@
 """The operator HTTP API (aiohttp, 127.0.0.1).
 
-Every call but ``/health`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``.
+Every call but ``/health`` and ``/openapi.json`` needs ``Authorization: Bearer <token>``
+(the console under ``/console`` signs operators in itself; the customer API under
+``/customer``, ``rules/customer.py``, takes customers' tokens instead).
 Operators are configured in a YAML file of SHA-256 digests of their tokens, never the tokens
 (``aquavolt rules token add NAME ROLE`` writes an entry and prints the token once)::
 
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
+import ssl
 import uuid
 from dataclasses import asdict, dataclass
 from enum import IntEnum
@@ -35,6 +39,7 @@ from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.signing import sign
 from aquavolt.wire import Command, encode
 from rules.alarms import AlarmError
+from rules.customer import Customers
 from rules.perf import performance
 from rules.service import Engine
 
@@ -144,7 +149,9 @@ def _unauthorized(why: str) -> web.Response:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path in ("/openapi.json", "/health"):
+    # the console (rules/console) signs its operators in itself: sessions, CSRF, the same roles;
+    # the customer API (rules/customer) authenticates customers with their own tokens
+    if request.path in ("/openapi.json", "/health") or request.path.split("/")[1] in ("console", "customer"):
         return await handler(request)  # type: ignore[no-any-return]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -417,7 +424,8 @@ ROLE_OF: dict[str, Role] = {"service": Role.ENGINEER}
 back is an engineering decision (ISA-18.2 maintenance), not a shift operator's."""
 
 
-def build_app(engine: Engine, tokens: Operators, signer: Signer | None = None) -> web.Application:
+def build_app(engine: Engine, tokens: Operators, signer: Signer | None = None,
+              customers: Customers | None = None) -> web.Application:
     app = web.Application(middlewares=[_auth])
     app[ENGINE] = engine
     app[TOKENS] = tokens
@@ -431,12 +439,33 @@ def build_app(engine: Engine, tokens: Operators, signer: Signer | None = None) -
         web.get("/performance", perf), web.get("/actions", actions),
         web.get("/commands", list_commands), web.post("/commands", post_command),
     ])
+    from rules import console, customer
+
+    customer.setup(app, engine, customers or Customers())  # the customer API under /customer
+    console.setup(app)  # the operator's web console under /console (its routes and middleware)
     return app
 
 
 async def serve(engine: Engine, tokens: Operators, host: str, port: int,
-                signer: Signer | None = None) -> web.AppRunner:
-    runner = web.AppRunner(build_app(engine, tokens, signer), access_log=None)
+                signer: Signer | None = None, ssl_context: ssl.SSLContext | None = None,
+                customers: Customers | None = None) -> web.AppRunner:
+    """The operator API (and the customer API) on ``host:port``; HTTPS with ``ssl_context``."""
+    runner = web.AppRunner(build_app(engine, tokens, signer, customers), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     return runner
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The API's server context: TLS 1.2 at least, the certificate chain and key given."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -28,6 +28,7 @@ from pydantic import Field
 from aquavolt.logs import OnceLogger
 from aquavolt.profiles import Frozen
 from aquavolt.rulecfg import Priority
+from aquavolt.settings import redact
 from aquavolt.wire import AlarmEvent, AlarmState
 
 log = logging.getLogger("aquavolt.rules.notify")
@@ -161,7 +162,7 @@ class Notifier:
             self.sent += 1
             self._once.recovered("webhook")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._once.failure("webhook", f"{url}: {exc}")
+            self._once.failure("webhook", redact(f"{url}: {exc}"))
 
     async def close(self) -> None:
         if self._tasks:

@@ -7,6 +7,11 @@ models a route reads and answers) is in :data:`OPERATIONS`, keyed by method and 
 route table spells them. A route missing from it is still listed, marked
 ``x-undescribed``, and :func:`undescribed` names it: ``tests/rules/test_openapi.py`` fails
 until it is described.
+
+The operator's web console (``rules/console``, every path under :data:`CONSOLE`) is not part
+of this description: its pages, static files and event stream are for a browser, signed in
+with a session cookie and CSRF token, not a Bearer token; its ``/console/api/`` actions are the
+handlers of the routes described here. :func:`routes` leaves those paths out.
 """
 
 from __future__ import annotations
@@ -142,6 +147,76 @@ class Health(BaseModel):
     backlog_messages: int
 
 
+class ConsumptionDay(BaseModel):
+    day: str = Field(description="UTC day, YYYY-MM-DD")
+    litres: float | None = Field(description="Consumption that day; None when a rollup is missing")
+    last_year_day: str = Field(description="The day lag_days (364) before, weekdays aligned")
+    last_year_litres: float | None
+    ratio: float | None = Field(description="litres / last_year_litres")
+    comparable: bool = Field(description="Both days plausible and neither a holiday (the check's rule)")
+
+
+class Consumption(BaseModel):
+    """A customer's daily consumption against the same period last year, from the daily rollups."""
+
+    customer: str
+    meter: str
+    since: str
+    until: str
+    lag_days: int
+    unit: str
+    days_comparable: int
+    this_l_per_day: float | None = Field(description="Mean over the comparable days")
+    last_year_l_per_day: float | None = Field(description="Mean over the same days last year")
+    ratio: float | None = Field(description="this_l_per_day / last_year_l_per_day")
+    days: list[ConsumptionDay]
+
+
+class CustomerAlertItem(BaseModel):
+    alarm_id: str
+    condition: str = Field(description="over_consumption, continuous_flow")
+    transition: str = Field(description="raised or cleared")
+    ts_ms: int
+    message: str
+    value: float | int | bool | str | None = None
+
+
+class CustomerSms(BaseModel):
+    id: str = Field(description="Event id: one message per customer per event")
+    kind: str
+    language: str
+    text: str
+    status: str = Field(description="queued, sent, delivered, failed, suppressed")
+    event_ms: int
+    updated_ms: int
+
+
+class CustomerAlerts(BaseModel):
+    customer: str
+    alerts: list[CustomerAlertItem]
+    sms: list[CustomerSms]
+
+
+class Supply(BaseModel):
+    asset: str
+    kind: str = Field(description="transformer or feeder")
+
+
+class CustomerOutage(BaseModel):
+    asset: str
+    kind: str
+    start_ms: int
+    end_ms: int | None = Field(description="None while it lasts")
+    duration_s: float | None
+    message: str
+
+
+class CustomerOutages(BaseModel):
+    customer: str
+    supplied_by: list[Supply]
+    outages: list[CustomerOutage]
+
+
 # ---- what only a person can say about each route ------------------------------------------------
 @dataclass(frozen=True)
 class Op:
@@ -154,6 +229,8 @@ class Op:
     """other status codes -> description"""
     public: bool = False
     """No token needed."""
+    customer: bool = False
+    """A customer's token (``customer`` scheme), not an operator's."""
 
 
 _REFUSED = {"400": "malformed request",
@@ -200,6 +277,37 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                               answers={**_REFUSED, "503": "the engine has no command key"}),
 }
 
+_CUSTOMER_REFUSED = {"400": "malformed query (the reason is given)",
+                     "403": "the path names another customer than the token's"}
+
+
+def _customer_ops() -> dict[tuple[str, str], Op]:
+    """Each customer route, for the token's customer and with the customer named (who must be
+    the token's)."""
+    ops = {
+        "consumption": Op("The customer's daily consumption (litres, UTC days, both ends included, at most "
+                          "400 days; default the 30 days before today) beside the same days 364 days "
+                          "earlier, from the daily rollups: the over-consumption check's figures",
+                          {"since": "string", "until": "string"}, answer=Consumption, customer=True,
+                          answers={**_CUSTOMER_REFUSED, "404": "the customer has no water meter",
+                                   "503": "no InfluxDB, or it does not answer"}),
+        "alerts": Op("The customer's alerts (raised, cleared) and the SMS recorded for them, newest first",
+                     {"limit": "integer"}, answer=CustomerAlerts, customer=True, answers=_CUSTOMER_REFUSED),
+        "outages": Op("Outages of the transformer or feeder supplying the customer, newest first",
+                      {"limit": "integer"}, answer=CustomerOutages, customer=True, answers=_CUSTOMER_REFUSED),
+    }
+    out = {}
+    for name, op in ops.items():
+        out[("GET", f"/customer/{name}")] = op
+        out[("GET", f"/customer/{{customer}}/{name}")] = op
+    return out
+
+
+OPERATIONS.update(_customer_ops())
+
+CONSOLE = "/console"
+"""Paths at or under it belong to the web console (a browser UI, not the Bearer API): left out."""
+
 _ALTERNATION = re.compile(r"^[A-Za-z0-9_.~-]+(\|[A-Za-z0-9_.~-]+)*$")
 
 
@@ -211,6 +319,8 @@ def routes(app: web.Application) -> list[tuple[str, str, dict[str, list[str] | N
             continue
         info = route.resource.get_info()
         path = info.get("formatter") or info.get("path") or route.resource.canonical
+        if path == CONSOLE or path.startswith(CONSOLE + "/"):
+            continue
         params: dict[str, list[str] | None] = {}
         pattern = info.get("pattern")
         if pattern is not None:
@@ -284,6 +394,8 @@ def build(app: web.Application) -> dict[str, Any]:
                 entry["security"] = []
             else:
                 responses["401"] = _json(refs["Error"], "missing or unknown token")
+            if op.customer:
+                entry["security"] = [{"customer": []}]
             entry["responses"] = responses
         if parameters:
             entry["parameters"] = parameters
@@ -292,8 +404,13 @@ def build(app: web.Application) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "aquavolt alarm API", "version": "1",
                  "description": "ISA-18.2 alarm lifecycle. Authenticate with `Authorization: Bearer <token>` "
-                                "(one token per operator); every action is recorded with its operator."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                                "(one token per operator); every action is recorded with its operator. "
+                                "Under /customer, the customer API takes a customer's token instead and "
+                                "answers with that customer's data only."},
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An operator's token"},
+            "customer": {"type": "http", "scheme": "bearer",
+                         "description": "A customer's token (paths under /customer): their own data only"}},
                        "schemas": schemas},
         "security": [{"bearer": []}],
         "paths": paths,

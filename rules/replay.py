@@ -9,12 +9,13 @@ A case folder holds::
                       batch: {device, readings: [{point, value, quality?, ts_ms?}], historical?}
                       device_status: {device, state, reason?}
                       gateway_status: {gateway, state, bd_seq?}
-                      condition: {asset, condition, active, priority?}    (a detector's output)
+                      condition: {asset, condition, active, priority?, message?, details?}
+                                                                   (a detector's output)
                       tick: true                                   (event time reached at: flush)
                       ack: {ids?: [..], seen_seq?: N | latest, by}        (operator clock = at)
                       shelve: {id, by, reason, for_s} / unshelve: {id, by}
                       comment: {id, by, text} / out_of_service: {id, by, reason} / in_service
-    expected.yaml   alarm events: [{ts_ms, alarm_id, transition, state, by?}]
+    expected.yaml   alarm events: [{ts_ms, alarm_id, transition, state, by?, parent?, outage?}]
 
 Messages (batch, device_status, gateway_status) go through the core's reorder buffer; every
 other event is something that happens once event time has reached ``at`` (an operator acts on
@@ -82,7 +83,9 @@ def run_events(core: Core, events: list[dict[str, Any]]) -> list[AlarmEvent]:
         elif "condition" in ev:
             c = ev["condition"]
             out.extend(core.condition(Condition(c["asset"], c["condition"], bool(c["active"]), at,
-                                                Priority(c.get("priority", "high")))))
+                                                Priority(c.get("priority", "high")),
+                                                message=c.get("message", ""),
+                                                details=c.get("details", {}))))
         elif "tick" in ev:
             pass  # the flush above
         elif "ack" in ev:
@@ -119,6 +122,10 @@ def project(events: list[AlarmEvent]) -> list[dict[str, Any]]:
         row["state"] = str(row["state"])
         if e.by:
             row["by"] = e.by
+        if e.parent:
+            row["parent"] = e.parent
+        if e.outage is not None:
+            row["outage"] = e.outage.model_dump(mode="json", exclude_none=True)
         rows.append(row)
     return rows
 

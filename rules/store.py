@@ -1,10 +1,15 @@
 """Durable alarm state in SQLite: every alarm's record, every transition, every operator
 action. The engine writes after each processing round (one transaction), and loads the
-alarms and the event sequence at start, so the alarm state survives a restart."""
+alarms and the event sequence at start, so the alarm state survives a restart.
+
+The same transaction puts the round's MQTT messages in the ``outbox``: the engine publishes
+from there and deletes a message once the broker has acknowledged it (``sent``), so a crash
+between storing and publishing leaves the messages to publish at the next start."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,13 @@ CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, operator TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, request BLOB NOT NULL, result BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    retain INTEGER NOT NULL);
 """
+
+Message = tuple[str, bytes, bool]
+"""An MQTT message to publish (QoS 1): topic, payload, retained."""
 
 
 class Store:
@@ -47,11 +58,19 @@ class Store:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         return alarms, int(meta.get("seq", 0)), int(meta.get("watermark", 0))
 
-    def save(self, events: list[AlarmEvent], alarms: dict[str, Alarm], seq: int, watermark: int) -> None:
-        """One transaction: the events, the alarms they touched, the sequence and watermark."""
+    def save(self, events: list[AlarmEvent], alarms: dict[str, Alarm], seq: int, watermark: int,
+             messages: Sequence[Message] = ()) -> list[int]:
+        """One transaction: the events, the alarms they touched, the sequence and watermark, and
+        the messages to publish (outbox). Returns the outbox ids of ``messages``, in order."""
         touched = {e.alarm_id for e in events}
+        ids: list[int] = []
         with self.db:
             self.db.execute("BEGIN")
+            for topic, payload, retain in messages:
+                cur = self.db.execute("INSERT INTO outbox (topic, payload, retain) VALUES (?,?,?)",
+                                      (topic, payload, int(retain)))
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
             self.db.executemany(
                 "INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
                 [(e.details["seq"], e.alarm_id, e.ts_ms, e.transition, str(e.state), e.priority, e.by,
@@ -60,6 +79,17 @@ class Store:
                                 [(a, orjson.dumps(alarms[a].to_json())) for a in touched if a in alarms])
             self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",
                                 [("seq", seq), ("watermark", watermark)])
+        return ids
+
+    def outbox(self) -> list[tuple[int, Message]]:
+        """Messages stored and not yet acknowledged by the broker, oldest first."""
+        return [(i, (t, bytes(p), bool(r))) for i, t, p, r in
+                self.db.execute("SELECT id, topic, payload, retain FROM outbox ORDER BY id")]
+
+    def sent(self, ids: list[int]) -> None:
+        """The broker acknowledged these outbox messages: they leave the outbox."""
+        with self.db:
+            self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     def record_action(self, ts_ms: int, operator: str, action: str, target: str,
                       request: dict[str, Any], result: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ gateway's own ``stale`` (no message at all, ``rules.core``) by its ``gateway_off
 rolled-up ``comm_fail``. A bus or gateway roll-up is also suppressed by an outage (or open
 breaker) upstream of at least ``comm_fail.rollup_fraction`` of its devices: the meters behind
 a concentrator that lost supply do not answer because of the outage, which is the one alarm.
+A feeder's outage is the parent of its bay's breaker trip alarm (``CONSEQUENCES``): one
+incident, shown as the outage.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from rules.comm import groups as comm_groups
 SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
 SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)
 """Device conditions that an upstream fault explains."""
+
+CONSEQUENCES: dict[str, frozenset[str]] = {"breaker_closed": frozenset({"outage"})}
+"""Conditions grouped under a parent alarm, the incident, and the parent conditions that
+group them: a feeder bay's ``breaker_closed`` (the trip) under its feeder's ``outage``, which
+tells the incident's story (customers, duration, class). The grouped alarm carries ``parent``
+and is not annunciated on its own; nothing else hides it (a breaker alarm is not a loss of
+data)."""
 
 Suppressor = tuple[str, str]
 """(asset, condition) of an alarm that, while active, suppresses others."""
@@ -47,6 +56,10 @@ def build_suppressors(loaded: LoadedField) -> dict[str, list[Suppressor]]:
 
     for c in f.customers:
         electric(c.electricity_meter, c.transformer)
+    for _s in f.electricity.substations:  # one incident: the outage, with the breaker trip under it
+        for fd in _s.feeders:
+            if fd.device is not None:
+                add(fd.device, (fd.id, "outage"))
     for t, (_s, _fd, tr) in f.transformers.items():
         electric(tr.device, t)
     supply = {dev: list(sups) for dev, sups in upstream.items()}  # the electric suppressors only

@@ -98,6 +98,7 @@ def generate(customers: int, pumps: int = 2, substations: int = 1, seed: int = 1
                                         "endpoint": f"opc.tcp://127.0.0.1:{next(ports)}/aquavolt/rtu",
                                         "security_policy": "Basic256Sha256",
                                         "security_mode": "SignAndEncrypt",
+                                        "trust_on_first_use": True,
                                         "username": "edge", "password": "edge-scale-password"}]
         for b in sorted({d["bus"] for d in devs if d["bus"] != "rtu"}):
             buses.append({"kind": "modbus_tcp", "id": b, "port": next(ports)})

@@ -20,26 +20,26 @@ Factory = Callable[[Any, Profiles, list[Device], Gateway, Path, int, float], Dri
 
 
 def _tcp(bus: ModbusTcpBus, profiles: Profiles, devices: list[Device], _gw: Gateway, _state: Path,
-         max_gap: int, _backoff_max_s: float) -> Driver:
+         max_gap: int, _reconnect_max_s: float) -> Driver:
     mp = {k: v for k, v in profiles.items() if isinstance(v, ModbusProfile)}
     return ModbusTcpDriver(bus, mp, len(devices), max_gap)
 
 
 def _rtu(bus: ModbusRtuBus, profiles: Profiles, _devices: list[Device], _gw: Gateway, _state: Path,
-         max_gap: int, _backoff_max_s: float) -> Driver:
+         max_gap: int, _reconnect_max_s: float) -> Driver:
     mp = {k: v for k, v in profiles.items() if isinstance(v, ModbusProfile)}
     return ModbusRtuDriver(bus, mp, max_gap)
 
 
 def _opcua(bus: OpcuaBus, profiles: Profiles, devices: list[Device], gw: Gateway, state: Path,
-           _max_gap: int, backoff_max_s: float) -> Driver:
+           _max_gap: int, reconnect_max_s: float) -> Driver:
     op = {k: v for k, v in profiles.items() if isinstance(v, OpcuaProfile)}
-    return OpcuaDriver(bus, op, devices, gw.id, state, backoff_max_s)
+    return OpcuaDriver(bus, op, devices, gw.id, state, reconnect_max_s)
 
 
 DRIVERS: dict[str, Factory] = {"modbus_tcp": _tcp, "modbus_rtu": _rtu, "opcua": _opcua}
 
 
 def make_driver(bus: ModbusTcpBus | ModbusRtuBus | OpcuaBus, profiles: Profiles, devices: list[Device],
-                gateway: Gateway, state_dir: Path, max_gap: int, backoff_max_s: float = 30.0) -> Driver:
-    return DRIVERS[bus.kind](bus, profiles, devices, gateway, state_dir, max_gap, backoff_max_s)
+                gateway: Gateway, state_dir: Path, max_gap: int, reconnect_max_s: float = 5.0) -> Driver:
+    return DRIVERS[bus.kind](bus, profiles, devices, gateway, state_dir, max_gap, reconnect_max_s)

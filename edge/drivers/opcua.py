@@ -9,7 +9,13 @@ and the server accepts it, plain otherwise) into a cache the polls read; with
 
 Security: None, Sign or SignAndEncrypt with Basic256Sha256 or Aes128_Sha256_RsaOaep. The
 client certificate comes from the bus config, or is generated on first start under the
-state folder (``opcua/<gateway>-cert.der`` and ``-key.pem``).
+state folder (``opcua/<gateway>-cert.der`` and ``-key.pem``). The server's certificate must
+be one the bus trusts (:mod:`edge.drivers.opcua_trust`), checked before the session is
+activated (before any password is sent); a password is never sent without security.
+
+Recovery: the reconnect backoff is capped at ``reconnect_max_s`` (a few seconds, not the
+devices' breaker cap), so a server that comes back after any outage is connected again within
+that; ``on_connected`` hooks tell the agent, which closes the breakers of the bus's devices.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, ua
 from asyncua.crypto import security_policies
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from aquavolt.codec import Value
 from aquavolt.errors import DeviceError, DeviceTimeout
@@ -30,6 +39,7 @@ from aquavolt.field import Device, OpcuaBus, SecurityMode, SecurityPolicy
 from aquavolt.logs import OnceLogger
 from aquavolt.profiles import OpcuaPoint, OpcuaProfile, PointBase
 from edge.drivers.base import PointResult
+from edge.drivers.opcua_trust import TrustList, UntrustedServer, refusal
 
 log = logging.getLogger("aquavolt.edge.opcua")
 
@@ -50,6 +60,7 @@ class LinkState(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     BACKOFF = "backoff"
+    REFUSED = "refused"  # configuration the driver will not run (a password without security)
     CLOSED = "closed"
 
 
@@ -72,13 +83,16 @@ class _Handler:
 
 class OpcuaDriver:
     def __init__(self, bus: OpcuaBus, profiles: dict[str, OpcuaProfile], devices: list[Device],
-                 gateway_id: str, state_dir: Path, backoff_max_s: float = 30.0) -> None:
+                 gateway_id: str, state_dir: Path, reconnect_max_s: float = 5.0) -> None:
         self.bus = bus
         self.profiles = profiles
         self.devices = devices
         self.gateway_id = gateway_id
         self.state_dir = Path(state_dir)
-        self.backoff_max_s = backoff_max_s
+        self.reconnect_max_s = reconnect_max_s
+        self.trust = TrustList(bus, [d.id for d in devices], self.state_dir)
+        self.refused: str | None = None  # why the last attempt was refused (untrusted server, ...)
+        self.on_connected: list[Callable[[], None]] = []
         self.state = LinkState.DISCONNECTED
         self.state_changed = asyncio.Event()
         self.connections = 0
@@ -100,12 +114,19 @@ class OpcuaDriver:
             self.state_changed = asyncio.Event()
 
     async def start(self) -> None:
+        why = refusal(self.bus)
+        if why is not None:
+            self.refused = why
+            log.error("%s", why)
+            self._set_state(LinkState.REFUSED)
+            return
         if self._task is None:
             self.lost = asyncio.Event()
             self._task = asyncio.create_task(self._supervise(), name=f"opcua-{self.bus.id}")
             # give the first connection a moment, so the first polls do not all report "bad"
             deadline = asyncio.get_running_loop().time() + self.bus.timeout_s
-            while self.state is not LinkState.CONNECTED and asyncio.get_running_loop().time() < deadline:
+            while (self.state is not LinkState.CONNECTED and self.refused is None
+                   and asyncio.get_running_loop().time() < deadline):
                 changed = self.state_changed
                 try:
                     await asyncio.wait_for(changed.wait(), deadline - asyncio.get_running_loop().time())
@@ -118,6 +139,7 @@ class OpcuaDriver:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self._drop_client()
+        self.on_connected.clear()
         self._set_state(LinkState.CLOSED)
 
     async def _drop_client(self) -> None:
@@ -136,21 +158,34 @@ class OpcuaDriver:
             self._set_state(LinkState.CONNECTING)
             try:
                 await self._connect()
+            except UntrustedServer as exc:
+                self.refused = str(exc)
+                self._once.failure(f"opcua {self.bus.id}", self.refused)
+                await self._backoff(delay)
+                delay = min(self.reconnect_max_s, delay * 2)
+                continue
             except (*_NETWORK_ERRORS, RuntimeError, ValueError) as exc:
+                self.refused = None
                 self._once.failure(f"opcua {self.bus.id}", f"cannot connect to {self.bus.endpoint}: {exc!r}")
-                await self._drop_client()
-                self._set_state(LinkState.BACKOFF)
-                await asyncio.sleep(self._rng.uniform(delay / 2, delay))
-                delay = min(self.backoff_max_s, delay * 2)
+                await self._backoff(delay)
+                delay = min(self.reconnect_max_s, delay * 2)
                 continue
             self._once.recovered(f"opcua {self.bus.id}")
+            self.refused = None
             delay = 0.5
             self.connections += 1
             self._set_state(LinkState.CONNECTED)
+            for hook in list(self.on_connected):
+                hook()
             await self._watch()
             log.warning("%s: connection to %s lost; reconnecting", self.bus.id, self.bus.endpoint)
             await self._drop_client()
             self._set_state(LinkState.DISCONNECTED)
+
+    async def _backoff(self, delay: float) -> None:
+        await self._drop_client()
+        self._set_state(LinkState.BACKOFF)
+        await asyncio.sleep(self._rng.uniform(delay / 2, delay))
 
     async def _watch(self) -> None:
         """Return when the connection is lost (callback, status change or failed probe)."""
@@ -183,11 +218,19 @@ class OpcuaDriver:
             cert, key = await self._certificate(client)
             await client.set_security(_POLICY[self.bus.security_policy], str(cert), str(key),
                                       mode=_MODE[self.bus.security_mode])
+            # the certificate of the endpoint, which the secure channel will encrypt to: checked
+            # before the channel opens; the one the session presents is checked again (below)
+            self.trust.check(client.security_policy.peer_certificate)
+            client.certificate_validator = self._validate
         self.client = client
         await client.connect()
         self.ns = await client.get_namespace_index(self.bus.namespace_uri)
         if self.bus.subscribe:
             await self._subscribe(client)
+
+    async def _validate(self, cert: x509.Certificate, _app: ua.ApplicationDescription) -> None:
+        """asyncua's hook in CreateSession, before ActivateSession sends the user's identity."""
+        self.trust.check(cert.public_bytes(Encoding.DER))
 
     async def _certificate(self, client: Client) -> tuple[Path, Path]:
         if self.bus.certificate and self.bus.private_key:
@@ -220,6 +263,8 @@ class OpcuaDriver:
 
     # -------------------------------------------------------------- reads and writes
     def _need(self, device: Device) -> Client:
+        if self.refused is not None and self.state is not LinkState.CONNECTED:
+            raise DeviceError(device.id, self.refused)
         if self.state is not LinkState.CONNECTED or self.client is None:
             raise DeviceTimeout(device.id, f"OPC-UA {self.bus.endpoint} {self.state}")
         return self.client

@@ -18,6 +18,12 @@ its transformers raise nothing of their own, and one already raised is closed wi
 5 min), then the condition is re-emitted as ``sustained``; restoration closes it with its
 duration and class. Outage conditions are customer-facing (``details.customers`` lists the
 customers affected) so that the SMS sink can tell them.
+
+InfluxDB (``drain_lines``): each restoration writes an ``outage`` point (tags feeder,
+transformer; fields duration_s, customers, classification, started_ms) at the restoration's
+event time, and every local day that ends writes a ``reliability`` point per feeder (SAIDI,
+SAIFI, MAIFI: :class:`rules.daily.ReliabilityBook`). An outage closed because it became part
+of its feeder's (``merged_into``) is not an interruption of its own and writes nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from dataclasses import dataclass, field
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import OutageConfig
+from aquavolt.schema import OUTAGE, RELIABILITY, line
+from rules import daily
 from rules.api import Condition, Sample
 from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 
@@ -63,6 +71,8 @@ class OutageState:
     hot: dict[str, set[str]] = field(default_factory=dict)
     """Feeder -> the meters and assets under it with evidence (gasp, silence, dead voltage).
     Only feeders with evidence or an active outage are judged: a clean feeder yields nothing."""
+    lines: list[str] = field(default_factory=list)  # InfluxDB lines not drained yet
+    book: daily.ReliabilityBook | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ class OutageRule:
         self.meter_dead_v = {m: self.cfg.dead_fraction * self.assets[tx].nominal_v
                              for m, tx in self.meter_tx.items()}
         self.family = {fd.id: (fd.id, *fd.children) for fd in self.feeders}
+        self.tz = f.timezone
 
     def wants(self, device: str, point: str) -> bool:
         if device in self.voltage_devices:
@@ -116,7 +127,21 @@ class OutageRule:
         return device in self.meter_tx and point in ("voltage_v", "last_gasp", "power_restored", STATUS_POINT)
 
     def init(self) -> OutageState:
-        return OutageState()
+        served = {fd.id: len(fd.customers) for fd in self.feeders}
+        return OutageState(book=daily.ReliabilityBook(self.tz, served))
+
+    def drain_lines(self, state: OutageState) -> tuple[OutageState, list[str]]:
+        out, state.lines = state.lines, []
+        return state, out
+
+    def _days(self, state: OutageState, now: int) -> None:
+        book = state.book
+        if book is None:
+            return
+        book.start(now)
+        if book.next_ms is not None and now >= book.next_ms:
+            for feeder, fields, ts in book.due(now):
+                state.lines.append(line(RELIABILITY, {"feeder": feeder}, fields, ts))
 
     # ------------------------------------------------------------------ inputs
 
@@ -140,6 +165,7 @@ class OutageRule:
 
     def tick(self, state: OutageState, now_ms: int) -> tuple[OutageState, list[Condition]]:
         state.now = now_ms = max(state.now, now_ms)
+        self._days(state, now_ms)
         if not state.hot and not state.active:
             return state, []
         return state, self._evaluate(state, now_ms)
@@ -159,7 +185,9 @@ class OutageRule:
         if v is None:
             return
         vs = state.volts.setdefault(asset.id, _Volts())
-        vs.last_ts = sample.ts_ms if vs.last_ts is None else max(vs.last_ts, sample.ts_ms)
+        if vs.last_ts is not None and sample.ts_ms < vs.last_ts:
+            return  # older than what is known of the asset (a late poll): it changes nothing
+        vs.last_ts = sample.ts_ms
         vs.phases[sample.point] = v
         if max(vs.phases.values()) < self.cfg.dead_fraction * asset.nominal_v:
             vs.dead_since = vs.dead_since if vs.dead_since is not None else sample.ts_ms
@@ -305,7 +333,19 @@ class OutageRule:
                merged_into: str | None = None) -> Condition:
         o = state.active.pop(asset.id)
         extra = {"merged_into": merged_into} if merged_into else {}
-        return self._cond(asset, o, now, False, **extra)
+        c = self._cond(asset, o, now, False, **extra)
+        if not merged_into:
+            self._days(state, now)  # a day that ended before this restoration is written first
+            feeder = asset.parent or asset.id
+            duration_s = float(c.details["duration_s"])
+            cls = str(c.details["classification"])
+            tags = {"feeder": feeder, "transformer": asset.id if asset.kind == "transformer" else ""}
+            state.lines.append(line(OUTAGE, tags, {
+                "duration_s": duration_s, "customers": len(asset.customers), "classification": cls,
+                "started_ms": o.start_ms, "kind": asset.kind}, now))
+            if state.book is not None:
+                state.book.add(feeder, now, len(asset.customers), duration_s, cls == "sustained")
+        return c
 
     def _cond(self, asset: _Asset, o: _Outage, ts: int, active: bool, **extra: str) -> Condition:
         n = len(asset.customers)
@@ -316,9 +356,13 @@ class OutageRule:
                    "classification": cls, "duration_s": duration_s, **extra}
         if asset.parent:
             details["feeder"] = asset.parent
-        if active:
+        if active and cls == "momentary":
             msg = (f"Outage on {asset.kind} {asset.id}: {n} customers without supply "
-                   f"({cls}, by {o.evidence})")
+                   f"(interruption, sustained if it lasts {self.cfg.sustained_after_s / 60:g} min; "
+                   f"by {o.evidence})")
+        elif active:
+            msg = (f"Outage on {asset.kind} {asset.id}: {n} customers without supply for "
+                   f"{self.cfg.sustained_after_s / 60:g} min, sustained (by {o.evidence})")
         elif extra:
             msg = f"Outage on {asset.kind} {asset.id} now part of the outage of {extra['merged_into']}"
         else:

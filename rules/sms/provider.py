@@ -103,7 +103,8 @@ class DryRunProvider:
 
     async def send(self, to: str, text: str, reference: str) -> str:
         self.count += 1
-        log.info("SMS not sent (dry run) to %s [%s]: %s", to, reference, text)
+        # the number stays in the queue: the log shows only enough of it to tell messages apart
+        log.info("SMS not sent (dry run) to %s…%s [%s]: %s", to[:4], to[-2:], reference, text)
         return f"dry-run-{self.count}"
 
     async def status(self, message_id: str) -> Delivery:

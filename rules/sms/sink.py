@@ -124,7 +124,7 @@ class SmsSink:
             return
         alert = CustomerAlert.model_validate(
             {"id": row.event_id, "customer": row.customer, "kind": row.kind, "language": row.language,
-             "phone": row.phone, "text": row.text, "status": row.status, "ts_ms": row.updated_ms})
+             "text": row.text, "status": row.status, "ts_ms": row.updated_ms})
         self.publish(self.topics.customer_alerts, encode(alert), False)
 
     # ------------------------------------------------------------------ delivery

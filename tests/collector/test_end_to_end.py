@@ -114,7 +114,7 @@ def test_status_health_and_events(mosquitto: Mosquitto, influx_settings: InfluxS
         transition="raised", priority="high", ts_ms=t + 3, message="Tank 1 level high",
         value=4.75)))
     publisher.publish(topics.customer_alerts, encode(CustomerAlert(
-        id="evt-1", customer="c-0001", kind="continuous_flow", language="fr", phone="+33600000000",
+        id="evt-1", customer="c-0001", kind="continuous_flow", language="fr",
         text="Fuite probable", status="queued", ts_ms=t + 4)))
     ix = Influx(influx_settings)
     assert cx.wait_count(influx_settings, 1, q='SELECT count("state") FROM "alarm_event"') == 1

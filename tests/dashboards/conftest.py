@@ -111,6 +111,14 @@ def event_lines(lf: LoadedField, start_ms: int, end_ms: int) -> list[str]:
                                    {"mnf_m3h": 4.2, "nnf_m3h": 3.1, "rise_m3h": 0.4}, day + 3 * 3_600_000))
             out.append(schema.line(schema.WATER_BALANCE, {"zone": z.id},
                                    {"input_m3": 900.0, "consumption_m3": 720.0, "losses_m3": 180.0}, day))
+        for s in f.electricity.substations:  # what the outage detector writes
+            for k, fd in enumerate(s.feeders):
+                out.append(schema.line(schema.RELIABILITY, {"feeder": fd.id},
+                                       {"saidi_min": 25.0 * k, "saifi": 1.0 * k, "maifi": 0.5,
+                                        "customers_served": 80, "sustained": k, "momentary": 1}, day))
+                out.append(schema.line(schema.OUTAGE, {"feeder": fd.id},
+                                       {"duration_s": 120.0, "customers": 80, "classification": "momentary",
+                                        "started_ms": day + 36_000_000, "kind": "feeder"}, day + 36_120_000))
     out.extend(location_lines(f, start_ms))
     return out
 

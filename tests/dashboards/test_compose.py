@@ -12,6 +12,7 @@ and ``aquavolt security check`` finds nothing in the shipped files once the secr
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -199,6 +200,9 @@ def test_security_check_lists_each_problem_of_an_insecure_copy(
     svc["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] = "${GRAFANA_ADMIN_PASSWORD:-aquavolt-demo}"
     svc["collector"]["environment"]["AQUAVOLT_MQTT_URL"] = "mqtt://collector:collector-demo@mosquitto:1883"
     svc["rules"]["ports"] = ["8470:8470"]
+    i = svc["rules"]["command"].index("--api-tls-cert")
+    del svc["rules"]["command"][i:i + 4]  # --api-tls-cert FILE --api-tls-key FILE
+    svc["grafana"]["environment"].pop("GF_SERVER_PROTOCOL")
     (bad / "docker-compose.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
     (bad / "docker/mosquitto/mosquitto.conf").write_text(
         "listener 1883 0.0.0.0\nallow_anonymous false\npassword_file /mosquitto/secrets/passwd\n")
@@ -220,7 +224,8 @@ def test_security_check_lists_each_problem_of_an_insecure_copy(
                                 "service influxdb: port 8086:8086 published",
                                 "MQTT password without TLS (mqtt://)", "default password in a URL",
                                 "API bound to 0.0.0.0 without TLS", "InfluxDB without authentication",
-                                "grafana: admin password missing or defaulted"],
+                                "grafana: admin password missing or defaulted",
+                                "grafana: served in plain HTTP"],
         "mosquitto.conf": ["plaintext MQTT listener 1883 0.0.0.0", "no acl_file",
                            "client ids not bound to users", "no message_size_limit"],
         "passwd:": ["secret file readable by everybody"],
@@ -229,3 +234,54 @@ def test_security_check_lists_each_problem_of_an_insecure_copy(
         for reason in reasons:
             assert any(file in line and reason in line for line in out), (file, reason, out)
     assert all(line.startswith(str(bad)) for line in out), out  # each names its file
+
+
+def _dockerfile() -> list[str]:
+    return (ROOT / "docker/Dockerfile").read_text().splitlines()
+
+
+def test_image_is_pinned_and_built_from_the_sources_only() -> None:
+    """No Docker engine runs here: the image's recipe and build context are checked as files."""
+    lines = _dockerfile()
+    base = next(line.split()[1] for line in lines if line.startswith("FROM "))
+    _name, _, tag = base.partition(":")
+    assert "@sha256:" in base or re.fullmatch(r"\d+\.\d+\.\d+-slim-\w+", tag), f"floating base image {base}"
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    for must in (".venv", ".git", "var/", "secrets/", "**/*.key", "*.sqlite"):
+        assert must in ignored, f".dockerignore lacks {must}"
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ") and "./" in line.split()[-1]}
+    for pkg in ("aquavolt", "edge", "collector", "rules", "dashboards", "simulators", "harness"):
+        assert pkg in copied, f"the image lacks {pkg}/ (its entry point would not import)"
+    assert any("-c constraints.txt" in line for line in lines), "the image ignores constraints.txt"
+    assert any(line.startswith("USER ") and line.split()[1] != "root" for line in lines)
+
+
+def test_state_folders_are_volumes_owned_by_the_service_user() -> None:
+    doc = _compose()
+    owned = set()
+    for line in _dockerfile():
+        owned.update(re.findall(r"(/var/lib/aquavolt/\w+)", line))
+    assert any("chown -R aquavolt:aquavolt /var/lib/aquavolt" in line for line in _dockerfile())
+    for name, svc in doc["services"].items():
+        argv = _aquavolt_argv(svc) or []
+        flat = " ".join(argv)
+        m = re.search(r"--state-dir (\S+)", flat)
+        if svc.get("image") != "aquavolt:latest" or name == "aquavolt-image" or name == "assets":
+            continue
+        assert m, f"{name}: no explicit --state-dir"
+        state = m.group(1)
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes", [])}
+        assert state in mounts and mounts[state] in doc["volumes"], f"{name}: {state} is not a named volume"
+        assert state in owned, f"{name}: {state} is not made and owned by the image's user"
+
+
+def test_every_long_running_service_has_a_health_check_and_the_collector_a_fixed_id() -> None:
+    doc = _compose()
+    for name, svc in doc["services"].items():
+        if svc.get("restart") == "no":
+            continue  # one-shot jobs
+        if name.startswith("edge-"):
+            continue  # the agents report their health over MQTT, and to systemd on a gateway
+        assert "healthcheck" in svc, f"{name}: no health check"
+    argv = _aquavolt_argv(doc["services"]["collector"]) or []
+    assert "--client-id" in argv, "the collector's client id (and its broker session) must survive a recreate"

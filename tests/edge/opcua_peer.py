@@ -85,8 +85,17 @@ class OpcuaPeer:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.lt.run(self.server.stop())
+            self.lt.run(self._stop(self.server))
             self.server = None
+
+    @staticmethod
+    async def _stop(server: Server) -> None:
+        # refuse new connections first: a client reconnecting while the server closes the
+        # connections it has would otherwise be accepted and keep server.stop() waiting
+        listener = getattr(server.bserver, "_server", None)
+        if listener is not None:
+            listener.close()
+        await server.stop()
 
     def restart(self) -> None:
         self.stop()

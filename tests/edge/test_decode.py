@@ -89,6 +89,8 @@ def _opcua_run(mosquitto, topic_prefix, tmp_path: Path, peers, security: dict[st
     peer = OpcuaPeer(devices, free_port(), tmp_path, users=users, salt=3)
     peers.append(peer)
     bus = {"kind": "opcua", "id": "rtu", "endpoint": peer.endpoint, **security}
+    if security.get("security_mode", "None") != "None":  # pinned: the peer's own certificate
+        bus["server_certificates"] = [str(tmp_path / "server-cert.der")]
     gw = gateway([bus], [{"id": f"bay-{prof.id}".replace("_", "-"), "profile": prof.id, "bus": "rtu",
                           "node_prefix": prefix} for prefix, prof in devices])
     want = {f"bay-{prof.id}".replace("_", "-"): {p.name: sample_raw(p, 3) for p in prof.points}

@@ -41,4 +41,4 @@ def test_every_entry_point_registers_its_command():
 def test_kernel_parser_registers_no_harness_command_by_name(monkeypatch):
     monkeypatch.setattr(cli, "entry_points", lambda group: [])
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"check", "schemas"}
+    assert set(sub.choices) == {"check", "schemas", "security"}

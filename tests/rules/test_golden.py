@@ -20,6 +20,7 @@ REQUIRED = {
     "discrete-states", "stale", "bad-quality", "comm-and-gateway", "suppression-by-state",
     "suppression-by-topology", "shelve-expiry", "ack-what-was-seen", "chattering",
     "out-of-service-and-comment", "comm-fail-hold-off-outage", "comm-fail-bus-rollup",
+    "breaker-trip-outage-story",
 }
 
 
@@ -85,7 +86,7 @@ def test_outage_gives_one_alarm_not_one_per_meter() -> None:
     """Hold-off and release: no meter's comm_fail is annunciated (raised or unsuppressed into
     unack) while its transformer's outage explains it, nor just after."""
     rows = run_case(CASES / "comm-fail-hold-off-outage")
-    shown = [r for r in rows if r["state"] == "unack"]
+    shown = [r for r in rows if r["state"] == "unack" and r["transition"] != "sustained"]  # an update
     assert [(r["alarm_id"], r["ts_ms"]) for r in shown] == [
         ("tx-1/outage", 100_500), ("tx-1/outage", 600_100), ("em-2/comm_fail", 820_000)]  # em-2 stayed silent: annunciated once polled again (60 s) plus the 60 s margin
 
@@ -94,3 +95,37 @@ def test_bus_and_gateway_loss_give_one_alarm_each() -> None:
     rows = run_case(CASES / "comm-fail-bus-rollup")
     shown = [(r["alarm_id"], r["transition"]) for r in rows if r["state"] == "unack"]
     assert shown == [("gw-1.conc/comm_fail", "raised"), ("gw-1/comm_fail", "raised")]
+
+
+def test_a_breaker_trip_and_its_outage_are_one_incident_and_the_outage_tells_its_story() -> None:
+    """The 25-minute trip: the outage is the incident; the breaker trip seen before the
+    outage's declaration period ended is grouped under it (``parent``, suppressed) once it is
+    raised. The outage is sustained at 5 minutes on the same alarm, and its clear says when
+    supply came back, how long it was out and the final class. The late bay reading after the
+    restoration opens no second outage."""
+    rows = run_case(CASES / "breaker-trip-outage-story")
+    raised = [r["alarm_id"] for r in rows if r["transition"] == "raised"]
+    assert raised == ["feeder-1-bay/breaker_closed", "feeder-1/outage"]
+    breaker = [r for r in rows if r["alarm_id"] == "feeder-1-bay/breaker_closed"]
+    assert [(r["transition"], r.get("parent")) for r in breaker] == [
+        ("raised", None), ("suppressed", "feeder-1/outage"), ("unsuppressed", "feeder-1/outage")]
+    story = [r for r in rows if r["alarm_id"] == "feeder-1/outage"]
+    assert [r["transition"] for r in story] == ["raised", "sustained", "cleared"]
+    assert [r["outage"]["classification"] for r in story] == ["momentary", "sustained", "sustained"]
+    assert story[1]["ts_ms"] == 400_000  # 5 minutes after the loss at 100 s
+    assert story[2]["outage"]["restored_ms"] == 1_600_000
+    assert story[2]["outage"]["duration_s"] == 1500.0
+    assert story[2]["outage"]["customers_affected"] == 2
+
+
+def test_a_breaker_alarm_is_grouped_only_under_its_feeders_outage() -> None:
+    """The gateway going offline hides loss-of-data alarms, not the breaker trip it reported."""
+    core = Core(load_case_field(CASES / "breaker-trip-outage-story"), tick_every_ms=0)
+    rows = project(run_events(core, [
+        {"at": 0, "gateway_status": {"gateway": "gw-1", "state": "online", "bd_seq": 0}},
+        {"at": 1000, "batch": {"device": "feeder-1-bay", "readings": [{"point": "breaker_closed", "value": False}]}},
+        {"at": 2000, "gateway_status": {"gateway": "gw-1", "state": "offline", "bd_seq": 0}},
+        {"at": 3000, "tick": True},
+    ]))
+    breaker = [(r["transition"], r["state"]) for r in rows if r["alarm_id"] == "feeder-1-bay/breaker_closed"]
+    assert breaker == [("raised", "unack")]

@@ -188,12 +188,17 @@ async def _test_build_from_args_and_alerts_over_mqtt(tmp_path: Path, mosquitto: 
                 await settle(lambda: any(r.status == "delivered" for r in sink.queue.all()))
                 await sink.stop()
             assert rec.wait_for(lambda ms: len(ms) >= 3)
-            alerts = [json.loads(m.payload) for m in rec.snapshot()]
+            payloads = [m.payload for m in rec.snapshot()]
+            alerts = [json.loads(p) for p in payloads]
     finally:
         client.loop_stop()
         client.disconnect()
     assert [a["status"] for a in alerts] == ["queued", "sent", "delivered"]
     assert alerts[0]["kind"] == "continuous_flow" and alerts[0]["customer"] == "c0010"
+    # the phone number stays in the SMS queue: the event names the customer only
+    phone = next(c.phone for c in LOADED.field.customers if c.id == "c0010")
+    assert phone and all("phone" not in a for a in alerts)
+    assert not any(phone.encode() in p or phone[1:].encode() in p for p in payloads)
     assert (tmp_path / "sms.sqlite3").exists()
 
 
