@@ -54,7 +54,7 @@ def test_mark_forgets_resend_fills_and_dropped_is_reported(mosquitto, topic_pref
     async def steps() -> None:
         assert await _until(lambda: link.connected)
         for _ in range(30):  # 30 messages of about 100 bytes: the bound keeps about 20
-            link.submit(t.data(gw, "d"), batch, PointClass.TELEMETRY, 0)
+            link.submit(t.data(gw, "d"), batch, PointClass.TELEMETRY, RealClock().now_ms())
         await asyncio.wait_for(link.drained(), 10)
         assert store.depth == store.next_seq - store.dropped  # broker-acked, kept
         collector.publish(t.stored(gw), encode(StoredMark(gateway=gw, seq=4, bd_seq=0, ts_ms=1)), qos=1,
