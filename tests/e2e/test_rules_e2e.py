@@ -79,6 +79,16 @@ def _http(method: str, url: str, body: Any = None, token: str | None = None) -> 
         return json.loads(resp.read())
 
 
+def _health_watermark(api: str) -> int:
+    """The engine's watermark, 0 while its API is not listening yet (it opens after the
+    engine has loaded its field and connected: later than the edge's first readings on a
+    loaded machine)."""
+    try:
+        return int(_http("GET", f"{api}/health")["watermark_ms"] or 0)
+    except (urllib.error.URLError, ConnectionError):
+        return 0
+
+
 def _wait(pred: Any, timeout_s: float, what: str, stack: Stack) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -125,7 +135,7 @@ def test_pump_trip_and_overflow_raise_their_alarms_and_the_ack_reaches_influx(
             stack.start_children()
             # the field runs: the tank's readings flow through the edge, and the engine sees them
             _wait(lambda: any(m.topic != t.alarm_events for m in rec.snapshot()), 40, "tank readings", stack)
-            _wait(lambda: _http("GET", f"{api}/health")["watermark_ms"] > start * 1000, 20, "engine", stack)
+            _wait(lambda: _health_watermark(api) > start * 1000, 60, "engine", stack)
             faults = _http("POST", f"{sim}/faults", [
                 {"id": "trip-1", "kind": "pump_trip", "target": "pump-1"},
                 {"id": "stuck-2", "kind": "pump_stuck_on", "target": "pump-2"}])
