@@ -66,6 +66,15 @@ def test_http_fault_endpoint(demo, h):
     asyncio.run(main())
 
 
+async def _until(pred, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 def test_mqtt_fault_topic(demo, h, mosquitto, topic_prefix):
     clock = h.frozen_clock()
     sim = Simulation(demo, 1, clock.now(), clock)
@@ -80,15 +89,11 @@ def test_mqtt_fault_topic(demo, h, mosquitto, topic_prefix):
         pub.loop_start()
         pub.publish(f"{topic_prefix}/sim/fault", json.dumps(
             {"kind": "customer_leak", "target": "c0002", "id": "leak", "rate_lph": 20}), qos=1).wait_for_publish(5)
-        for _ in range(200):
-            if "leak" in sim.faults.faults:
-                break
-            await asyncio.sleep(0.02)
+        # bounded waits on the fault's arrival (generous: a loaded machine delivers late, never wrongly)
+        await _until(lambda: "leak" in sim.faults.faults, 30)
         pub.publish(f"{topic_prefix}/sim/fault", json.dumps({"end": "leak"}), qos=1).wait_for_publish(5)
-        for _ in range(200):
-            if sim.faults.faults.get("leak") and sim.faults.faults["leak"].end < float("inf"):
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: bool(sim.faults.faults.get("leak")) and sim.faults.faults["leak"].end < float("inf"),
+                     30)
         pub.loop_stop()
         pub.disconnect()
         mq.stop()
