@@ -34,10 +34,10 @@ from pathlib import Path
 import orjson
 import psutil
 
+from aquavolt.harness.servers import InfluxDB, Mosquitto, free_port
 from aquavolt.influx import Influx
 from aquavolt.mqtt import make_client
 from aquavolt.wire import Topics
-from harness.servers import InfluxDB, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_MS = 1_764_412_800_000

@@ -89,8 +89,8 @@ def _zone_nights(loaded: Any, zone_i: int, seed: int, start: float, nights: int,
     night users' flow_lph every 15 minutes (as their meters report it, 2 % low)."""
     import numpy as np
 
-    from simulators.demand import Demand, utc_offset_s
-    from simulators.model import BACKGROUND_L_PER_KM_H
+    from aquavolt.simulators.demand import Demand, utc_offset_s
+    from aquavolt.simulators.model import BACKGROUND_L_PER_KM_H
 
     f = loaded.field
     z = f.water.zones[zone_i]
@@ -122,8 +122,8 @@ def _replay_nights(rule: Any, nights: list[list[tuple[int, str, str, float]]], l
                    leak_from: int) -> list[int]:
     """Feed the nights to a fresh night-flow rule, the leak added to the inlet from night
     ``leak_from``; the indexes of the nights at whose end it raised."""
+    from aquavolt.rules.api import Sample
     from aquavolt.wire import Quality
-    from rules.api import Sample
 
     state = rule.init()
     raised = []
@@ -146,7 +146,7 @@ def leak_limit(fields: tuple[str, ...] = LEAK_FIELDS, seeds: tuple[int, ...] = L
     from datetime import UTC, datetime
 
     from aquavolt.config import load_field
-    from rules.detectors.nightflow import NightFlowRule
+    from aquavolt.rules.detectors.nightflow import NightFlowRule
 
     start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
     out = []
@@ -208,10 +208,10 @@ def continuous_flow_false(fields: tuple[str, ...] = LEAK_FIELDS, seeds: tuple[in
     import numpy as np
 
     from aquavolt.config import load_field
+    from aquavolt.rules.api import Sample
+    from aquavolt.rules.detectors.continuous import ContinuousFlowRule
+    from aquavolt.simulators.demand import Demand, utc_offset_s
     from aquavolt.wire import Quality
-    from rules.api import Sample
-    from rules.detectors.continuous import ContinuousFlowRule
-    from simulators.demand import Demand, utc_offset_s
 
     start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
     out = []

@@ -138,9 +138,9 @@ class Sampler(threading.Thread):
 
 
 def main() -> None:
+    from aquavolt.harness.servers import Mosquitto
     from aquavolt.mqtt import Recorder
     from aquavolt.wire import decode_batch
-    from harness.servers import Mosquitto
 
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     (work / "profiles").mkdir()

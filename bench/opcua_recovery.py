@@ -21,9 +21,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "edge"), str(ROOT / "tests")]
 
 from helpers import gateway, latest_values, make_agent, recorder, run_until  # noqa: E402
 
-from edge.agent import Agent  # noqa: E402
-from edge.config import EdgeSettings  # noqa: E402
-from harness.servers import Mosquitto, free_port  # noqa: E402
+from aquavolt.edge.agent import Agent  # noqa: E402
+from aquavolt.edge.config import EdgeSettings  # noqa: E402
+from aquavolt.harness.servers import Mosquitto, free_port  # noqa: E402
 
 NODEUA = ROOT / "bench" / "nodeua"
 

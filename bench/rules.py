@@ -32,12 +32,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # this file is bench/rules.py: keep it from shadowing the rules package
 
 from aquavolt.config import LoadedField, load_field
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.mqtt import make_client
+from aquavolt.rules.api import Sample
+from aquavolt.rules.core import Core
+from aquavolt.rules.generic import build_generic_rules
 from aquavolt.wire import AlarmEvent, Batch, Reading, Topics, decode, encode
-from harness.servers import Mosquitto, free_port
-from rules.api import Sample
-from rules.core import Core
-from rules.generic import build_generic_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo-town.yaml"

@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from aquavolt.clock import SimClock, parse_instant  # noqa: E402
 from aquavolt.config import load_field  # noqa: E402
+from aquavolt.harness.relocate import relocate_file  # noqa: E402
+from aquavolt.harness.servers import free_port  # noqa: E402
 from aquavolt.profiles import ModbusProfile  # noqa: E402
-from harness.relocate import relocate_file  # noqa: E402
-from harness.servers import free_port  # noqa: E402
-from simulators.generate import generate  # noqa: E402
-from simulators.sim import Simulation  # noqa: E402
+from aquavolt.simulators.generate import generate  # noqa: E402
+from aquavolt.simulators.sim import Simulation  # noqa: E402
 
 START = "2026-06-01T00:00:00Z"
 

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from aquavolt.collector.config import CollectorConfig
 from aquavolt.config import load_model
 from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.settings import InfluxSettings, MqttSettings
-from collector.config import CollectorConfig
 
 _FLAGS = {
     # flag: (config field, type, help)
@@ -45,7 +45,7 @@ def build_config(args: argparse.Namespace) -> CollectorConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from collector.service import run_collector
+    from aquavolt.collector.service import run_collector
 
     cfg = build_config(args)
     try:

@@ -35,6 +35,14 @@ import orjson
 
 from aquavolt.clock import ENV as CLOCK_ENV
 from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
+from aquavolt.collector.acks import Acks, seq_of
+from aquavolt.collector.config import CollectorConfig
+from aquavolt.collector.convert import Kind, Router, TooFarAhead, subscriptions
+from aquavolt.collector.deadletter import DeadLetters
+from aquavolt.collector.metrics import MetricsServer, Stats
+from aquavolt.collector.rollups import EventTimeRollups
+from aquavolt.collector.source import Inbound, MqttSource
+from aquavolt.collector.writer import InfluxWriter
 from aquavolt.errors import WireError
 from aquavolt.lockstep import LockstepClock
 from aquavolt.logs import OnceLogger
@@ -42,14 +50,6 @@ from aquavolt.progress import ProgressReporter
 from aquavolt.sdnotify import Notifier
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
-from collector.acks import Acks, seq_of
-from collector.config import CollectorConfig
-from collector.convert import Kind, Router, TooFarAhead, subscriptions
-from collector.deadletter import DeadLetters
-from collector.metrics import MetricsServer, Stats
-from collector.rollups import EventTimeRollups
-from collector.source import Inbound, MqttSource
-from collector.writer import InfluxWriter
 
 log = logging.getLogger("aquavolt.collector")
 

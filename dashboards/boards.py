@@ -11,10 +11,10 @@ from typing import Any
 
 from aquavolt import schema
 from aquavolt.config import LoadedField
-from dashboards import queries as q
-from dashboards.assets import customers_of, field_assets
-from dashboards.grafana import Grid, finish, new_dashboard
-from dashboards.panels import asset_map, figure, grid, pie, series, timeline
+from aquavolt.dashboards import queries as q
+from aquavolt.dashboards.assets import customers_of, field_assets
+from aquavolt.dashboards.grafana import Grid, finish, new_dashboard
+from aquavolt.dashboards.panels import asset_map, figure, grid, pie, series, timeline
 
 VOLTAGES = ["voltage_l1_v", "voltage_l2_v", "voltage_l3_v"]
 CURRENTS = ["current_l1_a", "current_l2_a", "current_l3_a"]

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from aquavolt.config import LoadedField
-from dashboards import boards
-from dashboards.customer import customer
-from dashboards.grafana import DATASOURCE_TYPE, DATASOURCE_UID
+from aquavolt.dashboards import boards
+from aquavolt.dashboards.customer import customer
+from aquavolt.dashboards.grafana import DATASOURCE_TYPE, DATASOURCE_UID
 
 BUILDERS: dict[str, Callable[[LoadedField], dict[str, Any]]] = {
     "overview": boards.overview,

@@ -19,7 +19,7 @@ from aquavolt.config import load_field
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dashboards.build import write_all
+    from aquavolt.dashboards.build import write_all
 
     lf = load_field(args.field)
     for path in write_all(lf, Path(args.out), influx_url=args.influx_url, database=args.database,
@@ -29,8 +29,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from dashboards.build import build_all, datasource_provisioning
-    from dashboards.push import PushError, connect, push
+    from aquavolt.dashboards.build import build_all, datasource_provisioning
+    from aquavolt.dashboards.push import PushError, connect, push
 
     lf = load_field(args.field)
     ds = datasource_provisioning(args.influx_url, args.database)["datasources"][0]
@@ -52,9 +52,9 @@ def _push(args: argparse.Namespace) -> int:
 
 def _assets(args: argparse.Namespace) -> int:
     from aquavolt.clock import clock_from_env
+    from aquavolt.dashboards.assets import location_lines
     from aquavolt.influx import Influx, InfluxError
     from aquavolt.settings import InfluxSettings
-    from dashboards.assets import location_lines
 
     lf = load_field(args.field)
     influx = Influx(InfluxSettings.from_env(args.influx))
@@ -71,10 +71,10 @@ def _assets(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from aquavolt.clock import parse_instant
+    from aquavolt.dashboards.build import build_all
+    from aquavolt.dashboards.render import render_dashboard
     from aquavolt.influx import Influx
     from aquavolt.settings import InfluxSettings
-    from dashboards.build import build_all
-    from dashboards.render import render_dashboard
 
     lf = load_field(args.field)
     board = build_all(lf)[args.dashboard]

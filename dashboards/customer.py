@@ -10,9 +10,9 @@ from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.models import dashboard as dm
 
 from aquavolt.config import LoadedField
-from dashboards import queries as q
-from dashboards.grafana import Grid, finish, new_dashboard
-from dashboards.panels import figure, series
+from aquavolt.dashboards import queries as q
+from aquavolt.dashboards.grafana import Grid, finish, new_dashboard
+from aquavolt.dashboards.panels import figure, series
 
 UID = "aquavolt-customer"
 LAST_YEAR = "364d"

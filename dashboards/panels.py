@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import geomap as gm
 
-from dashboards.grafana import targets, thresholds
+from aquavolt.dashboards.grafana import targets, thresholds
 
 STATE_COLOURS = {"unack": "red", "acked": "orange", "rtn_unack": "yellow", "normal": "green",
                  "shelved": "blue", "suppressed": "purple", "out_of_service": "gray",

@@ -12,9 +12,9 @@ import niquests
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
+from aquavolt.dashboards.build import FOLDER
+from aquavolt.dashboards.grafana import DATASOURCE_UID
 from aquavolt.errors import AquavoltError
-from dashboards.build import FOLDER
-from dashboards.grafana import DATASOURCE_UID
 
 log = logging.getLogger("aquavolt.dashboards")
 

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
+from aquavolt.dashboards.macros import TimeRange, variable_values
 from aquavolt.influx import Influx
-from dashboards.macros import TimeRange, variable_values
 
 ROW_PX = 30  # Grafana's grid row height, in pixels
 DARK = {"figure.facecolor": "#111217", "axes.facecolor": "#181b1f", "axes.edgecolor": "#2c3235",

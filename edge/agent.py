@@ -25,6 +25,13 @@ import orjson
 
 from aquavolt import __version__
 from aquavolt.clock import Clock
+from aquavolt.edge.commands import CommandHandler
+from aquavolt.edge.config import EdgeSettings, GatewayConfig
+from aquavolt.edge.drivers import Breaker, Driver, make_driver
+from aquavolt.edge.drivers.opcua import OpcuaDriver
+from aquavolt.edge.link import Link
+from aquavolt.edge.report import Deadband, Reading, Sent, filter_readings
+from aquavolt.edge.store import Store
 from aquavolt.errors import DeviceError
 from aquavolt.field import Device, OpcuaBus
 from aquavolt.logs import OnceLogger
@@ -43,13 +50,6 @@ from aquavolt.wire import (
     Topics,
     encode,
 )
-from edge.commands import CommandHandler
-from edge.config import EdgeSettings, GatewayConfig
-from edge.drivers import Breaker, Driver, make_driver
-from edge.drivers.opcua import OpcuaDriver
-from edge.link import Link
-from edge.report import Deadband, Reading, Sent, filter_readings
-from edge.store import Store
 
 log = logging.getLogger("aquavolt.edge")
 

@@ -12,8 +12,8 @@ from aquavolt.settings import MqttSettings
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.agent import Agent, run_agent
-    from edge.config import load_gateway, load_settings
+    from aquavolt.edge.agent import Agent, run_agent
+    from aquavolt.edge.config import load_gateway, load_settings
 
     cfg = load_gateway(args.field, args.gateway, Path(args.profiles_dir) if args.profiles_dir else None)
     settings = load_settings(args.config)
@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from edge.probe import probe
+    from aquavolt.edge.probe import probe
 
     try:
         print(probe(args.host, args.port, args.serial, args.baud, args.parity, args.unit, args.table,

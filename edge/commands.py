@@ -37,8 +37,8 @@ from aquavolt.signing import SignatureError, public_key_from_text, verify
 from aquavolt.wire import Command, CommandOutcome, CommandReply, DeadLetter, decode, encode
 
 if TYPE_CHECKING:
+    from aquavolt.edge.agent import Agent
     from aquavolt.profiles import PointBase
-    from edge.agent import Agent
 
 log = logging.getLogger("aquavolt.edge.commands")
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -30,13 +30,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from aquavolt.clock import Clock
+from aquavolt.edge.store import Store
 from aquavolt.errors import WireError
 from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import make_client
 from aquavolt.profiles import PointClass
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import MAX_LOST_RANGES, ResendRequest, ResendResult, StoredMark, decode, encode
-from edge.store import Store
 
 log = logging.getLogger("aquavolt.edge.mqtt")
 

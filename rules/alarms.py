@@ -33,9 +33,9 @@ from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from aquavolt.rules.api import Condition
+from aquavolt.rules.topology import CONSEQUENCES, SUPPRESSIBLE, SUPPRESSIBLE_ORDER, Suppressor
 from aquavolt.wire import AlarmEvent, AlarmState, OutageInfo
-from rules.api import Condition
-from rules.topology import CONSEQUENCES, SUPPRESSIBLE, SUPPRESSIBLE_ORDER, Suppressor
 
 CHATTER_WINDOW_MS = 60_000
 CHATTER_COUNT = 3  # EEMUA 191: 3 or more activations in 60 s

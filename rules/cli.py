@@ -22,8 +22,8 @@ from aquavolt.clock import clock_from_env
 from aquavolt.config import load_field, load_model
 from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.influx import Influx
+from aquavolt.rules.api import CustomerSink
 from aquavolt.settings import INFLUX_ENV, InfluxSettings, MqttSettings
-from rules.api import CustomerSink
 
 log = logging.getLogger("aquavolt.rules")
 
@@ -31,9 +31,9 @@ log = logging.getLogger("aquavolt.rules")
 def customer_sink(loaded: Any, args: argparse.Namespace) -> CustomerSink | None:
     """``rules.sms.build_customer_sink(loaded, args)`` when that module defines it."""
     try:
-        sms = importlib.import_module("rules.sms")
+        sms = importlib.import_module("aquavolt.rules.sms")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("rules.sms",):
+        if exc.name not in ("aquavolt.rules.sms",):
             raise
         return None
     build = getattr(sms, "build_customer_sink", None)
@@ -41,11 +41,11 @@ def customer_sink(loaded: Any, args: argparse.Namespace) -> CustomerSink | None:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from aquavolt.rules.customer import Customers, load_customer_tokens
+    from aquavolt.rules.http import Operators, Signer, load_tokens, loopback, serve, tls_context
+    from aquavolt.rules.notify import Notifier, NotifyConfig
+    from aquavolt.rules.service import Engine
     from aquavolt.signing import load_private_key
-    from rules.customer import Customers, load_customer_tokens
-    from rules.http import Operators, Signer, load_tokens, loopback, serve, tls_context
-    from rules.notify import Notifier, NotifyConfig
-    from rules.service import Engine
 
     if bool(args.api_tls_cert) != bool(args.api_tls_key):
         raise ConfigError([ConfigIssue("--api-tls-cert/--api-tls-key", "", "give both, or neither")])
@@ -125,7 +125,7 @@ def token_add(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from rules.http import Role, load_tokens, token_digest
+    from aquavolt.rules.http import Role, load_tokens, token_digest
 
     if args.role.upper() not in Role.__members__:
         print(f"role {args.role!r} is not one of viewer, operator, engineer")
@@ -150,8 +150,8 @@ def customer_token_add(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from rules.customer import load_customer_tokens
-    from rules.http import token_digest
+    from aquavolt.rules.customer import load_customer_tokens
+    from aquavolt.rules.http import token_digest
 
     path = Path(args.file)
     data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}

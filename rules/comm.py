@@ -28,7 +28,7 @@ from typing import Any
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import CommFailConfig, Priority
-from rules.api import Condition, Sample
+from aquavolt.rules.api import Condition, Sample
 
 STATUS_POINT = "_status"
 

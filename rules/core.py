@@ -18,14 +18,14 @@ from typing import Any
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import Priority
+from aquavolt.rules.alarms import AlarmManager
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.comm import build_comm_rules
+from aquavolt.rules.comm import groups as comm_groups
+from aquavolt.rules.eventtime import Reorder
+from aquavolt.rules.generic import build_generic_rules, poll_interval_s
+from aquavolt.rules.topology import build_suppressors
 from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayState, GatewayStatus, Health
-from rules.alarms import AlarmManager
-from rules.api import Condition, Sample
-from rules.comm import build_comm_rules
-from rules.comm import groups as comm_groups
-from rules.eventtime import Reorder
-from rules.generic import build_generic_rules, poll_interval_s
-from rules.topology import build_suppressors
 
 STATUS_POINT = "_status"
 """Device status fed to rules as a sample: value "online", "comm_fail" or "offline"."""
@@ -45,7 +45,7 @@ class Output:
 
 def field_rules(loaded: LoadedField) -> list[Any]:
     """Generic rules plus the detectors ``rules.detectors.build_detectors`` gives."""
-    from rules.detectors import build_detectors
+    from aquavolt.rules.detectors import build_detectors
 
     return build_comm_rules(loaded) + build_generic_rules(loaded) + list(build_detectors(loaded))
 
@@ -126,7 +126,7 @@ class Core:
 
     def prime(self, samples: list[Sample]) -> int:
         """Train the learning detectors on history (``rules.history``): no alarm, no event time."""
-        from rules.history import prime
+        from aquavolt.rules.history import prime
 
         return prime(self.rules, self.states, samples)
 

@@ -44,8 +44,8 @@ from aquavolt.config import LoadedField
 from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.field import Customer
 from aquavolt.influx import InfluxError
-from rules.detectors.overconsumption import daily_litres
-from rules.service import Engine
+from aquavolt.rules.detectors.overconsumption import daily_litres
+from aquavolt.rules.service import Engine
 
 MAX_DAYS = 400
 """The longest period one consumption request may ask for."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from rules.detectors.common import LocalTime
+from aquavolt.rules.detectors.common import LocalTime
 
 
 class DailySchedule:

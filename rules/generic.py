@@ -18,8 +18,8 @@ from typing import Any
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import DiscreteRule, LimitRule, Priority, RateRule
+from aquavolt.rules.api import Condition, Sample
 from aquavolt.wire import Quality
-from rules.api import Condition, Sample
 
 STATUS_POINT = "_status"  # the device status pseudo-point (rules.core)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from aquavolt.config import LoadedField
 from aquavolt.influx import Influx
+from aquavolt.rules.api import Sample
 from aquavolt.wire import Quality
-from rules.api import Sample
 
 DAY_MS = 86_400_000
 

@@ -36,12 +36,12 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aquavolt.errors import ConfigError, ConfigIssue
+from aquavolt.rules.alarms import AlarmError
+from aquavolt.rules.customer import Customers
+from aquavolt.rules.perf import performance
+from aquavolt.rules.service import Engine
 from aquavolt.signing import sign
 from aquavolt.wire import Command, encode
-from rules.alarms import AlarmError
-from rules.customer import Customers
-from rules.perf import performance
-from rules.service import Engine
 
 MAX_SHELVE_S = 7 * 24 * 3600
 DAY_MS = 24 * 3600 * 1000
@@ -414,7 +414,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from rules.openapi import build
+    from aquavolt.rules.openapi import build
 
     return _json(build(request.app))
 
@@ -439,7 +439,7 @@ def build_app(engine: Engine, tokens: Operators, signer: Signer | None = None,
         web.get("/performance", perf), web.get("/actions", actions),
         web.get("/commands", list_commands), web.post("/commands", post_command),
     ])
-    from rules import console, customer
+    from aquavolt.rules import console, customer
 
     customer.setup(app, engine, customers or Customers())  # the customer API under /customer
     console.setup(app)  # the operator's web console under /console (its routes and middleware)

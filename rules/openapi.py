@@ -24,8 +24,8 @@ from typing import Any, get_type_hints
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
+from aquavolt.rules.alarms import Alarm
 from aquavolt.wire import AlarmEvent
-from rules.alarms import Alarm
 
 REF = "#/components/schemas/{model}"
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from rules.alarms import CHATTER_COUNT, CHATTER_WINDOW_MS, Alarm
+from aquavolt.rules.alarms import CHATTER_COUNT, CHATTER_WINDOW_MS, Alarm
 
 TEN_MIN_MS = 600_000
 FLOOD_COUNT = 10

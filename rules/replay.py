@@ -33,9 +33,9 @@ import yaml
 
 from aquavolt.config import LoadedField, load_field
 from aquavolt.rulecfg import Priority, RulesConfig
+from aquavolt.rules.api import Condition
+from aquavolt.rules.core import Core, Output
 from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, GatewayStatus, Reading
-from rules.api import Condition
-from rules.core import Core, Output
 
 CASE_KEYS = ("ts_ms", "alarm_id", "transition", "state")
 MESSAGES = ("batch", "device_status", "gateway_status")

@@ -49,6 +49,14 @@ from aquavolt.influx import Influx, InfluxError
 from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import connect_properties, make_client
 from aquavolt.progress import ProgressReporter
+from aquavolt.rules.api import Condition, CustomerSink
+from aquavolt.rules.core import Core, Output
+from aquavolt.rules.daily import DailySchedule
+from aquavolt.rules.dedup import SeenSeqs
+from aquavolt.rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
+from aquavolt.rules.history import load_history
+from aquavolt.rules.notify import Notifier
+from aquavolt.rules.store import CommandLog, Message, Store
 from aquavolt.sdnotify import Notifier as SystemdNotifier
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import (
@@ -63,14 +71,6 @@ from aquavolt.wire import (
     decode,
     encode,
 )
-from rules.api import Condition, CustomerSink
-from rules.core import Core, Output
-from rules.daily import DailySchedule
-from rules.dedup import SeenSeqs
-from rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
-from rules.history import load_history
-from rules.notify import Notifier
-from rules.store import CommandLog, Message, Store
 
 log = logging.getLogger("aquavolt.rules")
 DAILY_RETRY_S = 5.0

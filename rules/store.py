@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
+from aquavolt.rules.alarms import Alarm
 from aquavolt.wire import AlarmEvent, Command, CommandReply, encode
-from rules.alarms import Alarm
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarms (alarm_id TEXT PRIMARY KEY, data BLOB NOT NULL);

@@ -17,7 +17,7 @@ incident, shown as the outage.
 from __future__ import annotations
 
 from aquavolt.config import LoadedField
-from rules.comm import groups as comm_groups
+from aquavolt.rules.comm import groups as comm_groups
 
 SUPPRESSIBLE_ORDER = ("comm_fail", "stale", "bad_quality")
 SUPPRESSIBLE = frozenset(SUPPRESSIBLE_ORDER)

@@ -30,8 +30,8 @@ from aquavolt.config import LoadedField, load_field
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.schema import ROLLUPS, TELEMETRY, continuous_queries, escape_tag
 from aquavolt.settings import InfluxSettings
-from simulators.demand import REFERENCE, UNDER_REGISTRATION
-from simulators.model import FieldModel
+from aquavolt.simulators.demand import REFERENCE, UNDER_REGISTRATION
+from aquavolt.simulators.model import FieldModel
 
 BATCH = 20000
 WRITERS = 3

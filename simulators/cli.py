@@ -11,7 +11,7 @@ from typing import Any
 def _run(args: argparse.Namespace) -> int:
     from aquavolt.config import load_field
     from aquavolt.scenario import load_scenario
-    from simulators.runner import Runner, RunOptions
+    from aquavolt.simulators.runner import Runner, RunOptions
 
     scenario = None
     if not args.field and not args.scenario:
@@ -34,13 +34,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from simulators.backfill import backfill_cli
+    from aquavolt.simulators.backfill import backfill_cli
 
     return backfill_cli(args)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from simulators.generate import generate_cli
+    from aquavolt.simulators.generate import generate_cli
 
     return generate_cli(args)
 

@@ -29,8 +29,8 @@ from aquavolt.faults import FaultError, FaultSpec
 from aquavolt.mqtt import make_client
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import MqttSettings
+from aquavolt.simulators.sim import Simulation
 from aquavolt.wire import Topics
-from simulators.sim import Simulation
 
 log = logging.getLogger("aquavolt.sim.control")
 _SPECS = TypeAdapter(FaultSpec | list[FaultSpec])

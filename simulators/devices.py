@@ -16,9 +16,9 @@ from typing import Any
 
 from aquavolt.codec import Value
 from aquavolt.faults import SENSOR_KINDS, FaultKind
-from simulators.demand import REFERENCE
-from simulators.faults import Fault
-from simulators.model import G_BAR_PER_M, PF, TAN_PHI, FieldModel, Snapshot
+from aquavolt.simulators.demand import REFERENCE
+from aquavolt.simulators.faults import Fault
+from aquavolt.simulators.model import G_BAR_PER_M, PF, TAN_PHI, FieldModel, Snapshot
 
 DN150_AREA_M2 = math.pi * 0.075**2
 LAST_GASP_DECLARATION_S = 30.0  # zero voltage before the meter declares the outage (domain.md)

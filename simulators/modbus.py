@@ -30,7 +30,7 @@ from pymodbus.server import ModbusTcpServer
 
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus
 from aquavolt.profiles import RegisterType
-from simulators.sim import Simulation
+from aquavolt.simulators.sim import Simulation
 
 log = logging.getLogger("aquavolt.sim.modbus")
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from aquavolt.config import LoadedField
 from aquavolt.faults import FaultKind
-from simulators.demand import REFERENCE, Array, Demand, Totals, utc_offset_s
-from simulators.faults import Fault, FaultBook
+from aquavolt.simulators.demand import REFERENCE, Array, Demand, Totals, utc_offset_s
+from aquavolt.simulators.faults import Fault, FaultBook
 
 G_BAR_PER_M = 1 / 10.197
 BACKGROUND_L_PER_KM_H = 40.0  # background losses per km of main (domain.md)

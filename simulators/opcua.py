@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aquavolt.field import OpcuaBus
 from aquavolt.profiles import OpcuaProfile
-from simulators.sim import Simulation
+from aquavolt.simulators.sim import Simulation
 
 log = logging.getLogger("aquavolt.sim.opcua")
 

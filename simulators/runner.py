@@ -23,10 +23,10 @@ from aquavolt.config import LoadedField
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus, OpcuaBus
 from aquavolt.scenario import LoadedScenario
 from aquavolt.settings import MQTT_ENV, MqttSettings
-from simulators.control import MqttFaults, start_http
-from simulators.modbus import RtuLine, start_tcp, units_of
-from simulators.opcua import OpcuaBusServer
-from simulators.sim import Simulation
+from aquavolt.simulators.control import MqttFaults, start_http
+from aquavolt.simulators.modbus import RtuLine, start_tcp, units_of
+from aquavolt.simulators.opcua import OpcuaBusServer
+from aquavolt.simulators.sim import Simulation
 
 log = logging.getLogger("aquavolt.sim")
 

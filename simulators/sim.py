@@ -14,9 +14,9 @@ from aquavolt.codec import DataType, Value, decode_raw, encode_raw, remove_scale
 from aquavolt.config import LoadedField
 from aquavolt.faults import FaultSpec
 from aquavolt.profiles import ModbusPoint, ModbusProfile, RegisterType
-from simulators.devices import Devices
-from simulators.faults import FaultBook
-from simulators.model import FieldModel
+from aquavolt.simulators.devices import Devices
+from aquavolt.simulators.faults import FaultBook
+from aquavolt.simulators.model import FieldModel
 
 _INT_RANGE = {
     DataType.INT16: (-(2**15), 2**15 - 1), DataType.UINT16: (0, 2**16 - 1),

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from aquavolt.harness.servers import InfluxDB, Mosquitto
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
-from harness.servers import InfluxDB, Mosquitto
 
 SECURE_USERS = {"edge-gw1": "gw1-secret", "collector": "collector-secret", "admin": "admin-secret"}
 SECURE_ACL = """\

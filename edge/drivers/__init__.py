@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aquavolt.edge.drivers.base import Breaker, Driver, PointResult
+from aquavolt.edge.drivers.modbus_rtu import ModbusRtuDriver
+from aquavolt.edge.drivers.modbus_tcp import ModbusTcpDriver
+from aquavolt.edge.drivers.opcua import LinkState, OpcuaDriver
 from aquavolt.field import Device, Gateway, ModbusRtuBus, ModbusTcpBus, OpcuaBus
 from aquavolt.profiles import ModbusProfile, OpcuaProfile
-from edge.drivers.base import Breaker, Driver, PointResult
-from edge.drivers.modbus_rtu import ModbusRtuDriver
-from edge.drivers.modbus_tcp import ModbusTcpDriver
-from edge.drivers.opcua import LinkState, OpcuaDriver
 
 __all__ = ["DRIVERS", "Breaker", "Driver", "LinkState", "PointResult", "make_driver"]
 

@@ -8,11 +8,11 @@ from typing import Any
 from pymodbus.exceptions import ModbusException
 
 from aquavolt.codec import Value, encode_raw, remove_scale
+from aquavolt.edge.drivers.base import PointResult
+from aquavolt.edge.planner import DEFAULT_MAX_GAP, Plan, Request, decode_request
 from aquavolt.errors import DeviceError, DeviceException, DeviceTimeout
 from aquavolt.field import Device
 from aquavolt.profiles import ModbusPoint, ModbusProfile, PointBase, RegisterType
-from edge.drivers.base import PointResult
-from edge.planner import DEFAULT_MAX_GAP, Plan, Request, decode_request
 
 ILLEGAL_ADDRESS = 2
 GATEWAY_CODES = {10: "gateway path unavailable", 11: "gateway target device failed to respond"}

@@ -13,10 +13,10 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient
 
+from aquavolt.edge.drivers.modbus_common import ModbusDriverBase
+from aquavolt.edge.planner import DEFAULT_MAX_GAP
 from aquavolt.field import Device, ModbusRtuBus
 from aquavolt.profiles import ModbusProfile
-from edge.drivers.modbus_common import ModbusDriverBase
-from edge.planner import DEFAULT_MAX_GAP
 
 
 def inter_frame_delay_s(bus: ModbusRtuBus) -> float:

@@ -12,10 +12,10 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 
+from aquavolt.edge.drivers.modbus_common import ModbusDriverBase
+from aquavolt.edge.planner import DEFAULT_MAX_GAP
 from aquavolt.field import Device, ModbusTcpBus
 from aquavolt.profiles import ModbusProfile
-from edge.drivers.modbus_common import ModbusDriverBase
-from edge.planner import DEFAULT_MAX_GAP
 
 
 class ModbusTcpDriver(ModbusDriverBase):

@@ -34,12 +34,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from aquavolt.codec import Value
+from aquavolt.edge.drivers.base import PointResult
+from aquavolt.edge.drivers.opcua_trust import TrustList, UntrustedServer, refusal
 from aquavolt.errors import DeviceError, DeviceTimeout
 from aquavolt.field import Device, OpcuaBus, SecurityMode, SecurityPolicy
 from aquavolt.logs import OnceLogger
 from aquavolt.profiles import OpcuaPoint, OpcuaProfile, PointBase
-from edge.drivers.base import PointResult
-from edge.drivers.opcua_trust import TrustList, UntrustedServer, refusal
 
 log = logging.getLogger("aquavolt.edge.opcua")
 

@@ -24,10 +24,10 @@ from urllib.parse import quote, urlencode
 import orjson
 from aiohttp import web
 
-from rules import http as api
-from rules.alarms import AlarmError
-from rules.console.i18n import LANG, LANGUAGES, RTL, choose, js_words, tr
-from rules.perf import performance
+from aquavolt.rules import http as api
+from aquavolt.rules.alarms import AlarmError
+from aquavolt.rules.console.i18n import LANG, LANGUAGES, RTL, choose, js_words, tr
+from aquavolt.rules.perf import performance
 
 PREFIX = "/console"
 STATIC = Path(__file__).parent / "static"

@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from aquavolt.config import LoadedField
-from rules.detectors.balance import WaterBalanceRule
-from rules.detectors.burst import BurstRule
-from rules.detectors.common import STATUS_POINT, MetricsRule
-from rules.detectors.continuous import ContinuousFlowRule
-from rules.detectors.nightflow import NightFlowRule
-from rules.detectors.outage import OutageRule
-from rules.detectors.quality import PowerQualityRule
+from aquavolt.rules.detectors.balance import WaterBalanceRule
+from aquavolt.rules.detectors.burst import BurstRule
+from aquavolt.rules.detectors.common import STATUS_POINT, MetricsRule
+from aquavolt.rules.detectors.continuous import ContinuousFlowRule
+from aquavolt.rules.detectors.nightflow import NightFlowRule
+from aquavolt.rules.detectors.outage import OutageRule
+from aquavolt.rules.detectors.quality import PowerQualityRule
 
 __all__ = ["STATUS_POINT", "MetricsRule", "build_detectors", "drain_lines"]
 

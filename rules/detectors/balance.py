@@ -19,9 +19,9 @@ from datetime import date, timedelta
 
 from aquavolt.config import LoadedField
 from aquavolt.field import Zone
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.common import LocalTime, number
 from aquavolt.schema import WATER_BALANCE, line
-from rules.api import Condition, Sample
-from rules.detectors.common import LocalTime, number
 
 GRACE_MS = 3_600_000
 MAX_GAP_MIDNIGHTS = 7

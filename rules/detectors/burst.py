@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.field import Zone
 from aquavolt.rulecfg import BurstConfig
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.common import DAY_MS, LocalTime, number
 from aquavolt.wire import Quality
-from rules.api import Condition, Sample
-from rules.detectors.common import DAY_MS, LocalTime, number
 
 BAR_TO_M = 10.197
 

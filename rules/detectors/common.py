@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from aquavolt.rules.api import Sample
 from aquavolt.wire import Quality
-from rules.api import Sample
 
 STATUS_POINT = "_status"
 """Device status fed as a sample: ``Sample(gw, device, "_status", "comm_fail"|"online"|"offline", ts)``."""

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from aquavolt.config import LoadedField
 from aquavolt.field import Customer
 from aquavolt.rulecfg import ContinuousFlowConfig, Priority
-from rules.api import Condition, Sample
-from rules.detectors.common import HOUR_MS, LocalTime, number
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.common import HOUR_MS, LocalTime, number
 
 POINT = "volume_m3"
 

@@ -45,9 +45,9 @@ from datetime import date, timedelta
 from aquavolt.config import LoadedField
 from aquavolt.field import CustomerType, Zone
 from aquavolt.rulecfg import NightFlowConfig
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.common import LocalTime, number, percentile
 from aquavolt.schema import NIGHT_FLOW, line
-from rules.api import Condition, Sample
-from rules.detectors.common import LocalTime, number, percentile
 
 BUCKET_MS = 900_000
 

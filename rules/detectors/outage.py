@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import OutageConfig
+from aquavolt.rules import daily
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 from aquavolt.schema import OUTAGE, RELIABILITY, line
-from rules import daily
-from rules.api import Condition, Sample
-from rules.detectors.common import STATUS_POINT, feeder_phase_nominal_v, flag, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 

@@ -31,8 +31,8 @@ from aquavolt.config import LoadedField
 from aquavolt.field import Customer
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.rulecfg import OverConsumptionConfig, Priority
+from aquavolt.rules.api import Condition
 from aquavolt.schema import ROLLUPS
-from rules.api import Condition
 
 Daily = dict[date, float | None]  # litres per day; None: estimated or unknown
 

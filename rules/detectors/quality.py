@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 from aquavolt.config import LoadedField
 from aquavolt.rulecfg import Priority, VoltageQualityConfig
-from rules.api import Condition, Sample
-from rules.detectors.common import feeder_phase_nominal_v, number
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.common import feeder_phase_nominal_v, number
 
 PHASES = ("voltage_l1_v", "voltage_l2_v", "voltage_l3_v")
 DAY_MS = 86_400_000

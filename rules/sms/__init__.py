@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from aquavolt.config import LoadedField
-from rules.sms.provider import DryRunProvider, HttpSmsProvider, SmsError, SmsProvider
-from rules.sms.sink import SmsSink
+from aquavolt.rules.sms.provider import DryRunProvider, HttpSmsProvider, SmsError, SmsProvider
+from aquavolt.rules.sms.sink import SmsSink
 
 __all__ = ["DryRunProvider", "HttpSmsProvider", "SmsError", "SmsProvider", "SmsSink", "build_customer_sink"]
 

@@ -34,11 +34,11 @@ from aquavolt.clock import Clock, RealClock
 from aquavolt.config import LoadedField
 from aquavolt.logs import OnceLogger
 from aquavolt.rulecfg import SmsConfig
+from aquavolt.rules.api import Condition
+from aquavolt.rules.sms.provider import SmsError, SmsProvider
+from aquavolt.rules.sms.queue import Row, SmsQueue
+from aquavolt.rules.sms.templates import BASIS, render
 from aquavolt.wire import CustomerAlert, Topics, encode
-from rules.api import Condition
-from rules.sms.provider import SmsError, SmsProvider
-from rules.sms.queue import Row, SmsQueue
-from rules.sms.templates import BASIS, render
 
 log = logging.getLogger("aquavolt.rules.sms")
 Publish = Callable[..., None]

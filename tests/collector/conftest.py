@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.mqtt import make_client
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Batch, Reading, Topics, encode
-from harness.servers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

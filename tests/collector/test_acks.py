@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from aquavolt.collector.acks import Acks, seq_of
 from aquavolt.wire import ResendResult, Topics, encode
-from collector.acks import Acks, seq_of
 
 T = Topics("p/v1")
 

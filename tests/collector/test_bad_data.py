@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.influx import Influx
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import MAX_PAYLOAD_BYTES, Batch, DeadLetter, Reading, Topics, decode, encode
-from harness.servers import Mosquitto
 
 OLD_WEEK_MS = 1_600_000_000_000  # 2020-09-13: another shard than T0_MS
 

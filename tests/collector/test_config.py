@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from aquavolt.collector.cli import build_config, register
 from aquavolt.errors import ConfigError
-from collector.cli import build_config, register
 
 SAMPLE = Path(__file__).resolve().parents[2] / "collector" / "collector.sample.yaml"
 

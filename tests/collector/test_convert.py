@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aquavolt.collector.convert import Kind, Router, telemetry_fast, telemetry_lines
 from aquavolt.errors import WireError
 from aquavolt.wire import Batch, Quality, Reading, Topics, encode
-from collector.convert import Kind, Router, telemetry_fast, telemetry_lines
 
 TOPICS = Topics("aquavolt/v1")
 ROUTER = Router(TOPICS, now_ms=lambda: 2**53)  # no timestamp of the contract is ahead of it

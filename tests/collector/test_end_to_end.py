@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import (
@@ -27,7 +28,6 @@ from aquavolt.wire import (
     Topics,
     encode,
 )
-from harness.servers import Mosquitto
 
 
 def test_readings_in_equal_points_out(mosquitto: Mosquitto, influx_settings: InfluxSettings,

@@ -28,9 +28,9 @@ import yaml
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import Batch, Reading, Topics, encode
-from harness.servers import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GW = "gw-ack"

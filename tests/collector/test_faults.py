@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aquavolt.harness.servers import InfluxDB, Mosquitto
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import Topics
-from harness.servers import InfluxDB, Mosquitto
 
 
 def _stream(publisher: Any, items: list[tuple[str, bytes]], per_s: float) -> threading.Thread:

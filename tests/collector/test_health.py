@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from aquavolt.harness.servers import InfluxDB, Mosquitto
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import Topics
-from harness.servers import InfluxDB, Mosquitto
 
 
 def _health(port: int) -> tuple[int, dict[str, Any]]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 
 from aquavolt.clock import parse_instant
+from aquavolt.collector.rollups import EventTimeRollups
+from aquavolt.collector.writer import InfluxWriter
 from aquavolt.influx import Influx
 from aquavolt.schema import continuous_queries
-from collector.rollups import EventTimeRollups
-from collector.writer import InfluxWriter
 
 
 async def _run_due(writer: InfluxWriter, rollups: EventTimeRollups, written_ms: int, first_ms: int) -> int:

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
+from aquavolt.collector.writer import InfluxWriter, retry_after_s
+from aquavolt.harness.servers import free_port
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
-from collector.writer import InfluxWriter, retry_after_s
-from harness.servers import free_port
 
 OLD_MS = 1_600_000_000_000
 

@@ -14,10 +14,10 @@ import pytest
 
 from aquavolt import schema
 from aquavolt.config import LoadedField, load_field
+from aquavolt.dashboards.assets import location_lines
+from aquavolt.dashboards.build import build_all
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
-from dashboards.assets import location_lines
-from dashboards.build import build_all
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-town.yaml"

@@ -23,9 +23,9 @@ import yaml
 
 from aquavolt.cli import build_parser
 from aquavolt.config import load_field
+from aquavolt.dashboards.build import build_all
+from aquavolt.dashboards.compose import compose_data
 from aquavolt.security import acl_entries, acl_text, check_deployment, init_secrets, mosquitto_conf
-from dashboards.build import build_all
-from dashboards.compose import compose_data
 
 from .conftest import DEMO, ROOT
 

@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 from aquavolt.cli import main
-from dashboards.grafana import DATASOURCE_UID
-from harness.servers import free_port
+from aquavolt.dashboards.grafana import DATASOURCE_UID
+from aquavolt.harness.servers import free_port
 
 from .conftest import DEMO
 

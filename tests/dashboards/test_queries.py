@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aquavolt.dashboards.macros import TimeRange, dashboard_queries, variable_values
 from aquavolt.influx import Influx
-from dashboards.macros import TimeRange, dashboard_queries, variable_values
 
 
 def _has_values(series: list[dict[str, Any]]) -> bool:

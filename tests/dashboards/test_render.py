@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import struct
 
+from aquavolt.dashboards.render import render_dashboard
 from aquavolt.influx import Influx
-from dashboards.render import render_dashboard
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 
 from aquavolt.config import load_field
-from dashboards.assets import field_assets
-from dashboards.build import build_all, write_all
-from dashboards.grafana import DATASOURCE_UID
-from dashboards.macros import dashboard_queries
+from aquavolt.dashboards.assets import field_assets
+from aquavolt.dashboards.build import build_all, write_all
+from aquavolt.dashboards.grafana import DATASOURCE_UID
+from aquavolt.dashboards.macros import dashboard_queries
 
 from .conftest import DEMO
 

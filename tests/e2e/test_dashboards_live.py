@@ -23,11 +23,11 @@ import pytest
 
 from aquavolt.clock import parse_instant
 from aquavolt.config import load_field
+from aquavolt.dashboards.build import build_all
+from aquavolt.dashboards.macros import TimeRange, dashboard_queries, variable_values
+from aquavolt.harness.servers import InfluxDB
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
-from dashboards.build import build_all
-from dashboards.macros import TimeRange, dashboard_queries, variable_values
-from harness.servers import InfluxDB
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELD = ROOT / "examples" / "demo-town.yaml"

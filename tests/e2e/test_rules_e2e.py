@@ -28,12 +28,12 @@ from typing import Any
 import yaml
 
 from aquavolt.clock import SimClock, parse_instant
+from aquavolt.harness.servers import Mosquitto
+from aquavolt.harness.stack import Stack, StackOptions
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.mqtt import Recorder
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import AlarmEvent, Topics, decode
-from harness.servers import Mosquitto
-from harness.stack import Stack, StackOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-pumping"

@@ -28,8 +28,8 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from aquavolt.codec import Value, apply_scale, decode_raw, encode_raw
 from aquavolt.config import load_profiles
+from aquavolt.harness.servers import free_port
 from aquavolt.profiles import PROFILES_DIR, ModbusPoint, ModbusProfile, OpcuaPoint, OpcuaProfile, RegisterType
-from harness.servers import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 

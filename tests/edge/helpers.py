@@ -14,12 +14,12 @@ import yaml
 from conftest import PROFILES
 
 from aquavolt.clock import RealClock
+from aquavolt.edge.agent import Agent
+from aquavolt.edge.config import EdgeSettings, GatewayConfig
 from aquavolt.field import Gateway
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.mqtt import Message, Recorder
 from aquavolt.wire import Batch, Topics, decode_batch
-from edge.agent import Agent
-from edge.config import EdgeSettings, GatewayConfig
-from harness.servers import Mosquitto
 
 FAST = EdgeSettings(health_interval_s=0.5, stagger_s=0.05, breaker_base_s=0.2, breaker_max_s=1.0,
                     max_silence_s=3600)

@@ -17,11 +17,11 @@ from typing import Any
 from conftest import MODBUS_PROFILES, ModbusTcpPeer, Unit
 from helpers import FAST, gateway, json_of, make_agent, messages, run_until
 
+from aquavolt.edge.agent import Agent
 from aquavolt.mqtt import Recorder
 from aquavolt.profiles import RegisterType
 from aquavolt.signing import generate_key, public_key_text, sign
 from aquavolt.wire import Command, Topics, encode
-from edge.agent import Agent
 
 PUMP = MODBUS_PROFILES["av_pump1"]
 KEY = generate_key()

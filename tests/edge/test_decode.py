@@ -18,9 +18,9 @@ from conftest import (
 from helpers import gateway, latest_values, make_agent, recorder, run_until
 from opcua_peer import OpcuaPeer
 
+from aquavolt.edge.planner import bit_flags
+from aquavolt.harness.servers import free_port
 from aquavolt.profiles import ModbusProfile
-from edge.planner import bit_flags
-from harness.servers import free_port
 
 
 def _expected_modbus(profile: ModbusProfile, salt: int) -> dict[str, object]:

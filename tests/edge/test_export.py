@@ -12,8 +12,8 @@ import yaml
 
 from aquavolt.cli import main
 from aquavolt.config import load_field
+from aquavolt.edge.config import load_gateway
 from aquavolt.security import init_secrets
-from edge.config import load_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-town.yaml"

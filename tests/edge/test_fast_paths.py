@@ -10,10 +10,10 @@ import random
 from conftest import MODBUS_PROFILES
 
 from aquavolt.codec import ByteOrder, DataType
+from aquavolt.edge.planner import Plan, compile_request, decode_request
+from aquavolt.edge.report import Deadband, filter_readings
 from aquavolt.profiles import ModbusPoint, ModbusProfile
 from aquavolt.wire import Quality
-from edge.planner import Plan, compile_request, decode_request
-from edge.report import Deadband, filter_readings
 
 
 def _same(a: object, b: object) -> bool:

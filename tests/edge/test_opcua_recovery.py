@@ -12,12 +12,12 @@ from conftest import OPCUA_PROFILES
 from helpers import gateway, latest_values, make_agent, recorder, run_until
 from opcua_peer import OpcuaPeer
 
+from aquavolt.edge.agent import Agent
+from aquavolt.edge.config import EdgeSettings
+from aquavolt.edge.drivers import LinkState
+from aquavolt.edge.drivers.opcua import OpcuaDriver
+from aquavolt.harness.servers import free_port
 from aquavolt.mqtt import Recorder
-from edge.agent import Agent
-from edge.config import EdgeSettings
-from edge.drivers import LinkState
-from edge.drivers.opcua import OpcuaDriver
-from harness.servers import free_port
 
 # A device breaker that, once open, stays open far longer than the 10 s allowed (15 to 30 s
 # after the first failure), and the long breaker cap that main also used as the link's

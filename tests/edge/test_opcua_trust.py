@@ -18,12 +18,12 @@ from conftest import OPCUA_PROFILES
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from opcua_peer import OpcuaPeer, Users
 
+from aquavolt.edge.drivers import LinkState
+from aquavolt.edge.drivers.opcua import OpcuaDriver
+from aquavolt.edge.drivers.opcua_trust import certificate_der, fingerprint
 from aquavolt.errors import DeviceError
 from aquavolt.field import Device, OpcuaBus
-from edge.drivers import LinkState
-from edge.drivers.opcua import OpcuaDriver
-from edge.drivers.opcua_trust import certificate_der, fingerprint
-from harness.servers import free_port
+from aquavolt.harness.servers import free_port
 
 PROF = OPCUA_PROFILES["av_rtu_transformer"]
 DEVICE = Device(id="tr1", profile="av_rtu_transformer", bus="rtu", node_prefix="SS1.TR1")

@@ -17,8 +17,8 @@ import pytest
 from conftest import MODBUS_PROFILES, ModbusTcpPeer, Unit
 from helpers import batches, durable, gateway, seq_report, write_gateway_file
 
+from aquavolt.edge.config import load_gateway, load_settings
 from aquavolt.errors import ConfigError
-from edge.config import load_gateway, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVEL = MODBUS_PROFILES["av_level1"]

@@ -12,11 +12,11 @@ import orjson
 from helpers import json_of, messages, recorder
 
 from aquavolt.clock import RealClock
+from aquavolt.edge.link import Link
+from aquavolt.edge.store import Store
 from aquavolt.mqtt import make_client
 from aquavolt.profiles import PointClass
 from aquavolt.wire import ResendRequest, StoredMark, Topics, decode_batch, encode
-from edge.link import Link
-from edge.store import Store
 
 
 async def _until(cond: object, timeout_s: float = 10.0) -> bool:

@@ -22,11 +22,11 @@ from helpers import (
 )
 from opcua_peer import OpcuaPeer
 
+from aquavolt.edge.agent import Agent
+from aquavolt.edge.drivers import LinkState
+from aquavolt.harness.servers import free_port
 from aquavolt.mqtt import Recorder
 from aquavolt.wire import DeviceStatus, decode
-from edge.agent import Agent
-from edge.drivers import LinkState
-from harness.servers import free_port
 
 LEVEL = MODBUS_PROFILES["av_level1"]
 

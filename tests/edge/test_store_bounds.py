@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aquavolt.edge.store import Store
 from aquavolt.profiles import PointClass
-from edge.store import Store
 
 PAYLOAD = b"x" * 100  # every message 100 bytes
 

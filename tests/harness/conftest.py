@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.relocate import relocate_file
+from aquavolt.harness.relocate import relocate_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-town.yaml"

@@ -10,7 +10,7 @@ from pathlib import Path
 SCRIPT = """
 import sys, time
 from pathlib import Path
-from harness.servers import Mosquitto
+from aquavolt.harness.servers import Mosquitto
 m = Mosquitto(Path(sys.argv[1]))
 m.start()
 print(m.pid, flush=True)

@@ -13,10 +13,10 @@ import yaml
 
 from aquavolt.clock import parse_instant
 from aquavolt.errors import ConfigError
+from aquavolt.harness import eemua
+from aquavolt.harness.judge import judge
 from aquavolt.scenario import LoadedScenario, Scenario, load_scenario
 from aquavolt.wire import AlarmEvent
-from harness import eemua
-from harness.judge import judge
 
 START = "2026-06-01T00:00:00Z"
 T0 = int(parse_instant(START) * 1000)
@@ -167,7 +167,7 @@ def test_window_boundaries_are_fixed_from_the_start():
 
 
 def test_same_constants_as_the_alarm_manager():
-    from rules import alarms
+    from aquavolt.rules import alarms
 
     assert (eemua.CHATTER_COUNT, eemua.CHATTER_WINDOW_MS) == (alarms.CHATTER_COUNT, alarms.CHATTER_WINDOW_MS)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from aquavolt.harness import liveview
+from aquavolt.harness.liveview import LiveView
 from aquavolt.settings import MqttSettings
-from harness import liveview
-from harness.liveview import LiveView
 
 
 @pytest.mark.parametrize("every_s", [1.0, 30.0])

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.x509 import verification as v
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from harness.pki import make_ca, make_cert
-from harness.servers import Mosquitto
+from aquavolt.harness.pki import make_ca, make_cert
+from aquavolt.harness.servers import Mosquitto
 
 
 def _strict_context(cafile: Path) -> ssl.SSLContext:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from aquavolt.config import load_field
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus, OpcuaBus
-from harness.relocate import relocate_file
+from aquavolt.harness.relocate import relocate_file
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo-town.yaml"
 
@@ -25,7 +25,7 @@ def test_relocated_demo_is_valid_and_moved(tmp_path: Path) -> None:
 
 def test_free_ports_handed_out_are_never_repeated() -> None:
     """Two buses of one relocated field must never share a port (a replay once failed so)."""
-    from harness.servers import free_port
+    from aquavolt.harness.servers import free_port
 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
+from aquavolt.harness.servers import InfluxDB, Mosquitto
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.schema import TELEMETRY, continuous_queries, line
 from aquavolt.settings import InfluxSettings, MqttSettings
-from harness.servers import InfluxDB, Mosquitto
 
 
 def _publish(settings: MqttSettings, topic: str, payloads: list[bytes]) -> list[int]:

@@ -118,7 +118,7 @@ def test_missing_extra_is_one_line(capsys, monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def test_unreachable_device_is_one_line(capsys) -> None:
-    from harness.servers import free_port
+    from aquavolt.harness.servers import free_port
 
     port = free_port()  # nothing listens there
     code, _, err = _run(capsys, "edge", "probe", "--port", str(port), "--timeout-s", "0.5")

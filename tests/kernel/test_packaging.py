@@ -42,7 +42,9 @@ def _declared(extra: str | None) -> set[str]:
 def _imports(package: str) -> set[str]:
     """Third-party top-level modules imported anywhere in ``package``."""
     found = set()
-    for path in (ROOT / package).rglob("*.py"):
+    folder = ROOT / "aquavolt" / "harness" if package == "harness" else ROOT / package
+    paths = [p for p in folder.rglob("*.py") if package != "aquavolt" or "harness" not in p.parts]
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -88,3 +90,22 @@ def test_constraints_pin_every_declared_requirement() -> None:
         m = re.match(r"([^=<>!~ ]+)==(\S+)", req)
         if m:  # an exact requirement and its pin agree
             assert pins[_name(m.group(1))] == m.group(2), req
+
+
+def test_every_folder_is_packaged_under_the_namespace() -> None:
+    """Each folder of sources or package data is listed in tool.setuptools.packages, mapped
+    under ``aquavolt``: a folder forgotten there would be missing from the wheel."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    dirs = {"aquavolt": "aquavolt", **{f"aquavolt.{c}": c for c in aquavolt.COMPONENTS}}
+    assert tool["package-dir"] == dirs
+    data = {"__init__.py", *(f"x.{e[2:]}" for e in tool["package-data"]["*"])}
+    found = set()
+    for name, folder in dirs.items():
+        for d in [ROOT / folder, *(p for p in (ROOT / folder).rglob("*") if p.is_dir())]:
+            if "__pycache__" in d.parts:
+                continue
+            if any(f.name == "__init__.py" or f"x{f.suffix}" in data for f in d.iterdir() if f.is_file()):
+                rel = d.relative_to(ROOT / folder).parts
+                found.add(".".join((name, *rel)))
+    assert found == listed, (sorted(found - listed), sorted(listed - found))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from aquavolt.harness.servers import free_port
 from aquavolt.settings import InfluxSettings, MqttSettings, redact
-from harness.servers import free_port
 
 ROOT = Path(__file__).parents[2]
 SECRET = "Top-Secret-42"

@@ -24,10 +24,10 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from aquavolt.config import load_field
+from aquavolt.harness.servers import ManagedServer, _port_open, free_port
 from aquavolt.mqtt import make_client
 from aquavolt.security import Secrets, acl_entries, hash_password, init_secrets, mosquitto_conf
 from aquavolt.settings import MqttSettings
-from harness.servers import ManagedServer, _port_open, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-town.yaml"
@@ -325,10 +325,10 @@ def test_security_init_does_not_replace_existing_secrets(tmp_path: Path) -> None
 def test_generated_operator_token_and_command_key_work_together(stack: Stack) -> None:
     """The engine holds only the token's digest and its signing key; every gateway trusts
     that key: a command signed with it verifies with the gateway's generated settings."""
+    from aquavolt.edge.config import load_settings
+    from aquavolt.rules.http import load_tokens
     from aquavolt.signing import load_private_key, public_key_from_text, sign, verify
     from aquavolt.wire import Command
-    from edge.config import load_settings
-    from rules.http import load_tokens
 
     folder = stack.made.folder
     token = (folder / "operator.token").read_text().strip()

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,12 @@ def test_edge_extra_from_the_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, env=env, cwd=tmp_path, timeout=120)
     [wheel] = (tmp_path / "dist").glob("aquavolt-*.whl")
+    with zipfile.ZipFile(wheel) as zf:  # one import namespace: nothing beside aquavolt/
+        tops = {n.split("/")[0] for n in zf.namelist() if not n.split("/")[0].endswith(".dist-info")}
+        assert tops == {"aquavolt"}, tops
+        for inside in ("aquavolt/edge/agent.py", "aquavolt/rules/console/static/console.js",
+                       "aquavolt/harness/stack.py", "aquavolt/profiles/av_em1.yaml"):
+            assert inside in zf.namelist(), inside
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"
@@ -55,6 +62,9 @@ def test_edge_extra_from_the_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
         line = run.stderr.strip().splitlines()[-1]
         assert line.startswith(f"aquavolt {argv[0]} {argv[1]}: needs the '{extra}' extra"), run.stderr
     # the package imported is the installed one, not the repository's
-    where = subprocess.run([str(python), "-c", "import aquavolt, edge; print(aquavolt.__file__, edge.__file__)"],
+    where = subprocess.run([str(python), "-c", "import aquavolt, aquavolt.edge as e; print(aquavolt.__file__, e.__file__)"],
                            env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60)
-    assert str(ROOT) not in where.stdout
+    assert str(ROOT) not in where.stdout and "site-packages/aquavolt/edge/" in where.stdout, where.stdout
+    bare = subprocess.run([str(python), "-c", "import edge"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert "No module named 'edge'" in bare.stderr, bare.stderr

@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.mqtt import Recorder
+from aquavolt.rules.cli import register
 from aquavolt.signing import public_key_from_text, verify
 from aquavolt.wire import Command, CommandOutcome, CommandReply, Topics, decode, encode
-from harness.servers import Mosquitto, free_port
-from rules.cli import register
 
 CASES = Path(__file__).parent / "cases"
 
@@ -181,8 +181,8 @@ def test_command_signed_published_and_logged(setup: Any, mosquitto: Mosquitto, t
 
 def test_plaintext_tokens_and_readable_keys_refused(tmp_path: Path) -> None:
     from aquavolt.errors import ConfigError
+    from aquavolt.rules.http import load_tokens
     from aquavolt.signing import generate_key, load_private_key, write_private_key
-    from rules.http import load_tokens
 
     f = tmp_path / "operators.yaml"
     f.write_text("amina: amina-token-0123456789\nomar: {role: admin, sha256: ab}\n")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.pki import make_ca, make_cert
-from harness.servers import Mosquitto, free_port
 
 CASES = Path(__file__).parent / "cases"
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from aquavolt.config import LoadedField, load_field
+from aquavolt.rules.core import Core, Output
 from aquavolt.wire import (
     Batch,
     BufferHealth,
@@ -33,7 +34,6 @@ from aquavolt.wire import (
     Health,
     Reading,
 )
-from rules.core import Core, Output
 
 FIELD = Path(__file__).resolve().parents[2] / "examples" / "small-town.yaml"
 T0 = int(datetime(2026, 4, 6, 8, 0, tzinfo=UTC).timestamp() * 1000)

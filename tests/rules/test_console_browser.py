@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.signing import generate_key, write_private_key
 from aquavolt.wire import (
@@ -41,7 +42,6 @@ from aquavolt.wire import (
     decode,
     encode,
 )
-from harness.servers import Mosquitto, free_port
 
 CASES = Path(__file__).parent / "cases"
 FIELD_RULES = """

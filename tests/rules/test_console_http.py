@@ -20,10 +20,10 @@ from aiohttp import web
 from aquavolt.clock import ManualClock
 from aquavolt.config import load_field
 from aquavolt.pki import make_ca, make_cert
+from aquavolt.rules import console
+from aquavolt.rules.http import Operator, Operators, Role, build_app
+from aquavolt.rules.service import Engine
 from aquavolt.settings import MqttSettings
-from rules import console
-from rules.http import Operator, Operators, Role, build_app
-from rules.service import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS = {"amina": (Role.OPERATOR, "amina-token-0123456789"), "vera": (Role.VIEWER, "vera-token-0123456789")}
@@ -254,8 +254,8 @@ def test_grafana_link(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_outage_row_shows_customers_duration_and_its_consequences(engine: Engine) -> None:
+    from aquavolt.rules.alarms import Alarm
     from aquavolt.wire import AlarmState
-    from rules.alarms import Alarm
 
     f = engine.loaded.field
     feeder = f.electricity.substations[0].feeders[0]
@@ -291,7 +291,7 @@ def test_outage_row_shows_customers_duration_and_its_consequences(engine: Engine
 
 
 def test_languages() -> None:
-    from rules.console import i18n
+    from aquavolt.rules.console import i18n
 
     assert i18n.choose(None, None, "ar-MA,ar;q=0.9,fr;q=0.8") == "ar"
     assert i18n.choose(None, "fr", "ar") == "fr"  # the operator's choice, kept in a cookie
@@ -307,7 +307,7 @@ def test_languages() -> None:
 
 
 def test_performance_page_shows_the_figures_against_their_targets(tmp_path: Path) -> None:
-    from rules.api import Condition
+    from aquavolt.rules.api import Condition
 
     eng = Engine(load_field(ROOT / "examples/demo-town.yaml"), MqttSettings(), tmp_path, ManualClock(1_780_000_000))
     t0 = 1_780_000_000_000 - 3_600_000

@@ -28,14 +28,14 @@ from typing import Any
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.influx import Influx
+from aquavolt.rules.cli import register
+from aquavolt.rules.sms.queue import SmsQueue
+from aquavolt.rules.store import Store
 from aquavolt.schema import continuous_queries, line
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import AlarmEvent, AlarmState
-from harness.servers import Mosquitto, free_port
-from rules.cli import register
-from rules.sms.queue import SmsQueue
-from rules.store import Store
 
 CASES = Path(__file__).parent / "cases"
 DAY = timedelta(days=1)
@@ -241,7 +241,7 @@ def test_a_customer_sees_their_own_figures_and_nobody_elses_and_bad_values_are_4
 def test_customer_token_file_is_checked(tmp_path: Path) -> None:
     from aquavolt.config import load_field
     from aquavolt.errors import ConfigError
-    from rules.customer import load_customer_tokens
+    from aquavolt.rules.customer import load_customer_tokens
 
     loaded = load_field(_field(tmp_path))
     path = tmp_path / "customers.yaml"

@@ -22,13 +22,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.influx import Influx
 from aquavolt.mqtt import Recorder, make_client
+from aquavolt.rules.daily import DailySchedule
 from aquavolt.schema import continuous_queries, line
 from aquavolt.settings import InfluxSettings
 from aquavolt.wire import AlarmEvent, BufferHealth, CustomerAlert, Health, Topics, decode, encode
-from harness.servers import Mosquitto, free_port
-from rules.daily import DailySchedule
 
 FIELD = """
 version: 1

@@ -1,7 +1,7 @@
 """A batch sent again after a broker restart or a resend request is known by (gateway,
 bd_seq, seq) and not given to the rules twice; what is new always is."""
 
-from rules.dedup import SeenSeqs
+from aquavolt.rules.dedup import SeenSeqs
 
 
 def test_a_batch_sent_again_is_seen_once() -> None:

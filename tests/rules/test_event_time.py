@@ -8,13 +8,13 @@ from typing import Any
 
 from aquavolt.clock import RealClock, SimClock
 from aquavolt.config import LoadedField, load_field
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.core import Core
+from aquavolt.rules.generic import DeviceWatch, build_generic_rules
+from aquavolt.rules.replay import load_case_field
+from aquavolt.rules.service import Engine
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import Batch, GatewayState, GatewayStatus, Reading
-from rules.api import Condition, Sample
-from rules.core import Core
-from rules.generic import DeviceWatch, build_generic_rules
-from rules.replay import load_case_field
-from rules.service import Engine
 
 CASES = Path(__file__).parent / "cases"
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rules.core import Core
-from rules.replay import load_case_field, project, run_case, run_events
+from aquavolt.rules.core import Core
+from aquavolt.rules.replay import load_case_field, project, run_case, run_events
 
 CASES = Path(__file__).parent / "cases"
 NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from aquavolt.influx import Influx
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors import build_detectors
+from aquavolt.rules.history import load_history, prime
 from aquavolt.settings import InfluxSettings
-from rules.api import Condition, Sample
-from rules.detectors import build_detectors
-from rules.history import load_history, prime
 
 sys.path.insert(0, str(Path(__file__).parent / "detectors"))
 import yaml
@@ -73,8 +73,8 @@ def test_a_database_not_created_yet_is_no_history_not_an_error(influxdb, tmp_pat
 
     from aquavolt.clock import ManualClock
     from aquavolt.influx import InfluxError
+    from aquavolt.rules.service import Engine
     from aquavolt.settings import MqttSettings
-    from rules.service import Engine
 
     loaded, _past, live = _case()
     settings = influxdb.settings("never_created")

@@ -10,9 +10,9 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from aquavolt.harness.servers import free_port
+from aquavolt.rules.notify import EmailConfig, Notifier, NotifyConfig, WebhookConfig
 from aquavolt.wire import AlarmEvent
-from harness.servers import free_port
-from rules.notify import EmailConfig, Notifier, NotifyConfig, WebhookConfig
 
 
 class Inbox:

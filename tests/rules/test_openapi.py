@@ -17,10 +17,10 @@ from openapi_spec_validator import validate
 
 from aquavolt.clock import ManualClock
 from aquavolt.config import load_field
+from aquavolt.rules import openapi
+from aquavolt.rules.http import build_app
+from aquavolt.rules.service import Engine
 from aquavolt.settings import MqttSettings
-from rules import openapi
-from rules.http import build_app
-from rules.service import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

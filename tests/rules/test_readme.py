@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from aquavolt.rulecfg import RulesConfig
-from rules.notify import NotifyConfig
+from aquavolt.rules.notify import NotifyConfig
 
 README = Path(__file__).resolve().parents[2] / "rules" / "README.md"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.mqtt import Recorder
 from aquavolt.wire import AlarmEvent, Topics, decode
-from harness.servers import Mosquitto
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_service import CASES, FIELD_RULES, RulesProcess, _batch, _publisher  # the engine-process helpers
@@ -166,9 +166,9 @@ def test_a_rule_that_raises_midway_rolls_the_whole_round_back(tmp_path: Path) ->
     raising rule is a test-only hook: the tank's limit rule wrapped by this test."""
     from aquavolt.clock import ManualClock
     from aquavolt.config import load_field
+    from aquavolt.rules.service import Engine
     from aquavolt.settings import MqttSettings
     from aquavolt.wire import Batch, Reading, encode
-    from rules.service import Engine
 
     field = tmp_path / "field.yaml"
     field.write_text((CASES / "field.yaml").read_text() + RULES)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.mqtt import Recorder
 from aquavolt.wire import (
     AlarmEvent,
@@ -36,7 +37,6 @@ from aquavolt.wire import (
     decode,
     encode,
 )
-from harness.servers import Mosquitto
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_service import CASES, RulesProcess, _publisher  # the engine-process helpers
@@ -225,10 +225,10 @@ def test_health_answers_503_when_processing_makes_no_progress(
 
     from aquavolt.clock import ManualClock
     from aquavolt.config import load_field
+    from aquavolt.harness.servers import free_port
+    from aquavolt.rules.http import serve
+    from aquavolt.rules.service import Engine
     from aquavolt.settings import MqttSettings
-    from harness.servers import free_port
-    from rules.http import serve
-    from rules.service import Engine
 
     settings = MqttSettings.from_env(f"{mosquitto.url()}?prefix={topic_prefix}")
     eng = Engine(load_field(_field(tmp_path)), settings, tmp_path / "state", ManualClock(1_764_000_000))
@@ -268,7 +268,7 @@ def test_a_loop_that_never_returns_still_obeys_a_stop(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[2]
     script = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
-              "from rules.service import Watchdog\n"
+              "from aquavolt.rules.service import Watchdog\n"
               "w = Watchdog(stuck_after_s=0.2, stop_hard_s=0.5)\n"
               "w.start()\n"
               "w.request_stop()\n"
@@ -291,8 +291,8 @@ def test_on_a_simulated_clock_a_message_ahead_waits_for_the_clock_then_is_judged
     (``early_grace_s`` of wall time), and are rejected only if it does not come."""
     from aquavolt.clock import ManualClock
     from aquavolt.config import load_field
+    from aquavolt.rules.service import Engine
     from aquavolt.settings import MqttSettings
-    from rules.service import Engine
 
     settings = MqttSettings.from_env(f"{mosquitto.url()}?prefix={topic_prefix}")
     t0 = 1_764_000_000

@@ -18,9 +18,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from aquavolt.harness.servers import Mosquitto, free_port
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.wire import AlarmEvent, Batch, DeviceStatus, Reading, Topics, decode, encode
-from harness.servers import Mosquitto, free_port
 
 CASES = Path(__file__).parent / "cases"
 TOKENS = {"amina": "amina-token-0123456789", "omar": "omar-token-0123456789"}

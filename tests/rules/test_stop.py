@@ -8,9 +8,9 @@ import threading
 import time
 from pathlib import Path
 
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.mqtt import make_client
 from aquavolt.wire import Batch, Reading, Topics, encode
-from harness.servers import Mosquitto
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_service import RulesProcess  # the engine-process helper of the service tests
@@ -78,8 +78,8 @@ def test_messages_from_paho_s_thread_never_wait_for_a_lost_wake_up(tmp_path) -> 
 
     from aquavolt.clock import ManualClock
     from aquavolt.config import load_field
+    from aquavolt.rules.service import Engine
     from aquavolt.settings import MqttSettings
-    from rules.service import Engine
 
     n = 20_000
     root = Path(__file__).resolve().parents[2]

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aquavolt.config import load_field
+from aquavolt.rules.api import Sample
+from aquavolt.rules.core import Core, field_rules
+from aquavolt.rules.detectors.burst import BurstRule
 from aquavolt.wire import Batch, BufferHealth, Health, Reading
-from rules.api import Sample
-from rules.core import Core, field_rules
-from rules.detectors.burst import BurstRule
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo-town.yaml"
 T0 = 1_764_000_000_000

@@ -11,8 +11,8 @@ import yaml
 from aquavolt.clock import SimClock, parse_instant
 from aquavolt.codec import apply_scale, decode_raw
 from aquavolt.config import LoadedField, load_field
+from aquavolt.harness.relocate import relocate_file
 from aquavolt.profiles import ModbusPoint, ModbusProfile
-from harness.relocate import relocate_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-town.yaml"

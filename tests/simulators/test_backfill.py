@@ -9,8 +9,8 @@ import pytest
 
 from aquavolt.clock import SimClock, parse_instant
 from aquavolt.influx import Influx
-from simulators.backfill import backfill
-from simulators.sim import Simulation
+from aquavolt.simulators.backfill import backfill
+from aquavolt.simulators.sim import Simulation
 
 END = "2026-06-01T00:00:00Z"
 

@@ -14,11 +14,11 @@ import aiohttp
 import yaml
 
 from aquavolt.config import load_field
+from aquavolt.harness.servers import free_port
 from aquavolt.mqtt import make_client
-from harness.servers import free_port
-from simulators.control import MqttFaults, start_http
-from simulators.generate import generate
-from simulators.sim import Simulation
+from aquavolt.simulators.control import MqttFaults, start_http
+from aquavolt.simulators.generate import generate
+from aquavolt.simulators.sim import Simulation
 
 
 def test_generated_field_passes_check(tmp_path):

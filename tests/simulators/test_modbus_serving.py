@@ -12,10 +12,10 @@ from pymodbus.exceptions import ModbusIOException
 from aquavolt.codec import ByteOrder, DataType, decode_raw
 from aquavolt.faults import FaultSpec
 from aquavolt.field import ModbusRtuBus, ModbusTcpBus
+from aquavolt.harness.servers import free_port
 from aquavolt.profiles import ModbusProfile, RegisterType
-from harness.servers import free_port
-from simulators.modbus import RtuLine, start_tcp, units_of
-from simulators.sim import Simulation
+from aquavolt.simulators.modbus import RtuLine, start_tcp, units_of
+from aquavolt.simulators.sim import Simulation
 
 
 async def read_point(h, client, prof: ModbusProfile, p, unit: int):

@@ -14,8 +14,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from aquavolt.faults import FaultSpec
 from aquavolt.profiles import OpcuaProfile
-from simulators.opcua import OpcuaBusServer
-from simulators.sim import Simulation
+from aquavolt.simulators.opcua import OpcuaBusServer
+from aquavolt.simulators.sim import Simulation
 
 
 async def read_all(client: Client, sim: Simulation, bus) -> int:

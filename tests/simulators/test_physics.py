@@ -8,8 +8,8 @@ import pytest
 
 from aquavolt.clock import parse_instant
 from aquavolt.faults import FaultSpec
-from simulators.demand import UNDER_REGISTRATION
-from simulators.sim import Simulation
+from aquavolt.simulators.demand import UNDER_REGISTRATION
+from aquavolt.simulators.sim import Simulation
 
 T0 = parse_instant("2026-06-01T00:00:00Z")
 

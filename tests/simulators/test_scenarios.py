@@ -11,8 +11,8 @@ import pytest
 from aquavolt.clock import SimClock
 from aquavolt.faults import TARGET_OF, FaultKind, parse_when
 from aquavolt.scenario import known_condition, load_scenario
-from simulators.devices import OK
-from simulators.sim import Simulation
+from aquavolt.simulators.devices import OK
+from aquavolt.simulators.sim import Simulation
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "examples" / "scenarios").glob("*.yaml"))
 

@@ -22,9 +22,9 @@ import yaml
 
 from aquavolt.config import LoadedField, load_field
 from aquavolt.rulecfg import RulesConfig
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors import build_detectors, drain_lines
 from aquavolt.wire import Quality
-from rules.api import Condition, Sample
-from rules.detectors import build_detectors, drain_lines
 
 ROOT = Path(__file__).resolve().parents[3]
 CASES = Path(__file__).parent / "cases"

@@ -4,8 +4,8 @@ reading confirms. The same rule raises a real burst (the control case)."""
 from __future__ import annotations
 
 from aquavolt.config import load_field
-from rules.api import Condition, Sample
-from rules.detectors.burst import BurstRule
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.burst import BurstRule
 
 DAY = 86_400_000
 T0 = 1_780_012_800_000 - 1_780_012_800_000 % DAY  # a UTC midnight
@@ -66,7 +66,7 @@ def test_primed_from_hourly_history_then_raises_on_a_confirmed_step() -> None:
     """History (hourly values held over 5-minute slots, as the engine reads it) trains the
     profile but leaves no CUSUM behind; a pressure level reported once (report by
     exception) is the reference for the drop."""
-    from rules.history import prime
+    from aquavolt.rules.history import prime
 
     rule = next(r for r in BurstRule.for_field(load_field("examples/small-town.yaml"))
                 if r.zone.id == "zone-a")

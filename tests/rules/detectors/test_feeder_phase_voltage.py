@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 from aquavolt.config import load_field
-from rules.api import Condition, Sample
-from rules.detectors.quality import PHASES, PowerQualityRule
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.quality import PHASES, PowerQualityRule
 
 T0 = 1_780_000_200_000 - 1_780_000_200_000 % 600_000
 

@@ -5,8 +5,8 @@ voltage-band alarm. The same drop without an interruption (a real sag) is one (c
 from __future__ import annotations
 
 from aquavolt.config import load_field
-from rules.api import Condition, Sample
-from rules.detectors.quality import PHASES, PowerQualityRule
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.quality import PHASES, PowerQualityRule
 
 WIN_MS = 600_000
 T0 = 1_780_000_000_000 - 1_780_000_000_000 % WIN_MS

@@ -16,9 +16,9 @@ from golden import CASES, run_case
 
 
 def test_clamped_nights_are_logged_with_the_zone(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="rules.detectors.nightflow"):
+    with caplog.at_level(logging.WARNING, logger="aquavolt.rules.detectors.nightflow"):
         conds, lines = run_case(CASES / "night_flow_small_leak_night_user")
-    warned = [r.getMessage() for r in caplog.records if r.name == "rules.detectors.nightflow"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "aquavolt.rules.detectors.nightflow"]
     assert len(warned) == 8  # nights 0-7, before the leak
     assert warned[0].startswith("night flow of zone-a on 2026-04-06: the configured legitimate night use "
                                 "(0.718 m3/h) exceeds the measured minimum night flow (0.650 m3/h)")

@@ -8,9 +8,9 @@ rule's business (the core's reorder buffer hands the readings over in event-time
 from __future__ import annotations
 
 from aquavolt.config import load_field
-from rules.api import Condition, Sample
-from rules.detectors.outage import OutageRule
-from rules.detectors.quality import PHASES
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.outage import OutageRule
+from aquavolt.rules.detectors.quality import PHASES
 
 T = 1_780_000_000_000
 BAY, TX_A = "ss1-feeder-1", "tx-1a-meter"

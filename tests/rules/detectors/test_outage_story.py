@@ -7,9 +7,9 @@ tells nothing new: it must not open a second outage."""
 from __future__ import annotations
 
 from aquavolt.config import load_field
-from rules.api import Condition, Sample
-from rules.detectors.outage import OutageRule
-from rules.detectors.quality import PHASES
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.outage import OutageRule
+from aquavolt.rules.detectors.quality import PHASES
 
 T = 1_780_000_000_000
 BAY = "ss1-feeder-1"
@@ -107,8 +107,8 @@ def test_the_story_on_the_wire_is_typed_and_strict() -> None:
     import pytest
 
     from aquavolt.errors import WireError
+    from aquavolt.rules.alarms import AlarmManager
     from aquavolt.wire import AlarmEvent, OutageClass, decode, encode
-    from rules.alarms import AlarmManager
 
     mgr = AlarmManager()
     (raised,) = mgr.apply(_trip(25)[0])

@@ -20,9 +20,7 @@ import yaml
 from aquavolt.config import load_field
 from aquavolt.influx import Influx
 from aquavolt.rulecfg import OverConsumptionConfig
-from aquavolt.schema import continuous_queries, line
-from aquavolt.settings import InfluxSettings
-from rules.detectors.overconsumption import (
+from aquavolt.rules.detectors.overconsumption import (
     Hysteresis,
     OverConsumptionCheck,
     RollupNotReady,
@@ -30,6 +28,8 @@ from rules.detectors.overconsumption import (
     daily_litres,
     hysteresis,
 )
+from aquavolt.schema import continuous_queries, line
+from aquavolt.settings import InfluxSettings
 
 CASES = Path(__file__).parent / "cases"
 DAILY = sorted(p for p in CASES.iterdir() if (p / "daily.csv").exists())

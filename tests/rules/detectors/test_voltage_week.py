@@ -7,8 +7,8 @@ judged once a day, on the last 7 days."""
 from __future__ import annotations
 
 from aquavolt.config import load_field
-from rules.api import Condition, Sample
-from rules.detectors.quality import PHASES, PowerQualityRule
+from aquavolt.rules.api import Condition, Sample
+from aquavolt.rules.detectors.quality import PHASES, PowerQualityRule
 
 DAY_MS = 86_400_000
 WIN_MS = 600_000

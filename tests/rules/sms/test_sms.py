@@ -18,14 +18,14 @@ from aiohttp import web
 
 from aquavolt.clock import RealClock
 from aquavolt.config import load_field
+from aquavolt.harness.servers import Mosquitto
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.rulecfg import SmsConfig
+from aquavolt.rules.api import Condition
+from aquavolt.rules.sms import DryRunProvider, HttpSmsProvider, SmsSink, build_customer_sink
+from aquavolt.rules.sms.queue import SmsQueue
+from aquavolt.rules.sms.templates import TEMPLATES, render
 from aquavolt.wire import CustomerAlert, Topics, decode
-from harness.servers import Mosquitto
-from rules.api import Condition
-from rules.sms import DryRunProvider, HttpSmsProvider, SmsSink, build_customer_sink
-from rules.sms.queue import SmsQueue
-from rules.sms.templates import TEMPLATES, render
 
 ROOT = Path(__file__).resolve().parents[3]
 LOADED = load_field(ROOT / "examples/demo-town.yaml")

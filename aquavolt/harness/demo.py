@@ -23,15 +23,15 @@ import yaml
 
 from aquavolt.clock import SimClock, parse_instant, parse_offset
 from aquavolt.errors import WireError
+from aquavolt.harness.judge import judge
+from aquavolt.harness.liveview import LiveView
+from aquavolt.harness.replay import participants, rules_reached
+from aquavolt.harness.stack import Stack, StackOptions
+from aquavolt.harness.timekeeper import TimeKeeper
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.mqtt import Recorder
 from aquavolt.scenario import load_scenario
 from aquavolt.wire import AlarmEvent, Topics, decode
-from harness.judge import judge
-from harness.liveview import LiveView
-from harness.replay import participants, rules_reached
-from harness.stack import Stack, StackOptions
-from harness.timekeeper import TimeKeeper
 
 
 def _scenario_settings(path: Path | None) -> dict[str, Any]:

@@ -28,12 +28,12 @@ from typing import Any
 
 from aquavolt.clock import SimClock
 from aquavolt.errors import WireError
+from aquavolt.harness.judge import Report, judge
+from aquavolt.harness.stack import Stack, StackOptions
+from aquavolt.harness.timekeeper import TimeKeeper
 from aquavolt.mqtt import Message, Recorder
 from aquavolt.scenario import load_scenario
 from aquavolt.wire import AlarmEvent, Progress, TimeStage, Topics, decode
-from harness.judge import Report, judge
-from harness.stack import Stack, StackOptions
-from harness.timekeeper import TimeKeeper
 
 
 def _say(text: str) -> None:

@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Literal
 from xml.etree import ElementTree as ET
 
+from aquavolt.harness import eemua
+from aquavolt.harness.eemua import Annunciation, Figures, LimitResult, iso
 from aquavolt.profiles import Frozen
 from aquavolt.scenario import LoadedScenario
 from aquavolt.wire import AlarmEvent, AlarmState
-from harness import eemua
-from harness.eemua import Annunciation, Figures, LimitResult, iso
 
 RELEASES = frozenset({"unsuppressed", "unshelved", "shelve_expired", "returned_to_service"})
 ANNUNCIATING = RELEASES | {"raised"}

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from aquavolt.errors import ServiceError
+from aquavolt.harness.pki import CertFiles, make_ca, make_cert
 from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import MAX_PAYLOAD_BYTES
-from harness.pki import CertFiles, make_ca, make_cert
 
 
 def _load_prctl() -> Callable[..., int] | None:

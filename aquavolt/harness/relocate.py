@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from harness.servers import free_port
+from aquavolt.harness.servers import free_port
 
 
 def relocate_data(data: dict[str, Any], serial_dir: Path) -> dict[str, Any]:

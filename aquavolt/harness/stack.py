@@ -34,10 +34,10 @@ from typing import IO
 from aquavolt.clock import SimClock, clock_from_spec, write_epoch_file
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
+from aquavolt.harness.relocate import relocate_file
+from aquavolt.harness.servers import InfluxDB, Mosquitto, die_with_parent, free_port
+from aquavolt.harness.timekeeper import Watch
 from aquavolt.settings import InfluxSettings, MqttSettings
-from harness.relocate import relocate_file
-from harness.servers import InfluxDB, Mosquitto, die_with_parent, free_port
-from harness.timekeeper import Watch
 
 COMPONENTS = ("sim", "edge", "collector", "rules")
 CATCH_UP_S = 120.0
