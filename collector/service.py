@@ -42,7 +42,7 @@ from aquavolt.collector.deadletter import DeadLetters
 from aquavolt.collector.metrics import MetricsServer, Stats
 from aquavolt.collector.rollups import EventTimeRollups
 from aquavolt.collector.source import Inbound, MqttSource
-from aquavolt.collector.writer import InfluxWriter
+from aquavolt.collector.writer import InfluxWriter, gzip_level_for
 from aquavolt.errors import WireError
 from aquavolt.lockstep import LockstepClock
 from aquavolt.logs import OnceLogger
@@ -136,7 +136,8 @@ class Collector:
         self.deadletters = DeadLetters(cfg.state_dir / "deadletter.jsonl",
                                        lambda data: self.source.publish(dl_topic, data),
                                        max_bytes=cfg.deadletter_max_bytes)
-        self.writer = InfluxWriter(influx, gzip_level=cfg.gzip_level, max_backoff_s=cfg.max_backoff_s,
+        self.writer = InfluxWriter(influx, gzip_level=gzip_level_for(influx.url, cfg.gzip_level),
+                                   max_backoff_s=cfg.max_backoff_s,
                                    on_retry=self._retried)
         self._slots = asyncio.Semaphore(cfg.max_concurrent_writes)
         self._tasks: set[asyncio.Task[None]] = set()
