@@ -88,6 +88,15 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
             ("read", f"{p}/time/grant"),
             ("write", f"{p}/time/done/edge-{gw.id}"),
         ]
+        if gw.northbound != "aquavolt":  # a Sparkplug B edge node (docs/sparkplug.md)
+            spb = gw.sparkplug
+            group = (spb.group_id if spb else None) or field.id
+            node = f"spBv1.0/{group}/{{}}/{(spb.edge_node_id if spb else None) or gw.id}"
+            users[gw.id] += [("write", node.format(t)) for t in ("NBIRTH", "NDATA", "NDEATH")]
+            users[gw.id] += [("write", node.format(t) + "/+") for t in ("DBIRTH", "DDATA", "DDEATH")]
+            users[gw.id] += [("read", node.format("NCMD")), ("read", node.format("DCMD") + "/+")]
+            if spb is not None and spb.primary_host_id is not None:
+                users[gw.id].append(("read", f"spBv1.0/STATE/{spb.primary_host_id}"))
     telemetry = [("read", f"{p}/gw/+/status"), ("read", f"{p}/gw/+/health"),
                  ("read", f"{p}/gw/+/dev/+/data"), ("read", f"{p}/gw/+/dev/+/status")]
     users["collector"] = [

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import MODBUS_PROFILES, ModbusTcpPeer, Unit, expected_value
-from helpers import FAST, make_agent, run_until
+from helpers import FAST, batches, make_agent, run_until
 
 from aquavolt.edge.agent import Agent
 from aquavolt.edge.config import EdgeSettings
@@ -367,3 +367,21 @@ def test_dcmd_refused_unless_accepted(mosquitto: Mosquitto, topic_prefix: str, p
 
         assert run_until(agent, lambda: True, 20, during)
     assert unit.memory[RegisterType.HOLDING][SETPOINT] == before
+
+
+def test_both_northbounds_carry_the_same_readings(mosquitto: Mosquitto, topic_prefix: str, peers: list[Any],
+                                                  tmp_path: Path) -> None:
+    peer = ModbusTcpPeer({1: Unit().fill(PUMP)})
+    peers.append(peer)
+    group = _group()
+    gw = spb_gateway([peer.port], group).model_copy(update={"northbound": "both"})
+    agent = _agent(gw, mosquitto, topic_prefix, tmp_path)
+    with Recorder(mosquitto.settings(), [f"spBv1.0/{group}/#", f"{topic_prefix}/gw/#"], "spb-h") as rec:
+        assert run_until(agent, lambda: bool(batches(rec)) and bool(_ddata(rec)))
+        wire = {r.point: r.value for b in batches(rec) for r in b.readings}
+        births = [decode_payload(m.payload) for m in rec.snapshot() if "/DBIRTH/" in m.topic]
+        name_of = {m.alias: m.name for m in births[0].metrics}
+        spb = {name_of[m.alias]: m.value for p in _ddata(rec) for m in p.metrics}
+    assert set(wire) == set(spb) == {p.name for p in PUMP.points}
+    for name, value in wire.items():
+        assert spb[name] == value or math.isclose(float(spb[name]), float(value), rel_tol=1e-6), name
