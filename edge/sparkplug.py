@@ -318,6 +318,9 @@ class SparkplugNode:
             self._device_death(dev)
         elif not rt.comm_fail and dev not in self.born:
             self._device_birth(dev, self.clock.now_ms())
+            if self.store.depth:  # its readings held meanwhile, if any
+                self._replay_restart = True
+                self._replay_wake.set()
 
     def _publish(self, mtype: MessageType, dev: str | None, payload: Payload,
                  qos: int = 0) -> mqtt.MQTTMessageInfo:
