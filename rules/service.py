@@ -277,6 +277,7 @@ class Engine:
         self.customer_sink = customer_sink
         self.stats = Stats()
         self._seen = SeenSeqs()
+        self._seen_this_round: list[tuple[str, int, int]] = []  # forgotten if the round is rolled back
         self.influx = influx
         self._once = OnceLogger(log)
         self._writes: set[asyncio.Task[None]] = set()
@@ -377,9 +378,12 @@ class Engine:
         return Output()
 
     def _batch(self, b: Batch) -> Output:
-        if not self._seen.first_time(b.gateway, b.bd_seq, b.seq) and b.historical:
-            self.stats.resent_skipped += 1  # sent again after the collector's stored mark
-            return Output()
+        if not self._seen.first_time(b.gateway, b.bd_seq, b.seq):
+            if b.historical:
+                self.stats.resent_skipped += 1  # sent again after the collector's stored mark
+                return Output()
+        else:
+            self._seen_this_round.append((b.gateway, b.bd_seq, b.seq))
         self.stats.readings += len(b.readings)
         return self.core.batch(b)
 
@@ -514,17 +518,21 @@ class Engine:
         """A processing round, all or nothing: ``work`` runs the core into an Output, then the
         round is committed (store and outbox, one transaction) and only then published. If
         anything before the commit raises, the core and the alarm manager go back to the
-        checkpoint taken before the round (the state of the last commit), the failure is
-        counted, and the round's messages (``received``, and the buffered ones it had released)
+        checkpoint taken before the round (the state of the last commit), the batches it marked
+        as seen are forgotten (sent again, they are applied), the failure is counted, and the
+        round's messages (``received``, and the buffered ones it had released)
         are dead-lettered with the error."""
         cp = Checkpoint(self.core)
         out = Output()
+        self._seen_this_round.clear()
         try:
             work(out)
             self.core.drain(out)
             self._commit(out.events)
         except Exception as exc:
             released = cp.restore(self.core)
+            for gw, bd_seq, seq in self._seen_this_round:  # not applied: a resend is new
+                self._seen.forget(gw, bd_seq, seq)
             self._round_failed(exc, received, released)
             return False
         self._output(out)

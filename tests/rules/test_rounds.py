@@ -209,10 +209,16 @@ def test_a_rule_that_raises_midway_rolls_the_whole_round_back(tmp_path: Path) ->
         assert [e["alarm_id"] for e in engine.store.events()] == ["pump-1/fault"]
         assert len(engine._outbox) == 2  # the pump's event only (retained and stream)
 
-        round_of(tank(4, 5.5))  # the next round: the rule raises the alarm again, as if never seen
+        # the gateway sends the rolled-back batch again (historical, after the collector's
+        # stored mark): it was not applied, so it is not a duplicate to skip
+        again = tank(2, 5.5).model_copy(update={"historical": True})
+        round_of(again)  # the rule raises the alarm again, as if never seen
+        assert engine.stats.resent_skipped == 0
         assert [(e["alarm_id"], e["details"]["seq"]) for e in engine.store.events()] == [
             ("tank-1/level_m_high", 2), ("pump-1/fault", 1)]
         assert engine.stats.failed_rounds == 1
+        round_of(again)  # applied once: now a duplicate
+        assert engine.stats.resent_skipped == 1
     finally:
         engine.client.loop_stop()
         engine.store.close()
