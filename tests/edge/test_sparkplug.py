@@ -202,15 +202,20 @@ def test_will_is_ndeath_with_the_births_bdseq(mosquitto: Mosquitto, topic_prefix
     peer = ModbusTcpPeer({1: Unit().fill(PUMP)})
     peers.append(peer)
     group = _group()
-    agent = _agent(spb_gateway([peer.port], group), mosquitto, topic_prefix, tmp_path)
+    settings = FAST.model_copy(update={"max_silence_s": 0.1})  # readings flow while the session is down
+    agent = _agent(spb_gateway([peer.port], group), mosquitto, topic_prefix, tmp_path, settings)
+    held: list[int] = []
     with Recorder(mosquitto.settings(), [f"spBv1.0/{group}/#"], "spb-c") as rec:
         async def during(a: Agent) -> None:
+            node = a.sparkplug
+            assert node is not None
             await _until(lambda: _count(rec, "DBIRTH") >= 1)
-            assert a.sparkplug is not None
-            sock = a.sparkplug.client.socket()
+            sock = node.client.socket()
             assert isinstance(sock, socket.socket)
             sock.shutdown(socket.SHUT_RDWR)  # the connection dies without a DISCONNECT
-            await _until(lambda: _count(rec, "NBIRTH") >= 2)
+            await _until(lambda: node.depth > 0)
+            held.append(node.depth)
+            await _until(lambda: _count(rec, "NBIRTH") >= 2 and node.depth == 0)
 
         assert run_until(agent, lambda: True, 30, during)
         rows = decoded(rec.snapshot())
@@ -223,6 +228,9 @@ def test_will_is_ndeath_with_the_births_bdseq(mosquitto: Mosquitto, topic_prefix
 
     assert bd(death) == bd(first) == "0"
     assert bd(second) == "1"  # the next session's
+    # the readings polled while the session was down came after the new birth, as history
+    historical = [r for r in rows[second:] if r[0] == "DDATA" and all(m.get("isHistorical") for m in r[2]["metrics"])]
+    assert held and len(historical) >= held[0]
 
 
 def test_ddeath_when_a_device_stops_answering(mosquitto: Mosquitto, topic_prefix: str, peers: list[Any],
