@@ -393,3 +393,43 @@ def test_both_northbounds_carry_the_same_readings(mosquitto: Mosquitto, topic_pr
     assert set(wire) == set(spb) == {p.name for p in PUMP.points}
     for name, value in wire.items():
         assert spb[name] == value or math.isclose(float(spb[name]), float(value), rel_tol=1e-6), name
+
+
+def test_every_shipped_modbus_point_has_a_datatype_its_values_fit(mosquitto: Mosquitto, topic_prefix: str,
+                                                                   tmp_path: Path) -> None:
+    """Each point of each shipped Modbus profile (sample values of every type, scaled or not,
+    bitfield flags) encodes as its metric's datatype, and Tahu reads it back."""
+    from aquavolt.edge.sparkplug import fit
+    from aquavolt.sparkplug import Metric, encode_payload
+
+    gw = Gateway.model_validate({
+        "id": "gw-test", "site": "site-1", "buses": [{"kind": "modbus_tcp", "id": "plc"}],
+        "devices": [{"id": f"d{i}", "profile": name, "bus": "plc", "unit_id": i + 1}
+                    for i, name in enumerate(sorted(MODBUS_PROFILES))],
+        "northbound": "sparkplug",
+    })
+    agent = _agent(gw, mosquitto, topic_prefix, tmp_path)
+    node = agent.sparkplug
+    assert node is not None and node.group_id == "gateway"  # a file of one gateway: no field id
+    try:
+        requests, want = [], []
+        for i, name in enumerate(sorted(MODBUS_PROFILES)):
+            profile, defs = MODBUS_PROFILES[name], node.defs[f"d{i}"]
+            for p in profile.points:
+                value = fit(defs[p.name].datatype, expected_value(profile, p))
+                payload = encode_payload(Payload(metrics=[Metric(name=p.name, datatype=defs[p.name].datatype,
+                                                                 value=value)]))  # type: ignore[arg-type]
+                requests.append({"topic": "", "payload": base64.b64encode(payload).decode()})
+                want.append((p.name, defs[p.name].datatype.name, value))
+        assert len({d.alias for defs in node.defs.values() for d in defs.values()}) == sum(
+            len(defs) for defs in node.defs.values())  # aliases unique across the node
+        for (name, dtype, value), got in zip(want, tahu(requests), strict=True):
+            m = got["payload"]["metrics"][0]
+            assert m["type"] == dtype, name
+            if isinstance(value, float):
+                assert math.isclose(float(m["value"]), value, rel_tol=1e-6), name
+            else:
+                assert m["value"] == value or m["value"] == str(value), name  # 64-bit: a decimal string
+    finally:
+        node.store.close()
+        agent.store.close()
