@@ -284,10 +284,12 @@ def test_state_offline_holds_data_and_online_replays_it_as_historical(
             marks["held_1"] = node.depth
             state(True)
             await _until(lambda: node.depth == 0 and _count(rec, "DDATA") > marks["held_1"])
+            await _until(lambda: any(not m.is_historical for p in _ddata(rec) for m in p.metrics))  # live
             state(False)
             await _until(lambda: not node.live)
+            bd_before = node.bd_seq
             marks["offline_ms"] = a.clock.now_ms()  # every reading polled from now on is held
-            await _until(lambda: node.depth >= 3)
+            await _until(lambda: node.depth >= 3 and node.connected and node.bd_seq == bd_before + 1)
             marks["held_2"] = node.depth
             state(True)
             await _until(lambda: node.depth == 0 and _count(rec, "NBIRTH") >= 2)
@@ -297,6 +299,14 @@ def test_state_offline_holds_data_and_online_replays_it_as_historical(
         rows = decoded(rec.snapshot())
     births = [i for i, r in enumerate(rows) if r[0] == "NBIRTH"]
     assert len(births) == 2
+    # the host offline ended the session: NDEATH, then a new session (bdSeq + 1) born once it is back
+    deaths = [i for i, r in enumerate(rows) if r[0] == "NDEATH"]
+    assert births[0] < deaths[0] < births[1]
+
+    def bd(i: int) -> int:
+        return int({m["name"]: m for m in rows[i][2]["metrics"]}["bdSeq"]["value"])
+
+    assert bd(deaths[0]) == bd(births[0]) and bd(births[1]) == bd(births[0]) + 1
     # nothing polled while the host was offline went out live before the host came back
     live_before = [m for r in rows[:births[1]] if r[0] == "DDATA" for m in r[2]["metrics"]
                    if not m.get("isHistorical")]
