@@ -195,9 +195,11 @@ class ProgressBar:
 
     def _draw(self, now: float) -> None:
         text = self.line(now)[: max(10, self.columns - 1)]  # one line: \r cannot undo a wrap
+        self._drawn_at = now
+        if text == self._drawn:
+            return
         pad = " " * max(0, self._drawn_len - len(text))  # a shorter line wipes the longer one
         self.stream.write("\r" + text + pad)
         self.stream.flush()
-        self._drawn_at = now
         self._drawn_len = len(text)
         self._drawn = text
