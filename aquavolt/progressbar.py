@@ -15,6 +15,8 @@ the components' progress messages on MQTT.
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import shutil
 import sys
 import time
@@ -66,6 +68,16 @@ def sim_time(s: float) -> str:
     return f"{sec}s"
 
 
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal the stream writes to (standard error's own, not standard
+    output's); else ``$COLUMNS`` or 100."""
+    try:
+        width = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        width = 0
+    return width or shutil.get_terminal_size((100, 24)).columns
+
+
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     """``--no-progress`` (also ``--quiet``) for a command that shows a bar."""
     parser.add_argument("--no-progress", "--quiet", dest="progress", action="store_false",
@@ -99,7 +111,7 @@ class ProgressBar:
         self.rate_unit = rate_unit if rate_unit is not None else (f" {unit}/s" if unit else "/s")
         self.redraw_s = redraw_s
         self.width = width
-        self.columns = columns if columns is not None else shutil.get_terminal_size((100, 24)).columns
+        self.columns = columns if columns is not None else _columns(self.stream)
         self._phase = ""
         self._done_phases: list[str] = []
         self.done = 0.0
