@@ -31,6 +31,7 @@ import yaml
 from aquavolt import signing
 from aquavolt.config import LoadedField, load_field, load_model
 from aquavolt.field import FieldConfig, OpcuaBus
+from aquavolt.tokens import token_digest
 from aquavolt.wire import DEFAULT_PREFIX, MAX_PAYLOAD_BYTES
 
 APP_GID = 10001
@@ -370,7 +371,7 @@ def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
     # operator API: the engine holds only the token's SHA-256 (rules/http.py); the token itself
     # goes to the operator, in a file only the one who ran init can read, never mounted
     token = new_secret(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = token_digest(token)
     files.append(_private(out / "rules" / "tokens.yaml",
                           "# Operator API tokens, stored as SHA-256 digests (aquavolt rules token add).\n"
                           f"operator: {{role: operator, sha256: {digest}}}\n"))
