@@ -24,6 +24,7 @@ scenario, report and logs under ``--out/FIELD-N/``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import subprocess
@@ -43,6 +44,13 @@ MODEL_LIMIT_LPS = {  # bench/detection.py --leak-limit (docs/detection.md), the 
     ("small-town", "zone-a"): 0.08, ("meter-line", "zone-a"): 0.06,
 }
 LEAK_RE = re.compile(r"estimated leak (-?[0-9.]+) m3/h")
+
+
+@functools.cache
+def _field(name: str) -> Any:
+    from aquavolt.config import load_field
+
+    return load_field(ROOT / "examples" / f"{name}.yaml")
 
 
 def scenario_text(field: str, leaks: dict[str, float], seed: int, history_days: int) -> str:
@@ -75,10 +83,9 @@ def replay(path: Path, out: Path, timeout_s: float) -> float:
 
 def night_ends_ms(field: str, zone: str) -> list[int]:
     """Event time of the end of each live night window of the replay."""
-    from aquavolt.config import load_field
     from aquavolt.rules.detectors.nightflow import NightFlowRule
 
-    rule = next(r for r in NightFlowRule.for_field(load_field(ROOT / "examples" / f"{field}.yaml"))
+    rule = next(r for r in NightFlowRule.for_field(_field(field))
                 if r.zone.id == zone)
     start_ms = int(datetime.fromisoformat(START).timestamp() * 1000)
     day = rule.lt.day(start_ms)
@@ -112,9 +119,7 @@ def outcome(out: Path, field: str, leaks: dict[str, float]) -> dict[str, Any]:
 
 
 def search(field: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from aquavolt.config import load_field
-
-    zones = [z.id for z in load_field(ROOT / "examples" / f"{field}.yaml").field.water.zones]
+    zones = [z.id for z in _field(field).field.water.zones]
     step = args.step
     start = {z: args.start.get(z, round(MODEL_LIMIT_LPS.get((field, z), 0.1) - step, 2)) for z in zones}
     lo: dict[str, float | None] = dict.fromkeys(zones)  # largest size missed
@@ -156,10 +161,8 @@ def search(field: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def summary(field: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from aquavolt.config import load_field
-
     rows = []
-    for z in load_field(ROOT / "examples" / f"{field}.yaml").field.water.zones:
+    for z in _field(field).field.water.zones:
         mine = [(r["zones"][z.id], r) for r in runs if z.id in r["zones"]]
         leaky = [(o, r) for o, r in mine if o["leak_lps"] > 0]
         raised = sorted((o["leak_lps"], o["nights"], o["estimated_m3h"]) for o, _ in leaky if o["raised"])
