@@ -53,6 +53,36 @@ def _field(name: str) -> Any:
     return load_field(ROOT / "examples" / f"{name}.yaml")
 
 
+def model_limit(field: str, zone: str, seed: int, history_days: int, step: float = 0.02) -> float | None:
+    """The smallest leak (on the ladder) the detector alone raises within the replay's two
+    nights on the physical model's nights of the same seed and dates (bench/detection.py's
+    model: the history days' nights to learn, then the leak): what the replay should give
+    when the processes add nothing."""
+    import importlib.util
+    import logging
+
+    spec = importlib.util.spec_from_file_location("detection_bench", ROOT / "bench" / "detection.py")
+    assert spec and spec.loader
+    det = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(det)
+    from aquavolt.rules.detectors.nightflow import NightFlowRule
+
+    loaded = _field(field)
+    zi, rule = next((i, r) for i, r in enumerate(NightFlowRule.for_field(loaded)) if r.zone.id == zone)
+    start = datetime.fromisoformat(START).timestamp() - (history_days + 1) * 86400  # the history's nights
+    nights = det._zone_nights(loaded, zi, seed, start, history_days + NIGHTS)
+    level = logging.getLogger("aquavolt.rules.detectors.nightflow").level
+    logging.getLogger("aquavolt.rules.detectors.nightflow").setLevel(logging.ERROR)
+    try:
+        for k in range(1, 26):
+            lps = round(step * k, 2)
+            if any(n >= history_days for n in det._replay_nights(rule, nights, lps, history_days)):
+                return lps
+    finally:
+        logging.getLogger("aquavolt.rules.detectors.nightflow").setLevel(level)
+    return None
+
+
 def scenario_text(field: str, leaks: dict[str, float], seed: int, history_days: int) -> str:
     faults = [f"- {{id: leak-{z}, kind: zone_leak, target: {z}, at: 0s, rate_lps: {lps}}}"
               for z, lps in sorted(leaks.items()) if lps > 0]
@@ -160,7 +190,8 @@ def search(field: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
-def summary(field: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary(field: str, runs: list[dict[str, Any]], seed: int = 24, history_days: int = 10,
+            model: bool = True) -> list[dict[str, Any]]:
     rows = []
     for z in _field(field).field.water.zones:
         mine = [(r["zones"][z.id], r) for r in runs if z.id in r["zones"]]
@@ -179,14 +210,16 @@ def summary(field: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "false_raises": sum(1 for o in clean if o["raised"]), "clean_nights": NIGHTS * len(clean),
             "other_false": sorted({a for _o, r in mine for a in r["other_false"]}),
             "replays": len(mine), "wall_s": sum(r["wall_s"] or 0 for _o, r in mine),
+            "model_same_seed_lps": model_limit(field, z.id, seed, history_days) if model else None,
         })
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| field | zone | connections | smallest leak raised | per connection | nights to raise "
-             "| estimated | missed below | false raises / clean nights | replays (wall s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| estimated | missed below | false raises / clean nights | model, same seed and nights "
+             "| replays (wall s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["smallest_leak_lps"]
         leak = f"{s} L/s ({s * 3.6:.2f} m3/h)" if s else "none raised"
@@ -195,7 +228,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         missed = ", ".join(f"{m} L/s" for m in r["missed_lps"]) or "-"
         lines.append(f"| {r['field']} | {r['zone']} | {r['connections']} | {leak} | {per} | "
                      f"{r['nights_to_raise'] or '-'} | {est} | {missed} | {r['false_raises']} / "
-                     f"{r['clean_nights']} | {r['replays']} ({r['wall_s']}) |")
+                     f"{r['clean_nights']} | {r['model_same_seed_lps']} L/s | "
+                     f"{r['replays']} ({r['wall_s']}) |")
     return "\n".join(lines)
 
 
@@ -219,7 +253,7 @@ def main() -> int:
     sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
     rows = []
     for f in args.fields:
-        rows += summary(f, search(f, args))
+        rows += summary(f, search(f, args), args.seed, args.history_days)
     print(table(rows))
     print(json.dumps(rows))
     return 0

@@ -47,8 +47,13 @@ def test_search_reads_the_reports(tmp_path: Path) -> None:
     runs = ll.search("demo-town", args)
     sizes = [{z: o["leak_lps"] for z, o in r["zones"].items()} for r in runs]
     assert sizes == [{"zone-a": 0.02, "zone-b": 0.12}, {"zone-a": 0.0, "zone-b": 0.14}]
-    rows = {r["zone"]: r for r in ll.summary("demo-town", runs)}
+    rows = {r["zone"]: r for r in ll.summary("demo-town", runs, model=False)}
     assert rows["zone-a"]["smallest_leak_lps"] == 0.02 and rows["zone-a"]["nights_to_raise"] == 2
     assert (rows["zone-a"]["false_raises"], rows["zone-a"]["clean_nights"]) == (1, 2)
     assert rows["zone-b"]["smallest_leak_lps"] == 0.14 and rows["zone-b"]["missed_lps"] == [0.12]
     assert "0.14 L/s" in ll.table(list(rows.values()))
+
+
+def test_model_limit_for_the_replay_seed_and_nights() -> None:
+    """The detector alone on the model's nights of the replay's seed and dates (no processes)."""
+    assert ll.model_limit("meter-line", "zone-a", 24, 10) == 0.08
