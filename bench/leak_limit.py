@@ -16,7 +16,8 @@ stay clean in the replays that follow (their nights count as clean nights).
 
 Per zone the search walks a ladder of ``--step`` (0.02 L/s) rungs from ``--start`` (default:
 the model's limit minus one rung): up after a miss, down after a raise, until a missed rung
-sits just below a raised one (or ``--max-replays`` per field have run). Replays run one at a
+sits just below a raised one (or ``--max-replays`` per field have run); ``--clean`` adds a
+replay without any leak when no zone was clean in the search. Replays run one at a
 time (the machine is shared). The table and one JSON line go to stdout; each replay keeps its
 scenario, report and logs under ``--out/FIELD-N/``.
 """
@@ -171,23 +172,30 @@ def search(field: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         if not todo:
             break
         leaks = {z: (next_size(z) if z in todo else 0.0) for z in zones}
-        out = Path(args.out) / f"{field}-{n + 1}"
-        out.mkdir(parents=True, exist_ok=True)
-        sc = out / "scenario.yaml"
-        sc.write_text(scenario_text(field, leaks, args.seed, args.history_days))
-        if not args.from_dir:
-            print(f"{field} #{n + 1}: {leaks} ...", flush=True)
-            replay(sc, out, args.timeout_s)
-        r = outcome(out, field, leaks)
-        r.update(field=field, replay=n + 1, scenario=str(sc))
+        r = one(field, leaks, str(n + 1), args)
         runs.append(r)
-        print(f"  {json.dumps(r)}", flush=True)
         for z in todo:
             if r["zones"][z]["raised"]:
                 hi[z] = leaks[z] if hi[z] is None else min(hi[z], leaks[z])  # type: ignore[type-var]
             else:
                 lo[z] = leaks[z] if lo[z] is None else max(lo[z], leaks[z])  # type: ignore[type-var]
+    if args.clean and not any(o["leak_lps"] == 0 for r in runs for o in r["zones"].values()):
+        runs.append(one(field, {z: 0.0 for z in zones}, "clean", args))
     return runs
+
+
+def one(field: str, leaks: dict[str, float], name: str, args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out) / f"{field}-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    sc = out / "scenario.yaml"
+    sc.write_text(scenario_text(field, leaks, args.seed, args.history_days))
+    if not args.from_dir:
+        print(f"{field} {name}: {leaks} ...", flush=True)
+        replay(sc, out, args.timeout_s)
+    r = outcome(out, field, leaks)
+    r.update(field=field, replay=name, scenario=str(sc))
+    print(f"  {json.dumps(r)}", flush=True)
+    return r
 
 
 def summary(field: str, runs: list[dict[str, Any]], seed: int = 24, history_days: int = 10,
@@ -245,6 +253,8 @@ def main() -> int:
     ap.add_argument("--history-days", type=int, default=10)
     ap.add_argument("--max-replays", type=int, default=3, help="per field")
     ap.add_argument("--timeout-s", type=float, default=3600)
+    ap.add_argument("--clean", action="store_true",
+                    help="one more replay without any leak when no zone was clean in the search")
     args = ap.parse_args()
     args.start = {k: float(v) for k, v in (s.split("=", 1) for s in args.start)}
     if args.from_dir:
