@@ -19,7 +19,8 @@ the model's limit minus one rung): up after a miss, down after a raise, until a 
 sits just below a raised one (or ``--max-replays`` per field have run); ``--clean`` adds a
 replay without any leak when no zone was clean in the search. Replays run one at a
 time (the machine is shared). The table and one JSON line go to stdout; each replay keeps its
-scenario, report and logs under ``--out/FIELD-N/``.
+scenario, report and logs under ``--out/FIELD-N/``; a replay whose scenario and report are
+already there is not run again (``--rerun``), so a longer search resumes a shorter one.
 """
 
 from __future__ import annotations
@@ -173,6 +174,8 @@ def search(field: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             break
         leaks = {z: (next_size(z) if z in todo else 0.0) for z in zones}
         r = one(field, leaks, str(n + 1), args)
+        if r is None:  # --from: no more replays of this field
+            break
         runs.append(r)
         for z in todo:
             if r["zones"][z]["raised"]:
@@ -180,16 +183,21 @@ def search(field: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             else:
                 lo[z] = leaks[z] if lo[z] is None else max(lo[z], leaks[z])  # type: ignore[type-var]
     if args.clean and not any(o["leak_lps"] == 0 for r in runs for o in r["zones"].values()):
-        runs.append(one(field, {z: 0.0 for z in zones}, "clean", args))
+        r = one(field, dict.fromkeys(zones, 0.0), "clean", args)
+        runs += [r] if r is not None else []
     return runs
 
 
-def one(field: str, leaks: dict[str, float], name: str, args: argparse.Namespace) -> dict[str, Any]:
+def one(field: str, leaks: dict[str, float], name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     out = Path(args.out) / f"{field}-{name}"
+    if args.from_dir and not (out / "replay-report.json").exists():
+        return None
     out.mkdir(parents=True, exist_ok=True)
     sc = out / "scenario.yaml"
-    sc.write_text(scenario_text(field, leaks, args.seed, args.history_days))
-    if not args.from_dir:
+    text = scenario_text(field, leaks, args.seed, args.history_days)
+    kept = (out / "replay-report.json").exists() and sc.exists() and sc.read_text() == text
+    sc.write_text(text)
+    if not args.from_dir and (args.rerun or not kept):
         print(f"{field} {name}: {leaks} ...", flush=True)
         replay(sc, out, args.timeout_s)
     r = outcome(out, field, leaks)
@@ -253,6 +261,8 @@ def main() -> int:
     ap.add_argument("--history-days", type=int, default=10)
     ap.add_argument("--max-replays", type=int, default=3, help="per field")
     ap.add_argument("--timeout-s", type=float, default=3600)
+    ap.add_argument("--rerun", action="store_true",
+                    help="replay again a scenario whose report is already in --out (default: reuse it)")
     ap.add_argument("--clean", action="store_true",
                     help="one more replay without any leak when no zone was clean in the search")
     args = ap.parse_args()

@@ -43,7 +43,7 @@ def test_search_reads_the_reports(tmp_path: Path) -> None:
         out.mkdir()
         (out / "replay-report.json").write_text(json.dumps({"alarms": alarms, "passed": True}))
     args = argparse.Namespace(step=0.02, start={"zone-a": 0.02, "zone-b": 0.12}, max_replays=3,
-                              out=str(tmp_path), from_dir=str(tmp_path), clean=True, seed=24, history_days=10, timeout_s=1)
+                              out=str(tmp_path), from_dir=str(tmp_path), clean=True, rerun=False, seed=24, history_days=10, timeout_s=1)
     runs = ll.search("demo-town", args)
     sizes = [{z: o["leak_lps"] for z, o in r["zones"].items()} for r in runs]
     assert sizes == [{"zone-a": 0.02, "zone-b": 0.12}, {"zone-a": 0.0, "zone-b": 0.14}]
