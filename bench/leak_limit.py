@@ -234,8 +234,8 @@ def summary(field: str, runs: list[dict[str, Any]], seed: int = 24, history_days
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| field | zone | connections | smallest leak raised | per connection | nights to raise "
              "| estimated | missed below | false raises / clean nights | model, same seed and nights "
-             "| replays (wall s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| replays (wall s) | other alarms judged false |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["smallest_leak_lps"]
         leak = f"{s} L/s ({s * 3.6:.2f} m3/h)" if s else "none raised"
@@ -245,7 +245,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['field']} | {r['zone']} | {r['connections']} | {leak} | {per} | "
                      f"{r['nights_to_raise'] or '-'} | {est} | {missed} | {r['false_raises']} / "
                      f"{r['clean_nights']} | {r['model_same_seed_lps']} L/s | "
-                     f"{r['replays']} ({r['wall_s']}) |")
+                     f"{r['replays']} ({r['wall_s']}) | {', '.join(r['other_false']) or '-'} |")
     return "\n".join(lines)
 
 
