@@ -105,10 +105,35 @@ class OpcuaBus(Frozen):
 Bus = Annotated[ModbusTcpBus | ModbusRtuBus | OpcuaBus, Field(discriminator="kind")]
 
 
+SparkplugId = Annotated[str, Field(pattern=r"^[^/+#]+$", max_length=128,
+                                    description="A Sparkplug B id: no '/', '+' or '#'")]
+
+
+class SparkplugDevice(Frozen):
+    """Where a device of a ``sparkplug`` gateway gets its data: a Sparkplug device (or the edge
+    node itself) and the names of its metrics, each mapped to a point of the device's profile."""
+
+    device_id: SparkplugId | None = Field(
+        None, description="Sparkplug device id (DBIRTH/DDATA/DDEATH); unset: the edge node's own "
+        "metrics (NBIRTH/NDATA)")
+    metrics: dict[Annotated[str, Field(min_length=1, max_length=256)], str] = Field(
+        min_length=1, description="Sparkplug metric name -> point of the device's profile")
+
+
+class SparkplugNode(Frozen):
+    """A third-party Sparkplug B 3.0 edge node: ``spBv1.0/{group_id}/.../{edge_node_id}``."""
+
+    group_id: SparkplugId
+    edge_node_id: SparkplugId
+
+
 class Device(Located):
     id: Id
     profile: str = Field(description="Device profile id")
-    bus: Id = Field(description="Id of the gateway bus the device sits on")
+    bus: Id | None = Field(None, description="Id of the gateway bus the device sits on "
+                           "(required on an aquavolt gateway, none on a sparkplug one)")
+    sparkplug: SparkplugDevice | None = Field(
+        None, description="On a sparkplug gateway: its Sparkplug device and metric names")
     unit_id: int | None = Field(None, description="Modbus unit id (1..247)")
     node_prefix: str | None = Field(None, description="OPC-UA browse prefix of the device")
     poll_intervals_s: dict[str, float] = Field(
@@ -121,7 +146,11 @@ class Gateway(Located):
     id: Id
     site: Id
     name: str = ""
-    buses: list[Bus] = Field(min_length=1)
+    kind: Literal["aquavolt", "sparkplug"] = Field(
+        "aquavolt", description="aquavolt: an aquavolt edge agent polls its buses; sparkplug: a "
+        "third-party Sparkplug B edge node, read by the centre from its births and data")
+    sparkplug: SparkplugNode | None = Field(None, description="The edge node, for kind sparkplug")
+    buses: list[Bus] = Field(default_factory=list, description="At least one on an aquavolt gateway")
     devices: list[Device] = Field(default_factory=list)
     poll_intervals_s: dict[str, float] = Field(
         default_factory=lambda: {"default": 10.0},
