@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from aquavolt import sparkplug
 from aquavolt.field import FieldConfig, Gateway
@@ -104,6 +105,8 @@ class Outcome:
     dead: list[str] = field(default_factory=list)
     commands: list[tuple[str, bytes]] = field(default_factory=list)
     gaps: int = 0
+    sessions_changed: bool = False
+    """A birth or a death changed what :meth:`SparkplugHost.snapshot` returns."""
 
 
 class SparkplugHost:
@@ -124,6 +127,39 @@ class SparkplugHost:
     @property
     def enabled(self) -> bool:
         return bool(self.nodes)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The sessions (bdSeq and what each birth declared), as JSON-able data: a host that
+        restarts with them reads the messages redelivered to it, and those that follow, without
+        waiting for a rebirth. The ``seq`` is not kept: the first message after a restore is
+        not judged a gap."""
+        out: dict[str, Any] = {}
+        for (group, node_id), n in self.nodes.items():
+            if n.bd_seq is None:
+                continue
+            out[f"{group}/{node_id}"] = {
+                "gateway": n.gateway.id, "bd_seq": n.bd_seq, "out_seq": n.out_seq,
+                "births": {dev or "": {"names": {str(a): nm for a, nm in b.names.items()},
+                                       "types": {nm: int(dt) for nm, dt in b.types.items()}}
+                           for dev, b in n.births.items()}}
+        return out
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Sessions from :meth:`snapshot` (of nodes the field file still maps to the same gateway)."""
+        for n in self.nodes.values():
+            s = data.get(f"{n.group}/{n.node}")
+            if not isinstance(s, dict) or s.get("gateway") != n.gateway.id:
+                continue
+            try:
+                births = {}
+                for dev, b in s["births"].items():
+                    types = {nm: DataType(dt) for nm, dt in b["types"].items()}
+                    names = {int(a): nm for a, nm in b["names"].items()}
+                    births[dev or None] = _Birth(names, types, {a: types[nm] for a, nm in names.items()
+                                                                if nm in types})
+                n.bd_seq, n.out_seq, n.births, n.seq = int(s["bd_seq"]), int(s["out_seq"]), births, None
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue  # a session not restored: the node's next message asks for a rebirth
 
     def handle(self, topic: str, payload: bytes, now_ms: int) -> Outcome:
         """One message of topic ``spBv1.0/...``; never raises on what an edge node sends."""
@@ -172,6 +208,7 @@ class SparkplugHost:
             out.dead.append(f"NBIRTH from {node.group}/{node.node} without an integer bdSeq metric")
             return
         node.bd_seq, node.seq, node.rebirth_ms, node.births = bd, msg.seq, None, {}
+        out.sessions_changed = True
         ts = _ts(msg.timestamp, now_ms)
         out.messages.append((self.topics.gateway_status(node.gateway.id), GatewayStatus(
             gateway=node.gateway.id, ts_ms=ts, state=GatewayState.ONLINE, bd_seq=bd,
@@ -200,6 +237,7 @@ class SparkplugHost:
             if unit is not None and isinstance(unit.value, str):
                 units[m.name] = unit.value[:64]
         node.births[device_id] = b
+        out.sessions_changed = True
         src = node.sources.get(device_id)
         if src is None:
             return  # the node's own metrics, mapped to no device
@@ -227,6 +265,7 @@ class SparkplugHost:
                     reason="edge node death (NDEATH)")))
         node.bd_seq = node.seq = None
         node.births = {}
+        out.sessions_changed = True
 
     def _ddeath(self, node: _Node, device_id: str | None, now_ms: int, out: Outcome) -> None:
         src = node.sources.get(device_id)
@@ -235,6 +274,7 @@ class SparkplugHost:
                             "not in the field file")
             return
         node.births.pop(device_id, None)
+        out.sessions_changed = True
         out.messages.append((self.topics.device_status(node.gateway.id, src.device), DeviceStatus(
             gateway=node.gateway.id, device=src.device, ts_ms=now_ms, state=DeviceState.COMM_FAIL,
             reason="device death (DDEATH)")))

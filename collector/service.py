@@ -464,7 +464,7 @@ def _sparkplug(cfg: CollectorConfig, topics: Topics, router: Router) -> Sparkplu
     fld = load_field(cfg.field).field
     if not any(g.kind == "sparkplug" for g in fld.gateways):
         return None
-    return SparkplugIntake(fld, topics, router, cfg.sparkplug_host_id)
+    return SparkplugIntake(fld, topics, router, cfg.sparkplug_host_id, cfg.state_dir / "sparkplug.json")
 
 
 def run_collector(cfg: CollectorConfig, mqtt: MqttSettings, influx: InfluxSettings) -> int:

@@ -18,21 +18,31 @@ the reason; the rest of the message is kept.
 The collector is the primary host application (``docs/sparkplug.md``, "Centre"): it publishes
 ``spBv1.0/STATE/{host_id}`` retained, ``{"online": true, "timestamp": T}`` once connected, and
 its MQTT will says ``{"online": false, "timestamp": T}`` with the same T.
+
+The sessions (each node's bdSeq and what its births declared) are kept in the state folder
+(``sparkplug.json``, written at each birth and death): a collector that restarts reads what the
+broker delivers again with the aliases of its birth, instead of dead-lettering it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
 
 from aquavolt import sparkplug
 from aquavolt.collector.convert import Router, TooFarAhead
 from aquavolt.errors import WireError
 from aquavolt.field import FieldConfig
+from aquavolt.logs import OnceLogger
 from aquavolt.sparkplug_host import SparkplugHost, filters
 from aquavolt.wire import Topics, encode
 
 DEADLETTER_KIND = "sparkplug"
+log = logging.getLogger("aquavolt.collector.sparkplug")
 
 
 @dataclass
@@ -48,8 +58,18 @@ class Intake:
 class SparkplugIntake:
     """The collector's Sparkplug B side: subscriptions, STATE, and messages to lines."""
 
-    def __init__(self, fld: FieldConfig, topics: Topics, router: Router, host_id: str) -> None:
+    def __init__(self, fld: FieldConfig, topics: Topics, router: Router, host_id: str,
+                 state_path: Path | None = None) -> None:
         self.host = SparkplugHost(fld, topics)
+        self.state_path = state_path
+        self._once = OnceLogger(log)
+        if state_path is not None and state_path.exists():
+            try:
+                data = orjson.loads(state_path.read_bytes())
+                self.host.restore(data if isinstance(data, dict) else {})
+            except (OSError, orjson.JSONDecodeError) as exc:
+                log.warning("Sparkplug sessions not restored from %s (%s): rebirths will be asked",
+                            state_path, exc)
         self.router = router
         self.host_id = host_id
         self.filters = filters(fld)
@@ -65,6 +85,8 @@ class SparkplugIntake:
         """Lines, dead letters and commands of one ``spBv1.0/...`` message; never raises."""
         got = Intake()
         out = self.host.handle(topic, payload, now_ms)
+        if out.sessions_changed:
+            self._save()
         self.gaps += out.gaps
         self.rebirths += len(out.commands)
         got.commands = out.commands
@@ -81,3 +103,17 @@ class SparkplugIntake:
             if converted.kind.value == "data":
                 got.readings += len(converted.lines)
         return got
+
+    def _save(self) -> None:
+        """The sessions, kept in the state folder: after a restart the messages the broker
+        delivers again are read with the aliases of their birth (births are rare)."""
+        if self.state_path is None:
+            return
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(orjson.dumps(self.host.snapshot()))
+            tmp.replace(self.state_path)
+            self._once.recovered("sessions")
+        except OSError as exc:
+            self._once.failure("sessions", f"cannot save {self.state_path}: {exc}")
