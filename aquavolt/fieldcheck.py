@@ -78,11 +78,15 @@ def _gateways(
         for group, interval in gw.poll_intervals_s.items():
             if interval <= 0:
                 yield (*g, "poll_intervals_s", group), "poll interval must be positive"
+        node = gw.sparkplug_node(field.id)
+        if node is not None:
+            if node in nodes:
+                yield (*g, "sparkplug"), (f"edge node {node[0]}/{node[1]} already used by gateway "
+                                          f"{nodes[node]}")
+            nodes[node] = gw.id
         if gw.kind == "sparkplug":
-            yield from _sparkplug_gateway(gw, profiles, g, device_seen, nodes)
+            yield from _sparkplug_gateway(gw, profiles, g, device_seen)
             continue
-        if gw.sparkplug is not None:
-            yield (*g, "sparkplug"), "only a gateway of kind sparkplug names a Sparkplug edge node"
         if not gw.buses:
             yield (*g, "buses"), "an aquavolt gateway needs at least one bus"
         units: dict[tuple[str, int | str], str] = {}
@@ -142,18 +146,15 @@ def _gateways(
 
 
 def _sparkplug_gateway(
-    gw: Gateway, profiles: dict[str, ModbusProfile | OpcuaProfile], g: Loc,
-    device_seen: dict[str, str], nodes: dict[tuple[str, str], str],
+    gw: Gateway, profiles: dict[str, ModbusProfile | OpcuaProfile], g: Loc, device_seen: dict[str, str],
 ) -> Iterator[Problem]:
     """A third-party Sparkplug B edge node: no buses, every device mapped to a Sparkplug
     device (or the node itself) and its metrics to points of the device's profile."""
-    if gw.sparkplug is None:
-        yield (*g, "sparkplug"), "a sparkplug gateway needs sparkplug: {group_id, edge_node_id}"
-    else:
-        key = (gw.sparkplug.group_id, gw.sparkplug.edge_node_id)
-        if key in nodes:
-            yield (*g, "sparkplug"), (f"edge node {key[0]}/{key[1]} already used by gateway {nodes[key]}")
-        nodes[key] = gw.id
+    if gw.northbound != "aquavolt":
+        yield (*g, "northbound"), "a sparkplug gateway is another vendor's edge node: no northbound setting"
+    if gw.sparkplug is not None and (gw.sparkplug.primary_host_id or gw.sparkplug.accept_dcmd):
+        yield (*g, "sparkplug"), ("primary_host_id and accept_dcmd are settings of an aquavolt edge node, "
+                                  "not of a sparkplug gateway")
     if gw.buses:
         yield (*g, "buses"), "a sparkplug gateway has no buses: its edge node reads its own devices"
     if gw.writable_points:

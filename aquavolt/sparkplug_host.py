@@ -56,7 +56,8 @@ _TEXT_MAX = 1000
 
 def filters(fld: FieldConfig) -> list[str]:
     """The topic filters a host subscribes to for the field's Sparkplug edge nodes."""
-    groups = sorted({g.sparkplug.group_id for g in fld.gateways if g.kind == "sparkplug" and g.sparkplug})
+    groups = sorted({node[0] for g in fld.gateways if g.kind == "sparkplug"
+                     for node in [g.sparkplug_node(fld.id)] if node is not None})
     return [f"{NAMESPACE}/{group}/#" for group in groups]
 
 
@@ -117,11 +118,11 @@ class SparkplugHost:
         self.holdoff_ms = rebirth_holdoff_ms
         self.nodes: dict[tuple[str, str], _Node] = {}
         for gw in fld.gateways:
-            if gw.kind != "sparkplug" or gw.sparkplug is None:
+            key = gw.sparkplug_node(fld.id)
+            if gw.kind != "sparkplug" or key is None:
                 continue
             sources = {d.sparkplug.device_id: _Source(d.id, d.profile, dict(d.sparkplug.metrics))
                        for d in gw.devices if d.sparkplug is not None}
-            key = (gw.sparkplug.group_id, gw.sparkplug.edge_node_id)
             self.nodes[key] = _Node(gw, *key, sources)
 
     @property
