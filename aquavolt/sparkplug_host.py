@@ -22,11 +22,13 @@ aliases and datatypes of each metric come from the NBIRTH/DBIRTH, never from the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aquavolt import sparkplug
 from aquavolt.field import FieldConfig, Gateway
+from aquavolt.profiles import ModbusPoint, ModbusProfile, OpcuaProfile
 from aquavolt.sparkplug import NAMESPACE, DataType, MessageType, Metric, Payload, SparkplugError
 from aquavolt.wire import (
     MAX_READINGS,
@@ -52,13 +54,6 @@ _WIRE_TYPES = {DataType.Float: "float32", DataType.Double: "float64", DataType.B
                DataType.UInt32: "uint32", DataType.UInt64: "uint64", DataType.DateTime: "uint64",
                DataType.String: "string", DataType.Text: "string", DataType.UUID: "string"}
 _TEXT_MAX = 1000
-
-
-def filters(fld: FieldConfig) -> list[str]:
-    """The topic filters a host subscribes to for the field's Sparkplug edge nodes."""
-    groups = sorted({node[0] for g in fld.gateways if g.kind == "sparkplug"
-                     for node in [g.sparkplug_node(fld.id)] if node is not None})
-    return [f"{NAMESPACE}/{group}/#" for group in groups]
 
 
 def rebirth_request(now_ms: int) -> bytes:
@@ -96,6 +91,7 @@ class _Node:
     births: dict[str | None, _Birth] = field(default_factory=dict)  # None: the node's NBIRTH
     out_seq: int = 0  # seq of the Batches made from this node (never reused)
     rebirth_ms: int | None = None
+    data_only: bool = False  # an aquavolt gateway's edge node: its status comes on aquavolt's wire
 
 
 @dataclass
@@ -113,21 +109,33 @@ class Outcome:
 class SparkplugHost:
     """A Sparkplug B host's view of the field's edge nodes (one per component)."""
 
-    def __init__(self, fld: FieldConfig, topics: Topics, rebirth_holdoff_ms: int = 5000) -> None:
+    def __init__(self, fld: FieldConfig, topics: Topics, rebirth_holdoff_ms: int = 5000,
+                 profiles: Mapping[str, ModbusProfile | OpcuaProfile] | None = None) -> None:
+        """``profiles`` (the loaded field's) also make the host read aquavolt gateways with
+        ``northbound: sparkplug``: their readings come on Sparkplug only (not with ``both``)."""
         self.topics = topics
         self.holdoff_ms = rebirth_holdoff_ms
         self.nodes: dict[tuple[str, str], _Node] = {}
         for gw in fld.gateways:
             key = gw.sparkplug_node(fld.id)
-            if gw.kind != "sparkplug" or key is None:
+            if key is None:
                 continue
-            sources = {d.sparkplug.device_id: _Source(d.id, d.profile, dict(d.sparkplug.metrics))
-                       for d in gw.devices if d.sparkplug is not None}
-            self.nodes[key] = _Node(gw, *key, sources)
+            if gw.kind == "sparkplug":
+                sources = {d.sparkplug.device_id: _Source(d.id, d.profile, dict(d.sparkplug.metrics))
+                           for d in gw.devices if d.sparkplug is not None}
+                self.nodes[key] = _Node(gw, *key, sources)
+            elif gw.northbound == "sparkplug" and profiles is not None:
+                sources = {d.id: _Source(d.id, d.profile, _metric_names(profiles[d.profile]))
+                           for d in gw.devices if d.profile in profiles}
+                self.nodes[key] = _Node(gw, *key, sources, data_only=True)
 
     @property
     def enabled(self) -> bool:
         return bool(self.nodes)
+
+    def filters(self) -> list[str]:
+        """The topic filters to subscribe to: the groups of the edge nodes read."""
+        return [f"{NAMESPACE}/{group}/#" for group in sorted({g for g, _n in self.nodes})]
 
     def snapshot(self) -> dict[str, Any]:
         """The sessions (bdSeq and what each birth declared), as JSON-able data: a host that
@@ -200,6 +208,8 @@ class SparkplugHost:
             self._ddeath(node, t.device_id, now_ms, out)
         else:
             self._data(node, t.device_id, msg, now_ms, out)
+        if node.data_only:  # its gateway and device status come on aquavolt's wire
+            out.messages = [(tp, m) for tp, m in out.messages if isinstance(m, Batch)]
         return out
 
     # ---------------------------------------------------------------- sessions
@@ -349,6 +359,16 @@ class SparkplugHost:
                 out.messages.append((self.topics.data(node.gateway.id, src.device), Batch(
                     gateway=node.gateway.id, device=src.device, seq=node.out_seq, bd_seq=node.bd_seq or 0,
                     historical=historical, readings=readings[i:i + MAX_READINGS])))
+
+
+def _metric_names(profile: ModbusProfile | OpcuaProfile) -> dict[str, str]:
+    """An aquavolt edge node's metric names: its points' names, and each named bit of a
+    bitfield (docs/sparkplug.md, Edge node)."""
+    out = {p.name: p.name for p in profile.points}
+    for p in profile.points:
+        if isinstance(p, ModbusPoint):
+            out.update({flag: flag for flag in p.bits.values() if flag not in out})
+    return out
 
 
 def _reading(point: str, m: Metric, datatype: DataType | None, ts0: int) -> tuple[Reading | None, str]:

@@ -456,15 +456,15 @@ class Collector:
 
 
 def _sparkplug(cfg: CollectorConfig, topics: Topics, router: Router) -> SparkplugIntake | None:
-    """The Sparkplug B side, when the field file has sparkplug gateways."""
+    """The Sparkplug B side, when the field file has Sparkplug edge nodes to read (sparkplug
+    gateways, aquavolt gateways with northbound sparkplug)."""
     if cfg.field is None:
         return None
     from aquavolt.config import load_field
 
-    fld = load_field(cfg.field).field
-    if not any(g.kind == "sparkplug" for g in fld.gateways):
-        return None
-    return SparkplugIntake(fld, topics, router, cfg.sparkplug_host_id, cfg.state_dir / "sparkplug.json")
+    intake = SparkplugIntake(load_field(cfg.field), topics, router, cfg.sparkplug_host_id,
+                             cfg.state_dir / "sparkplug.json")
+    return intake if intake.host.enabled else None
 
 
 def run_collector(cfg: CollectorConfig, mqtt: MqttSettings, influx: InfluxSettings) -> int:

@@ -35,10 +35,10 @@ import orjson
 
 from aquavolt import sparkplug
 from aquavolt.collector.convert import Router, TooFarAhead
+from aquavolt.config import LoadedField
 from aquavolt.errors import WireError
-from aquavolt.field import FieldConfig
 from aquavolt.logs import OnceLogger
-from aquavolt.sparkplug_host import SparkplugHost, filters
+from aquavolt.sparkplug_host import SparkplugHost
 from aquavolt.wire import Topics, encode
 
 DEADLETTER_KIND = "sparkplug"
@@ -58,9 +58,9 @@ class Intake:
 class SparkplugIntake:
     """The collector's Sparkplug B side: subscriptions, STATE, and messages to lines."""
 
-    def __init__(self, fld: FieldConfig, topics: Topics, router: Router, host_id: str,
+    def __init__(self, loaded: LoadedField, topics: Topics, router: Router, host_id: str,
                  state_path: Path | None = None) -> None:
-        self.host = SparkplugHost(fld, topics)
+        self.host = SparkplugHost(loaded.field, topics, profiles=loaded.profiles)
         self.state_path = state_path
         self._once = OnceLogger(log)
         if state_path is not None and state_path.exists():
@@ -72,7 +72,7 @@ class SparkplugIntake:
                             state_path, exc)
         self.router = router
         self.host_id = host_id
-        self.filters = filters(fld)
+        self.filters = self.host.filters()
         self.state_topic = sparkplug.state_topic(host_id)
         self.since_ms = int(time.time() * 1000)  # the timestamp of our STATE and of its will
         self.gaps = 0

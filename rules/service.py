@@ -61,7 +61,6 @@ from aquavolt.rules.store import Action, CommandLog, Message, Store
 from aquavolt.sdnotify import Notifier as SystemdNotifier
 from aquavolt.settings import MqttSettings
 from aquavolt.sparkplug_host import SparkplugHost
-from aquavolt.sparkplug_host import filters as sparkplug_filters
 from aquavolt.wire import (
     MAX_DEADLETTER_PAYLOAD,
     MAX_TEXT,
@@ -284,7 +283,7 @@ class Engine:
         self._gateways = {g.id for g in loaded.field.gateways}
         # third-party Sparkplug B edge nodes (sparkplug gateways): births, data and deaths read
         # as their aquavolt equivalents (aquavolt.sparkplug_host), then handled as those are
-        self.sparkplug = SparkplugHost(loaded.field, self.topics)
+        self.sparkplug = SparkplugHost(loaded.field, self.topics, profiles=loaded.profiles)
         self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
         self.early_grace_s = EARLY_GRACE_S
         # supervision (wall time): progress of the processing loop, the systemd watchdog
@@ -343,7 +342,7 @@ class Engine:
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
                           (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1),
-                          *((f, 1) for f in sparkplug_filters(self.loaded.field))])
+                          *((f, 1) for f in self.sparkplug.filters())])
         self.connected.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)

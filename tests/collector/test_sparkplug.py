@@ -20,7 +20,7 @@ G, N = "spBv1.0/Plant1", "PLC-7"
 
 def _intake(state: Path) -> SparkplugIntake:
     topics = Topics("aquavolt/v1")
-    return SparkplugIntake(load_field(FIELD).field, topics, Router(topics, now_ms=lambda: T0), "centre", state)
+    return SparkplugIntake(load_field(FIELD), topics, Router(topics, now_ms=lambda: T0), "centre", state)
 
 
 def _p(seq: int, *metrics: Metric) -> bytes:

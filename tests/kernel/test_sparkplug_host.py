@@ -18,7 +18,7 @@ from aquavolt.sparkplug import (
     decode_payload,
     encode_payload,
 )
-from aquavolt.sparkplug_host import Outcome, SparkplugHost, filters
+from aquavolt.sparkplug_host import Outcome, SparkplugHost
 from aquavolt.wire import Batch, DeviceStatus, GatewayStatus, Quality, Topics
 
 FIELD = Path(__file__).parents[1] / "sparkplug" / "field.yaml"
@@ -54,7 +54,7 @@ def _batches(out: Outcome) -> list[Batch]:
 
 def test_births_give_status_and_values() -> None:
     h = _host()
-    assert filters(LOADED.field) == ["spBv1.0/Plant1/#"]
+    assert h.filters() == ["spBv1.0/Plant1/#"]
     out = h.handle(f"{G}/NBIRTH/{N}", _p(0, Metric(name="Line/Pressure", alias=1, datatype=DataType.Float,
                                                    value=3.5), bd_seq_metric(3)), NOW)
     gs = out.messages[0][1]
@@ -148,3 +148,31 @@ def test_sessions_survive_a_restart() -> None:
     out = h2.handle(f"{G}/DDATA/{N}/Meter1", msg.SerializeToString(), NOW)
     [b] = _batches(out)
     assert [(r.point, r.value) for r in b.readings] == [("flow_lps", 4.5)] and not out.dead
+
+
+def test_an_aquavolt_gateway_speaking_sparkplug_is_read_for_its_readings_only() -> None:
+    """``northbound: sparkplug``: its readings come as DDATA (metric names = point names, and
+    named bits), its status on aquavolt's own wire; with ``both`` the centre reads the wire."""
+    import yaml
+
+    from aquavolt.config import LoadedField
+    from aquavolt.field import FieldConfig
+
+    data = yaml.safe_load(FIELD.read_text())
+    data["gateways"] = [{**data["gateways"][0], "northbound": "sparkplug", "sparkplug": {"group_id": "town"}},
+                        {**data["gateways"][0], "id": "gw-2", "northbound": "both",
+                         "devices": [{**data["gateways"][0]["devices"][0], "id": "em-2"}]}]
+    fld = FieldConfig.model_validate(data)
+    loaded = LoadedField(FIELD, fld, LOADED.profiles)
+    h = SparkplugHost(fld, Topics("aquavolt/v1"), profiles=loaded.profiles)
+    assert h.filters() == ["spBv1.0/town/#"] and list(h.nodes) == [("town", "gw-1")]
+    out = h.handle("spBv1.0/town/NBIRTH/gw-1", _p(0, bd_seq_metric(7)), NOW)
+    assert out.messages == [] and not out.dead
+    out = h.handle("spBv1.0/town/DBIRTH/gw-1/em-1", _p(1, Metric(name="voltage_v", alias=1,
+                                                               datatype=DataType.Float, value=231.5)), NOW)
+    [(topic, b)] = out.messages
+    assert topic == "aquavolt/v1/gw/gw-1/dev/em-1/data" and isinstance(b, Batch) and b.bd_seq == 7
+    out = h.handle("spBv1.0/town/DDATA/gw-1/em-1", _p(2, Metric(alias=1, datatype=DataType.Float, value=229.0)),
+                   NOW)
+    assert [(r.point, r.value) for b in _batches(out) for r in b.readings] == [("voltage_v", 229.0)]
+    assert h.handle("spBv1.0/town/DDEATH/gw-1/em-1", _p(3), NOW).messages == []  # status: the wire's
