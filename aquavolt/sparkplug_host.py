@@ -341,6 +341,8 @@ class SparkplugHost:
                 if not in_birth and not name.startswith(_CONTROL):
                     unknown.append(name)
                 continue
+            if in_birth and (m.is_null or m.value is None):
+                continue  # declared with no value yet (not read since the node started): no reading
             reading, why = _reading(point, m, birth.types.get(name, m.datatype), ts0)
             if reading is None:
                 out.dead.append(f"{where}: metric {name}: {why}")

@@ -393,6 +393,11 @@ class Collector:
             self.source.publish(topic, payload)
         self.stats.sparkplug_gaps, self.stats.sparkplug_rebirths = self.spb.gaps, self.spb.rebirths
         self.stats.readings += got.readings
+        if got.lines:  # event time written, as _take reckons it (lines end with their ms)
+            ts = max(int(line[line.rfind(" ") + 1:]) for line in got.lines)
+            b.seen(ts)
+            if self._first_ms is None and got.readings:
+                self._first_ms = ts
         b.add(m.topic, got.lines)
 
     def _refresh_gauges(self) -> None:

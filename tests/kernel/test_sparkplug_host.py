@@ -169,9 +169,12 @@ def test_an_aquavolt_gateway_speaking_sparkplug_is_read_for_its_readings_only() 
     out = h.handle("spBv1.0/town/NBIRTH/gw-1", _p(0, bd_seq_metric(7)), NOW)
     assert out.messages == [] and not out.dead
     out = h.handle("spBv1.0/town/DBIRTH/gw-1/em-1", _p(1, Metric(name="voltage_v", alias=1,
-                                                               datatype=DataType.Float, value=231.5)), NOW)
+                                                               datatype=DataType.Float, value=231.5),
+                                                        Metric(name="current_a", alias=2, datatype=DataType.Float,
+                                                               is_null=True)), NOW)  # null: not read yet
     [(topic, b)] = out.messages
     assert topic == "aquavolt/v1/gw/gw-1/dev/em-1/data" and isinstance(b, Batch) and b.bd_seq == 7
+    assert [(r.point, r.value) for r in b.readings] == [("voltage_v", 231.5)]
     out = h.handle("spBv1.0/town/DDATA/gw-1/em-1", _p(2, Metric(alias=1, datatype=DataType.Float, value=229.0)),
                    NOW)
     assert [(r.point, r.value) for b in _batches(out) for r in b.readings] == [("voltage_v", 229.0)]
