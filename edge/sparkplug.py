@@ -14,6 +14,8 @@ aquavolt's own link, on its own MQTT session (its will is the NDEATH):
 - DDATA by exception (the agent's deadbands and heartbeat), aliases only; DDEATH when a
   device stops answering, DBIRTH when it answers again; ``seq`` 0..255 across every message
   of the node; NDEATH (the will, and sent before a clean stop) with the NBIRTH's ``bdSeq``;
+- with a primary host: no birth before its STATE says online; when it says offline, NDEATH,
+  disconnect and connect again (a new session), born again once the host is back;
 - readings are held in a store of their own (``sparkplug.sqlite``) while the session is down
   or the primary host's STATE says offline, and replayed (QoS 1, deleted on the broker's
   PUBACK) after the next birth;
@@ -442,9 +444,28 @@ class SparkplugNode:
             self.host_online = True
             self.birth()
         elif not state.online and self.host_online:
-            log.warning("primary host %s offline: holding readings", self.cfg.primary_host_id)
+            log.warning("primary host %s offline: session ended (NDEATH), readings held until it is back",
+                        self.cfg.primary_host_id)
             self.host_online = False
             self.live = False
+            task = asyncio.create_task(self._leave(), name="sparkplug-leave")
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
+
+    async def _leave(self) -> None:
+        """The primary host is offline: end this session (NDEATH first, as a clean stop does)
+        and open a new one, which births once the host's STATE says online (Sparkplug 3.0:
+        an edge node terminates its session while the primary host is offline)."""
+        if self.connected:
+            info = self.client.publish(self.topic(MessageType.NDEATH), self._death(), qos=1)
+            deadline = time.monotonic() + 3.0
+            while not info.is_published() and self.connected and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        self.client.disconnect()  # on_disconnect: the next session's bdSeq and will
+        await asyncio.to_thread(self.client.loop_stop)
+        s = self.mqtt_settings
+        self.client.connect_async(s.host, s.port, s.keepalive_s)
+        self.client.loop_start()
 
     async def _dcmd(self, dev: str, m: Metric) -> None:
         name = m.name

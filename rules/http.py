@@ -390,6 +390,7 @@ async def post_command(request: web.Request) -> web.Response:
     eng.commands.issued(cmd, gw_id, dev_id)  # stored before it leaves
     eng.client.publish(eng.topics.command(gw_id, dev_id), encode(cmd), qos=1, retain=False)
     eng.commands.published(cmd.id)
+    eng.changes.notify()
     result = {"id": cmd.id, "issued_ms": cmd.ts_ms, "issuer": cmd.issuer, "operator": cmd.operator}
     eng.store.record_action(cmd.ts_ms, request["operator"], "command", f"{gw_id}/{dev_id}/{point}", body,
                             result)

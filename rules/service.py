@@ -118,6 +118,37 @@ def _copied(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v.copy() if isinstance(v, (dict, list, set, deque)) else v for k, v in attrs.items()}
 
 
+class Changes:
+    """What the operator console's event streams wait on: woken when the alarms or the command
+    log change (a commit, a command issued, a gateway's reply) or a stream must re-check its
+    session (sign-out, stop). No polling; only the engine's event loop calls ``notify``."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        self.version += 1
+        for f in self._waiters:
+            if not f.done():
+                f.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, seen: int, timeout_s: float) -> int:
+        """The version after a change newer than ``seen``, or the same after ``timeout_s``."""
+        if self.version != seen or timeout_s <= 0:
+            return self.version
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
+        return self.version
+
+
 class NotStored(Exception):
     """An operator's change that could not be committed: rolled back, answered 503."""
 
@@ -299,6 +330,7 @@ class Engine:
         self.customer_sink = customer_sink
         self.stats = Stats()
         self._seen = SeenSeqs()
+        self.changes = Changes()  # the console's event streams wait on it
         self._seen_this_round: list[tuple[str, int, int]] = []  # forgotten if the round is rolled back
         self.influx = influx
         self._once = OnceLogger(log)
@@ -398,6 +430,7 @@ class Engine:
         """A gateway's answer to a command: stored in the command log (from its own topic only,
         which the caller has checked)."""
         self.commands.reply(topic, reply, self.clock.now_ms())
+        self.changes.notify()
         return Output()
 
     def _batch(self, b: Batch) -> Output:
@@ -552,6 +585,7 @@ class Engine:
         ids = self.store.save(events, m.alarms, m.seq, self.core.horizon_ms, msgs, action)
         self._outbox.update(zip(ids, msgs, strict=True))
         self.stats.events += len(events)
+        self.changes.notify()
 
     def _published(self, events: list[AlarmEvent], customer: list[Condition] | None) -> None:
         """After a commit: publish from the outbox, notify, the customer sink."""

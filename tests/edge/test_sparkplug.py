@@ -126,7 +126,7 @@ def test_births_and_data_as_tahu_reads_them(mosquitto: Mosquitto, topic_prefix: 
     group = _group()
     agent = _agent(spb_gateway([peer.port], group), mosquitto, topic_prefix, tmp_path)
     with Recorder(mosquitto.settings(), [f"spBv1.0/{group}/#", f"{topic_prefix}/gw/#"], "spb-a") as rec:
-        assert run_until(agent, lambda: _count(rec, "DDATA") >= 1)
+        assert run_until(agent, lambda: _all_points_sent(rec))
         assert rec.wait_for(lambda ms: any("/NDEATH/" in m.topic for m in ms))  # a clean stop says it
         rows = decoded(rec.snapshot())
         assert not [m for m in rec.snapshot() if m.topic.endswith("/data")]  # northbound: sparkplug only
@@ -202,15 +202,20 @@ def test_will_is_ndeath_with_the_births_bdseq(mosquitto: Mosquitto, topic_prefix
     peer = ModbusTcpPeer({1: Unit().fill(PUMP)})
     peers.append(peer)
     group = _group()
-    agent = _agent(spb_gateway([peer.port], group), mosquitto, topic_prefix, tmp_path)
+    settings = FAST.model_copy(update={"max_silence_s": 0.1})  # readings flow while the session is down
+    agent = _agent(spb_gateway([peer.port], group), mosquitto, topic_prefix, tmp_path, settings)
+    held: list[int] = []
     with Recorder(mosquitto.settings(), [f"spBv1.0/{group}/#"], "spb-c") as rec:
         async def during(a: Agent) -> None:
+            node = a.sparkplug
+            assert node is not None
             await _until(lambda: _count(rec, "DBIRTH") >= 1)
-            assert a.sparkplug is not None
-            sock = a.sparkplug.client.socket()
+            sock = node.client.socket()
             assert isinstance(sock, socket.socket)
             sock.shutdown(socket.SHUT_RDWR)  # the connection dies without a DISCONNECT
-            await _until(lambda: _count(rec, "NBIRTH") >= 2)
+            await _until(lambda: node.depth > 0)
+            held.append(node.depth)
+            await _until(lambda: _count(rec, "NBIRTH") >= 2 and node.depth == 0)
 
         assert run_until(agent, lambda: True, 30, during)
         rows = decoded(rec.snapshot())
@@ -223,6 +228,9 @@ def test_will_is_ndeath_with_the_births_bdseq(mosquitto: Mosquitto, topic_prefix
 
     assert bd(death) == bd(first) == "0"
     assert bd(second) == "1"  # the next session's
+    # the readings polled while the session was down came after the new birth, as history
+    historical = [r for r in rows[second:] if r[0] == "DDATA" and all(m.get("isHistorical") for m in r[2]["metrics"])]
+    assert held and len(historical) >= held[0]
 
 
 def test_ddeath_when_a_device_stops_answering(mosquitto: Mosquitto, topic_prefix: str, peers: list[Any],
@@ -276,12 +284,12 @@ def test_state_offline_holds_data_and_online_replays_it_as_historical(
             marks["held_1"] = node.depth
             state(True)
             await _until(lambda: node.depth == 0 and _count(rec, "DDATA") > marks["held_1"])
+            await _until(lambda: any(not m.is_historical for p in _ddata(rec) for m in p.metrics))  # live
             state(False)
             await _until(lambda: not node.live)
-            marks["offline_at"] = time.monotonic()
-            await _until(lambda: node.depth >= 3)
-            marks["ddata_while_offline"] = [m for m in rec.snapshot() if "/DDATA/" in m.topic
-                                            and m.received > marks["offline_at"] + 0.2]
+            bd_before = node.bd_seq
+            marks["offline_ms"] = a.clock.now_ms()  # every reading polled from now on is held
+            await _until(lambda: node.depth >= 3 and node.connected and node.bd_seq == bd_before + 1)
             marks["held_2"] = node.depth
             state(True)
             await _until(lambda: node.depth == 0 and _count(rec, "NBIRTH") >= 2)
@@ -289,9 +297,20 @@ def test_state_offline_holds_data_and_online_replays_it_as_historical(
         assert run_until(agent, lambda: True, 40, during)
         rec.client.publish(state_topic(host), b"", qos=1, retain=True)
         rows = decoded(rec.snapshot())
-    assert marks["ddata_while_offline"] == []
     births = [i for i, r in enumerate(rows) if r[0] == "NBIRTH"]
     assert len(births) == 2
+    # the host offline ended the session: NDEATH, then a new session (bdSeq + 1) born once it is back
+    deaths = [i for i, r in enumerate(rows) if r[0] == "NDEATH"]
+    assert births[0] < deaths[0] < births[1]
+
+    def bd(i: int) -> int:
+        return int({m["name"]: m for m in rows[i][2]["metrics"]}["bdSeq"]["value"])
+
+    assert bd(deaths[0]) == bd(births[0]) and bd(births[1]) == bd(births[0]) + 1
+    # nothing polled while the host was offline went out live before the host came back
+    live_before = [m for r in rows[:births[1]] if r[0] == "DDATA" for m in r[2]["metrics"]
+                   if not m.get("isHistorical")]
+    assert live_before and all(int(m["timestamp"]) <= marks["offline_ms"] for m in live_before)
     for n, start in enumerate(births):
         end = births[1] if n == 0 else len(rows)
         data = [r for r in rows[start:end] if r[0] == "DDATA"]
@@ -339,6 +358,11 @@ def test_dcmd_through_the_allow_list_and_read_back(mosquitto: Mosquitto, topic_p
     assert read_back  # the value read back after the write, as Tahu reads it
 
 
+def _all_points_sent(rec: Recorder) -> bool:
+    """Every point of the pump went out in DDATA (its poll groups are polled apart)."""
+    return len({m.alias for p in _ddata(rec) for m in p.metrics}) == len(PUMP.points)
+
+
 def _ddata(rec: Recorder) -> list[Payload]:
     """DDATA payloads as aquavolt's codec reads them (cheap enough to poll)."""
     out = []
@@ -377,7 +401,8 @@ def test_both_northbounds_carry_the_same_readings(mosquitto: Mosquitto, topic_pr
     gw = spb_gateway([peer.port], group).model_copy(update={"northbound": "both"})
     agent = _agent(gw, mosquitto, topic_prefix, tmp_path)
     with Recorder(mosquitto.settings(), [f"spBv1.0/{group}/#", f"{topic_prefix}/gw/#"], "spb-h") as rec:
-        assert run_until(agent, lambda: bool(batches(rec)) and bool(_ddata(rec)))
+        assert run_until(agent, lambda: _all_points_sent(rec) and len(
+            {r.point for b in batches(rec) for r in b.readings}) == len(PUMP.points))
         wire = {r.point: r.value for b in batches(rec) for r in b.readings}
         births = [decode_payload(m.payload) for m in rec.snapshot() if "/DBIRTH/" in m.topic]
         name_of = {m.alias: m.name for m in births[0].metrics}
@@ -385,3 +410,43 @@ def test_both_northbounds_carry_the_same_readings(mosquitto: Mosquitto, topic_pr
     assert set(wire) == set(spb) == {p.name for p in PUMP.points}
     for name, value in wire.items():
         assert spb[name] == value or math.isclose(float(spb[name]), float(value), rel_tol=1e-6), name
+
+
+def test_every_shipped_modbus_point_has_a_datatype_its_values_fit(mosquitto: Mosquitto, topic_prefix: str,
+                                                                   tmp_path: Path) -> None:
+    """Each point of each shipped Modbus profile (sample values of every type, scaled or not,
+    bitfield flags) encodes as its metric's datatype, and Tahu reads it back."""
+    from aquavolt.edge.sparkplug import fit
+    from aquavolt.sparkplug import Metric, encode_payload
+
+    gw = Gateway.model_validate({
+        "id": "gw-test", "site": "site-1", "buses": [{"kind": "modbus_tcp", "id": "plc"}],
+        "devices": [{"id": f"d{i}", "profile": name, "bus": "plc", "unit_id": i + 1}
+                    for i, name in enumerate(sorted(MODBUS_PROFILES))],
+        "northbound": "sparkplug",
+    })
+    agent = _agent(gw, mosquitto, topic_prefix, tmp_path)
+    node = agent.sparkplug
+    assert node is not None and node.group_id == "gateway"  # a file of one gateway: no field id
+    try:
+        requests, want = [], []
+        for i, name in enumerate(sorted(MODBUS_PROFILES)):
+            profile, defs = MODBUS_PROFILES[name], node.defs[f"d{i}"]
+            for p in profile.points:
+                value = fit(defs[p.name].datatype, expected_value(profile, p))
+                payload = encode_payload(Payload(metrics=[Metric(name=p.name, datatype=defs[p.name].datatype,
+                                                                 value=value)]))  # type: ignore[arg-type]
+                requests.append({"topic": "", "payload": base64.b64encode(payload).decode()})
+                want.append((p.name, defs[p.name].datatype.name, value))
+        assert len({d.alias for defs in node.defs.values() for d in defs.values()}) == sum(
+            len(defs) for defs in node.defs.values())  # aliases unique across the node
+        for (name, dtype, value), got in zip(want, tahu(requests), strict=True):
+            m = got["payload"]["metrics"][0]
+            assert m["type"] == dtype, name
+            if isinstance(value, float):
+                assert math.isclose(float(m["value"]), value, rel_tol=1e-6), name
+            else:
+                assert m["value"] == value or m["value"] == str(value), name  # 64-bit: a decimal string
+    finally:
+        node.store.close()
+        agent.store.close()
