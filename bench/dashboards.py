@@ -24,9 +24,10 @@ the template variables expanded as Grafana does (``dashboards/macros.py``: ``$ti
 time shifts), runs at the dashboard's default range and over the last 12 months, ending at
 the last instant written: one warm-up then ``--repeat`` timed runs each.
 
-A query *reads raw data over more than a day* when it selects from the raw ``telemetry``
-measurement (the one with rollups), its range condition for raw data holds, and the range
-is longer than a day.
+A query *reads raw data over more than a day* when it selects from a measurement written at
+the poll or report rate (raw ``telemetry``, which has rollups; ``gateway_health`` and
+``device_health``, which have none), its range conditions hold, the range is longer than a
+day and the query is not bounded to the range's last day.
 
     .venv/bin/python bench/dashboards.py [--repeat 3] [--raw-step-s 900] [--customers 24]
 
@@ -73,7 +74,11 @@ END_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z: "now" for every range
 START_MS = END_MS - 396 * DAY_MS  # 13 months
 YEAR_MS = 365 * DAY_MS
 GOAL_P99_MS = 100.0
-_RAW_FROM = re.compile(r'FROM\s+(?:"[^"]+"\.)?(?:"autogen"\.)?"telemetry"(?![_\w])')
+RAW_MEASUREMENTS = ("telemetry", "gateway_health", "device_health")
+"""Measurements written at the poll or report rate (every few seconds to a minute per series);
+``telemetry`` has rollups, the health reports none."""
+_RAW_FROM = re.compile(r'FROM\s+(?:"autogen"\.)?"(' + "|".join(RAW_MEASUREMENTS) + r')"(?![_\w])')
+_BOUND = re.compile(r"time >= (\d+)ms - (\d+)([smhd])\b")
 _GUARD = re.compile(r"(\d+) - (\d+) (<=|>=|<|>) (\d+)")
 _RANGE = {"now-24h": DAY_MS, "now-7d": 7 * DAY_MS, "now-30d": 30 * DAY_MS, "now-12M": YEAR_MS}
 
@@ -164,8 +169,8 @@ def events(lf: LoadedField, customers: int) -> Iterator[tuple[str, list[str]]]:
     for t in range(START_MS, END_MS, 3 * HOUR_MS):
         k = (t - START_MS) // HOUR_MS
         for gw_id, dev in devices:
-            out.append(f"device_health,gateway={gw_id},device={dev} state=\"online\",online=1i,polls={k * 60}i,"
-                       f"errors={k // 50}i,poll_latency_ms={30 + k % 17}.0 {t}")
+            out.append(f"device_health,gateway={gw_id},device={dev} state=\"online\",online=1i,"
+                       f"polls={k * 60}i,errors={k // 50}i,poll_latency_ms={30 + k % 17}.0 {t}")
         if len(out) > 50_000:
             yield "autogen", out
             out = []
@@ -237,19 +242,27 @@ def _write_all(url: str, batches: Iterator[tuple[str, list[str]]], writers: int 
 # ---------------------------------------------------------------- queries
 
 
-def reads_raw_over_a_day(query: str, range_ms: int) -> bool:
-    """The substituted query reads raw telemetry (its guards, literal comparisons, all hold)
-    over a range longer than a day."""
-    if range_ms <= DAY_MS or not _RAW_FROM.search(query):
-        return False
+def reads_raw_over_a_day(query: str, range_ms: int) -> str:
+    """The raw measurement the substituted query reads over more than a day, or "": it reads
+    one (telemetry, health reports), its guards (comparisons of literals) all hold, the range
+    is longer than a day and no ``time >= END - D`` bounds it to a day."""
+    m = _RAW_FROM.search(query)
+    if range_ms <= DAY_MS or m is None:
+        return ""
     ops = {"<=": int.__le__, ">=": int.__ge__, "<": int.__lt__, ">": int.__gt__}
-    return all(ops[op](int(a) - int(b), int(c)) for a, b, op, c in _GUARD.findall(query))
+    if not all(ops[op](int(a) - int(b), int(c)) for a, b, op, c in _GUARD.findall(query)):
+        return ""
+    unit_ms = {"s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS}
+    if any(int(n) * unit_ms[u] <= DAY_MS for _end, n, u in _BOUND.findall(query)):
+        return ""
+    return m.group(1)
 
 
 def time_queries(ix: Influx, boards: dict[str, dict[str, Any]], repeat: int) -> dict[str, Any]:
     per_board: dict[str, Any] = {}
     every: list[float] = []
     raw_total = 0
+    raw_by: dict[str, int] = {}
     slowest: list[tuple[float, str]] = []
     for name, board in boards.items():
         default = board.get("time", {}).get("from", "now-24h")
@@ -262,7 +275,10 @@ def time_queries(ix: Influx, boards: dict[str, dict[str, Any]], repeat: int) -> 
             these: list[float] = []
             for panel, target in dashboard_queries(board):
                 query = rng.for_panel(panel).substitute(target["query"])
-                raw_over += reads_raw_over_a_day(query, span)
+                raw = reads_raw_over_a_day(query, span)
+                if raw:
+                    raw_over += 1
+                    raw_by[raw] = raw_by.get(raw, 0) + 1
                 ix.query(query)  # warm-up
                 runs = []
                 for _ in range(repeat):
@@ -286,6 +302,7 @@ def time_queries(ix: Influx, boards: dict[str, dict[str, Any]], repeat: int) -> 
             "panel_query_max_ms": round(max(every), 1),
             "panel_queries_timed": len(every),
             "raw_queries_over_a_day": raw_total,
+            "raw_queries_over_a_day_by_measurement": raw_by,
             "slowest": [f"{ms:.0f} ms {what}" for ms, what in slowest[:5]],
             "dashboards": per_board}
 
@@ -295,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per query (default: %(default)s)")
     ap.add_argument("--raw-step-s", type=int, default=1800, choices=(60, 300, 600, 900, 1800, 3600),
                     help="raw step of the network devices (default: %(default)s)")
-    ap.add_argument("--customers", type=int, default=6, help="customers with meter history (default: %(default)s)")
+    ap.add_argument("--customers", type=int, default=6,
+                    help="customers with meter history (default: %(default)s)")
     args = ap.parse_args(argv)
     lf = load_field(FIELD)
     boards = build_all(lf)
@@ -305,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ix = Influx(server.settings().model_copy(update={"timeout_s": 300.0}))
             ix.execute(schema.continuous_queries())
-            ix.execute([f'DROP CONTINUOUS QUERY "cq_{m}" ON "{schema.DATABASE}"' for *_r, m in schema.ROLLUPS])
+            ix.execute([f'DROP CONTINUOUS QUERY "cq_{m}" ON "{schema.DATABASE}"'
+                        for *_r, m in schema.ROLLUPS])
             t0 = time.perf_counter()
             points = _write_all(server.url, telemetry(lf, boards, args.raw_step_s, args.customers))
             points += _write_all(server.url, events(lf, args.customers))
