@@ -11,8 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from aquavolt.profiles import Frozen
 from aquavolt.rulecfg import RulesConfig
@@ -303,7 +304,8 @@ class FieldConfig(Frozen):
     version: Literal[1] = 1
     id: Id
     name: str = ""
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="The utility's IANA time zone (Africa/Casablanca): its "
+                                             "days, in daily figures and dashboards")
     profiles_dir: str | None = Field(
         None, description="Extra profile folder, relative to the field file"
     )
@@ -313,6 +315,15 @@ class FieldConfig(Frozen):
     electricity: Electricity = Electricity()
     customers: list[Customer] = Field(default_factory=list)
     rules: RulesConfig = RulesConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Africa/Casablanca)") from None
+        return v
 
     @cached_property
     def devices(self) -> dict[str, tuple[Gateway, Device]]:
