@@ -104,7 +104,8 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     run_id = f"{sc_path.stem}-{uuid.uuid4().hex[:8]}"[:64]
     stack = Stack(StackOptions(field=(sc_path.parent / sc.scenario.field).resolve(), workdir=workdir,
                                clock_spec="", scenario=sc_path, mqtt_url=args.mqtt,
-                               influx_url=args.influx, run_id=run_id))
+                               influx_url=args.influx, run_id=run_id,
+                               sparkplug=tuple(args.sparkplug or ())))
     if stack.missing:
         raise SystemExit(f"aquavolt replay: components missing: {', '.join(stack.missing)}")
     stop = threading.Event()
@@ -113,8 +114,11 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     end = sc.end + args.grace_s
     progress = getattr(args, "progress", True)
     try:
+        try:
+            stack.prepare_field()
+        except ValueError as exc:  # a --sparkplug naming no aquavolt gateway: one line, no traceback
+            raise SystemExit(f"aquavolt replay: {exc}") from None
         stack.start_servers()
-        stack.prepare_field()
         backfill_days = sc.scenario.history_days if args.backfill_days is None else args.backfill_days
         if backfill_days:
             _say(f"writing {backfill_days} days of meter history")
@@ -193,6 +197,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("replay", help="run a scenario end to end and judge the alarms")
     p.add_argument("scenario", help="scenario YAML (see simulators/README.md)")
     p.add_argument("--workdir", help="servers' data and logs (default: a new temporary folder)")
+    p.add_argument("--sparkplug", action="append", metavar="GATEWAY",
+                   help="this gateway publishes Sparkplug B instead of aquavolt's wire (repeatable): "
+                   "the same scenario judged on a mixed field (docs/sparkplug.md)")
     p.add_argument("--report-dir", help="where to write the JSON and JUnit reports (default workdir)")
     p.add_argument("--mqtt", help="use this broker instead of starting one")
     p.add_argument("--influx", help="use this InfluxDB instead of starting one")
