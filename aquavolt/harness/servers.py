@@ -7,6 +7,7 @@ on the same port and data folder (fault tests need that).
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import ctypes.util
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -45,6 +47,27 @@ def die_with_parent() -> None:
     replay or test run leaves no server behind."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def popen_dying_with_us(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` of a child that dies with this process (``die_with_parent``).
+
+    The parent-death signal fires when the *thread* that started the child ends, not the
+    process: a server started from a worker thread (``asyncio.to_thread`` in a test, whose
+    thread pool ends with its event loop) was killed in the middle of a test session. Children
+    are therefore started from the main thread, or else from one spawner thread that lives as
+    long as the process."""
+    global _SPAWNER
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(argv, preexec_fn=die_with_parent, **kw)  # noqa: PLW1509 - only prctl runs there
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aquavolt-spawner")
+    return _SPAWNER.submit(lambda: subprocess.Popen(argv, preexec_fn=die_with_parent, **kw)).result()  # noqa: PLW1509
 
 
 _GIVEN: set[int] = set()
@@ -125,9 +148,9 @@ class ManagedServer:
         if self.running:
             return
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc = popen_dying_with_us(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl runs there
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -35,7 +35,7 @@ from aquavolt.clock import SimClock, clock_from_spec, write_epoch_file
 from aquavolt.config import load_field
 from aquavolt.errors import ServiceError
 from aquavolt.harness.relocate import relocate_file
-from aquavolt.harness.servers import InfluxDB, Mosquitto, die_with_parent, free_port
+from aquavolt.harness.servers import InfluxDB, Mosquitto, free_port, popen_dying_with_us
 from aquavolt.harness.timekeeper import Watch
 from aquavolt.settings import InfluxSettings, MqttSettings
 
@@ -83,9 +83,8 @@ class Child:
 
     def start(self, env: dict[str, str]) -> None:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                     preexec_fn=die_with_parent)  # noqa: PLW1509 - only prctl runs there
+        self.proc = popen_dying_with_us(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
     @property
     def alive(self) -> bool:

@@ -40,3 +40,27 @@ def test_server_dies_when_its_starter_is_killed(tmp_path: Path) -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child), f"mosquitto {child} outlived its starter"
+
+
+def test_a_server_started_from_a_worker_thread_outlives_the_thread(tmp_path: Path) -> None:
+    """The parent-death signal is the starting *thread*'s: a broker started from a worker
+    thread that then ended (``asyncio.to_thread`` inside ``asyncio.run``) was killed with it,
+    and the tests after it found the session's broker gone."""
+    import asyncio
+
+    from aquavolt.harness.servers import Mosquitto
+
+    m = Mosquitto(tmp_path / "m")
+    try:
+        async def start_in_a_worker() -> None:
+            await asyncio.to_thread(m.start)
+
+        asyncio.run(start_in_a_worker())  # its thread pool, and the thread that started it, end here
+        pid = m.pid
+        assert pid is not None
+        deadline = time.monotonic() + 3  # a signal, if one comes, comes at the thread's end
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive(pid), "the broker died with the worker thread that started it"
+    finally:
+        m.stop()
