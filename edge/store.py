@@ -1,10 +1,13 @@
 """The durable queue behind store and forward: SQLite in WAL mode.
 
 Every data message is written here (and committed) before it is handed to MQTT. The broker's
-PUBACK only marks it ``acked`` (not sent again while that broker session lives); it is deleted
-when the collector's stored mark (``{prefix}/gw/{gw}/stored``: every seq up to it is in
-InfluxDB) reaches it. The queue also keeps the gateway's sequence numbers (``seq``, +1 per
-data message, and ``bd_seq``, +1 per agent start) and the last stored mark, so that all
+PUBACK only marks it acknowledged (not sent again while that broker session lives). A
+restart sends everything after the stored mark again, so an acknowledgement is kept beside
+the queue (the connection's temporary table ``acked``), never by rewriting the message's
+row: a PUBACK costs the SD card nothing. A message is deleted when the collector's stored
+mark (``{prefix}/gw/{gw}/stored``: every seq up to it is in InfluxDB) reaches it. The queue
+also keeps the gateway's sequence numbers (``seq``, +1 per data message, and ``bd_seq``, +1
+per agent start) and the last stored mark, so that all
 survive a restart or a kill -9.
 
 Bounds: ``max_bytes`` of payload and ``max_age_s`` of age. Past them the oldest telemetry
@@ -59,9 +62,13 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA cache_size=-2000")  # 2 MB page cache whatever the backlog
         self.db.executescript(_SCHEMA)
+        # the broker's acknowledgements of this run: a temporary table (never synced, gone at
+        # close), holding only seqs the queue holds
+        self.db.execute("CREATE TEMP TABLE acked (seq INTEGER PRIMARY KEY)")
         if "acked" not in {r[1] for r in self.db.execute("PRAGMA table_info(q)")}:
             self.db.execute("ALTER TABLE q ADD COLUMN acked INTEGER NOT NULL DEFAULT 0")
         # what a broker acknowledged in an earlier run may be lost with that broker: send again
+        # (the column is the acknowledgement of stores written before the temporary table)
         self.db.execute("UPDATE q SET acked = 0 WHERE acked = 1")
         self.dropped = 0
         self._pending: list[tuple[int, str, bytes, int, int, int]] = []
@@ -132,8 +139,8 @@ class Store:
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                n += self.db.execute(f"UPDATE q SET acked = 1 WHERE acked = 0 AND seq IN ({marks})",
-                                     chunk).rowcount
+                n += self.db.execute(f"INSERT OR IGNORE INTO temp.acked (seq) SELECT seq FROM main.q "
+                                     f"WHERE seq IN ({marks})", chunk).rowcount
         self.waiting -= n
 
     def forget_through(self, seq: int) -> int:
@@ -142,9 +149,9 @@ class Store:
             return 0
         with self.db:
             self.db.execute("BEGIN")
-            n, s, w = self.db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(acked = 0), 0) FROM q WHERE seq <= ?",
-                (seq,)).fetchone()
+            n, s = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM q WHERE seq <= ?", (seq,)).fetchone()
+            w = n - self.db.execute("DELETE FROM temp.acked WHERE seq <= ?", (seq,)).rowcount
             self.db.execute("DELETE FROM q WHERE seq <= ?", (seq,))
             self._set_meta("stored_seq", seq)
         self.stored_seq = seq
@@ -161,8 +168,7 @@ class Store:
             self.db.execute("BEGIN")
             held = self.db.execute("SELECT COUNT(*) FROM q WHERE seq BETWEEN ? AND ?",
                                    (first, hi)).fetchone()[0]
-            n = self.db.execute("UPDATE q SET acked = 0 WHERE acked = 1 AND seq BETWEEN ? AND ?",
-                                (first, hi)).rowcount
+            n = self.db.execute("DELETE FROM temp.acked WHERE seq BETWEEN ? AND ?", (first, hi)).rowcount
         self.waiting += n
         return int(held)
 
@@ -186,7 +192,8 @@ class Store:
     def scan(self, after_seq: int, limit: int = 200) -> list[Row]:
         """Messages with seq > after_seq that no broker acknowledged, oldest first."""
         cur = self.db.execute(
-            "SELECT seq, topic, payload FROM q WHERE seq > ? AND acked = 0 ORDER BY seq LIMIT ?",
+            "SELECT seq, topic, payload FROM main.q WHERE seq > ? AND NOT EXISTS "
+            "(SELECT 1 FROM temp.acked a WHERE a.seq = q.seq) ORDER BY seq LIMIT ?",
             (after_seq, limit)
         )
         return [Row(s, t, bytes(p)) for s, t, p in cur.fetchall()]
@@ -198,10 +205,11 @@ class Store:
     def _drop(self, where: str, args: tuple[int, ...]) -> int:
         with self.db:
             self.db.execute("BEGIN")
-            n, s, w = self.db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(acked = 0), 0) FROM q WHERE {where}",
-                args).fetchone()
-            self.db.execute(f"DELETE FROM q WHERE {where}", args)
+            n, s = self.db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM main.q WHERE {where}", args).fetchone()
+            w = n - self.db.execute(
+                f"DELETE FROM temp.acked WHERE seq IN (SELECT seq FROM main.q WHERE {where})", args).rowcount
+            self.db.execute(f"DELETE FROM main.q WHERE {where}", args)
             self.dropped_total += n
             self._set_meta("dropped_total", self.dropped_total)
         self.depth -= n
