@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,10 @@ class Link:
         self._wake = asyncio.Event()
         self._acks = asyncio.Event()
         self._plain: set[int] = set()  # mids of QoS 1 messages outside the store, not acked yet
+        # PUBACKs from paho's thread, taken by the loop in bursts: one wake-up of the loop for
+        # all the PUBACKs that arrived meanwhile, not one each
+        self._pubacks: deque[int] = deque()
+        self._pubacks_posted = False
         self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,7 +122,16 @@ class Link:
         self._post(self._disconnected, str(rc))
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: Any, _p: object = None) -> None:
-        self._post(self._puback, mid)
+        self._pubacks.append(mid)
+        if not self._pubacks_posted:  # the loop clears the flag before it takes the burst
+            self._pubacks_posted = True
+            self._post(self._take_pubacks)
+
+    def _take_pubacks(self) -> None:
+        self._pubacks_posted = False
+        pubacks = self._pubacks
+        while pubacks:
+            self._puback(pubacks.popleft())
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.stored_topic:
@@ -136,6 +150,8 @@ class Link:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._pubacks.clear()
+        self._pubacks_posted = False
         self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
         self.client.loop_start()
         self._tasks = [asyncio.create_task(self._replay(), name="mqtt-replay"),

@@ -17,8 +17,8 @@ goes first, then status, and alarm-class messages last; every dropped message is
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aquavolt.profiles import PointClass
 
@@ -41,8 +41,7 @@ CREATE INDEX IF NOT EXISTS seen_cmd_ts ON seen_cmd (ts_ms);
 """
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     seq: int
     topic: str
     payload: bytes
@@ -52,7 +51,7 @@ class Store:
     """A bounded, durable FIFO of data messages keyed by ``seq``. Single-threaded use."""
 
     def __init__(self, path: Path | str, max_bytes: int = 256 * 2**20, max_age_s: float = 7 * 86400,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
