@@ -253,7 +253,10 @@ def main() -> None:
             agent = start_agent(1.0, "s1")
             sampler = Sampler(agent.pid)
             sampler.start()
-            time.sleep(6.0)  # warm up: connections, first polls
+            started = time.monotonic()  # a loaded machine may take several seconds to start it
+            while health_polls(rec) is None and time.monotonic() - started < 60:
+                time.sleep(0.25)
+            time.sleep(4.0)  # warm up: connections, first polls
             p0, c0, t0 = health_polls(rec), sampler.cpu(), time.monotonic()
             r0 = readings(rec)
             time.sleep(20.0)
