@@ -26,12 +26,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from aquavolt.clock import Clock
-from aquavolt.edge.store import Store
+from aquavolt.edge.store import Row, Store
 from aquavolt.errors import WireError
 from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import make_client
@@ -88,6 +89,8 @@ class Link:
         self._pubacks: deque[int] = deque()
         self._pubacks_posted = False
         self._flush_scheduled = False
+        self._syncer: ThreadPoolExecutor | None = None  # fsyncs the store's commits, in order
+        self._syncing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._once = OnceLogger(log)
@@ -152,6 +155,8 @@ class Link:
         self._loop = asyncio.get_running_loop()
         self._pubacks.clear()
         self._pubacks_posted = False
+        if self.store.sync_wal and self._syncer is None:
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="edge-fsync")
         self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
         self.client.loop_start()
         self._tasks = [asyncio.create_task(self._replay(), name="mqtt-replay"),
@@ -162,6 +167,9 @@ class Link:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._flush()
+        if self._syncing is not None:  # the last commit on the card, then published
+            await asyncio.gather(self._syncing, return_exceptions=True)
+            await asyncio.sleep(0)
         if last_words is not None and self.connected:
             self.client.publish(last_words[0], last_words[1], qos=1, retain=True)
         deadline = time.monotonic() + timeout_s
@@ -170,6 +178,9 @@ class Link:
         self._delete_acked()
         self.client.disconnect()
         self.client.loop_stop()
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
+            self._syncer = None
         self._loop = None
 
     def _connected(self) -> None:
@@ -215,12 +226,29 @@ class Link:
 
         Submissions are grouped for ``commit_interval_s`` (the polls of a cycle are spread
         over it by the stagger): one transaction, one WAL append, instead of one per batch.
-        Nothing is published before its commit."""
+        Nothing is published before its commit is on the card (``Store.sync``, in the
+        worker thread: the loop goes on polling meanwhile)."""
         self._flush_scheduled = False
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         rows = self.store.commit()
+        if not rows:
+            return
+        if self._syncer is not None and self._loop is not None:
+            fut = self._loop.run_in_executor(self._syncer, self.store.sync)
+            fut.add_done_callback(lambda f: self._durable(rows, f))
+            self._syncing = fut
+        else:  # not started (no loop yet), or NORMAL: no fsync of ours
+            if self.store.sync_wal:
+                self.store.sync()
+            self._durable(rows, None)
+
+    def _durable(self, rows: list[Row], synced: asyncio.Future[None] | None) -> None:
+        """A commit is on the card: its messages may go (live now, else by the replay lane)."""
+        if synced is not None and not synced.cancelled() and synced.exception() is not None:
+            self._once.failure("store-sync", f"store: fsync failed: {synced.exception()}")
+        self.store.durable_seq = max(self.store.durable_seq, rows[-1].seq)
         for row in rows:
             if self.connected and self._live_n < self.live_window:
                 info = self.client.publish(row.topic, row.payload, qos=1)
@@ -331,9 +359,13 @@ class Link:
                 rewinds = self._rewinds
                 if not rows:
                     break
+                unsynced = False
                 for row in rows:
                     if rewinds != self._rewinds:
                         break  # scan again from where the cursor was moved back to
+                    if row.seq > self.store.durable_seq:
+                        unsynced = True  # committed, not on the card yet: its fsync wakes us
+                        break
                     if row.seq in self._out:  # paho has it (and resends it itself)
                         self._cursor = row.seq
                         continue
@@ -358,6 +390,8 @@ class Link:
                     self._replay_n += 1
                     self.published_replay += 1
                     self._cursor = row.seq
+                if unsynced:
+                    break
                 await asyncio.sleep(0)
 
     async def _housekeeping(self) -> None:

@@ -16,6 +16,7 @@ goes first, then status, and alarm-class messages last; every dropped message is
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import NamedTuple
@@ -58,7 +59,13 @@ class Store:
         self.max_age_s = max_age_s
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        # FULL: every commit is on the card before anything of it is published. SQLite runs
+        # with synchronous=NORMAL (no fsync inside COMMIT; checkpoints sync the WAL before and
+        # the database after), and :meth:`sync` fsyncs the WAL after a commit, off the event
+        # loop (the link publishes a commit's messages only once it returns): the guarantee of
+        # synchronous=FULL for every published message, without blocking the loop on the card.
+        self.sync_wal = synchronous == "FULL"
+        self.db.execute(f"PRAGMA synchronous={'NORMAL' if self.sync_wal else synchronous}")
         self.db.execute("PRAGMA cache_size=-2000")  # 2 MB page cache whatever the backlog
         self.db.executescript(_SCHEMA)
         # the broker's acknowledgements of this run: a temporary table (never synced, gone at
@@ -82,6 +89,10 @@ class Store:
             stored = oldest - 1
             self._set_meta("stored_seq", stored)
         self.stored_seq: int = stored
+        self._wal_fd: int | None = None
+        if self.sync_wal:
+            self.sync()  # what a crash left in the OS's cache goes on the card before it is sent
+        self.durable_seq = self.next_seq - 1  # on the card: messages up to it may be published
 
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -121,12 +132,29 @@ class Store:
                 rows,
             )
             self._set_meta("next_seq", self.next_seq)
+        if not self.sync_wal:
+            self.durable_seq = self.next_seq - 1
         self.depth += len(rows)
         self.waiting += len(rows)
         self.bytes += sum(r[5] for r in rows)
         if self.bytes > self.max_bytes:
             self._drop_to(self.max_bytes)
         return [Row(r[0], r[1], r[2]) for r in rows]
+
+    def sync(self) -> None:
+        """Put every commit so far on the card (fsync of the WAL file; from any thread: it
+        touches no connection). The link calls it after each commit, in its worker thread."""
+        if self._wal_fd is None:
+            wal = Path(f"{self.path}-wal")
+            if not wal.exists():
+                return
+            self._wal_fd = os.open(wal, os.O_RDONLY)
+            folder = os.open(self.path.parent, os.O_RDONLY)  # the WAL's directory entry too
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        os.fsync(self._wal_fd)
 
     def ack(self, seqs: list[int]) -> None:
         """Mark messages acknowledged by the broker (kept until the stored mark passes them)."""
@@ -264,3 +292,6 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
