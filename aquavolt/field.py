@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from aquavolt.profiles import Frozen
 from aquavolt.rulecfg import RulesConfig
@@ -117,6 +117,22 @@ class Device(Located):
     name: str = ""
 
 
+SparkplugId = Annotated[str, Field(pattern=r"^[^/+#]+$", max_length=64,
+                                     description="A Sparkplug id: no '/', '+' or '#'")]
+
+
+class GatewaySparkplug(Frozen):
+    """How a gateway speaks Sparkplug B northbound (``docs/sparkplug.md``)."""
+
+    group_id: SparkplugId | None = Field(None, description="Sparkplug group id; default: the field's id")
+    edge_node_id: SparkplugId | None = Field(None, description="Edge node id; default: the gateway's id")
+    primary_host_id: SparkplugId | None = Field(
+        None, description="Primary host application: data is held while its STATE says offline")
+    accept_dcmd: bool = Field(
+        False, description="Execute DCMD writes (allow-listed points only; the broker ACL must let "
+                           "only the centre publish DCMD)")
+
+
 class Gateway(Located):
     id: Id
     site: Id
@@ -130,6 +146,16 @@ class Gateway(Located):
     writable_points: list[str] = Field(
         default_factory=list, description="Allow-list of 'device.point' that commands may write"
     )
+    northbound: Literal["aquavolt", "sparkplug", "both"] = Field(
+        "aquavolt", description="What the gateway publishes: aquavolt's wire, Sparkplug B 3.0, or both")
+    sparkplug: GatewaySparkplug | None = Field(
+        None, description="Sparkplug B settings (northbound sparkplug or both)")
+
+    @model_validator(mode="after")
+    def _sparkplug_needs_northbound(self) -> Gateway:
+        if self.sparkplug is not None and self.northbound == "aquavolt":
+            raise ValueError("a sparkplug section needs northbound: sparkplug or both")
+        return self
 
     def bus(self, bus_id: str) -> ModbusTcpBus | ModbusRtuBus | OpcuaBus | None:
         return next((b for b in self.buses if b.id == bus_id), None)
