@@ -157,6 +157,7 @@ class Link:
         self._pubacks_posted = False
         if self.store.sync_wal and self._syncer is None:
             self._syncer = ThreadPoolExecutor(1, thread_name_prefix="edge-fsync")
+            self.store.sync_in_commit = False
         self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
         self.client.loop_start()
         self._tasks = [asyncio.create_task(self._replay(), name="mqtt-replay"),
@@ -181,6 +182,7 @@ class Link:
         if self._syncer is not None:
             self._syncer.shutdown(wait=True)
             self._syncer = None
+            self.store.sync_in_commit = True
         self._loop = None
 
     def _connected(self) -> None:
@@ -239,9 +241,7 @@ class Link:
             fut = self._loop.run_in_executor(self._syncer, self.store.sync)
             fut.add_done_callback(lambda f: self._durable(rows, f))
             self._syncing = fut
-        else:  # not started (no loop yet), or NORMAL: no fsync of ours
-            if self.store.sync_wal:
-                self.store.sync()
+        else:  # not started: the commit was synced; or NORMAL: no fsync of ours
             self._durable(rows, None)
 
     def _durable(self, rows: list[Row], synced: asyncio.Future[None] | None) -> None:

@@ -65,6 +65,7 @@ class Store:
         # loop (the link publishes a commit's messages only once it returns): the guarantee of
         # synchronous=FULL for every published message, without blocking the loop on the card.
         self.sync_wal = synchronous == "FULL"
+        self.sync_in_commit = True  # a commit fsyncs before it returns; the link does it itself
         self.db.execute(f"PRAGMA synchronous={'NORMAL' if self.sync_wal else synchronous}")
         self.db.execute("PRAGMA cache_size=-2000")  # 2 MB page cache whatever the backlog
         self.db.executescript(_SCHEMA)
@@ -132,7 +133,9 @@ class Store:
                 rows,
             )
             self._set_meta("next_seq", self.next_seq)
-        if not self.sync_wal:
+        if self.sync_wal and self.sync_in_commit:
+            self.sync()
+        if not self.sync_wal or self.sync_in_commit:
             self.durable_seq = self.next_seq - 1
         self.depth += len(rows)
         self.waiting += len(rows)
@@ -143,7 +146,8 @@ class Store:
 
     def sync(self) -> None:
         """Put every commit so far on the card (fsync of the WAL file; from any thread: it
-        touches no connection). The link calls it after each commit, in its worker thread."""
+        touches no connection). :meth:`commit` calls it, unless ``sync_in_commit`` is off:
+        the link calls it after each commit in its worker thread."""
         if self._wal_fd is None:
             wal = Path(f"{self.path}-wal")
             if not wal.exists():
