@@ -105,20 +105,34 @@ class OpcuaBus(Frozen):
 Bus = Annotated[ModbusTcpBus | ModbusRtuBus | OpcuaBus, Field(discriminator="kind")]
 
 
+SparkplugId = Annotated[str, Field(pattern=r"^[^/+#]+$", max_length=64,
+                                     description="A Sparkplug id: no '/', '+' or '#'")]
+
+
+class SparkplugDevice(Frozen):
+    """Where a device of a ``sparkplug`` gateway gets its data: a Sparkplug device (or the edge
+    node itself) and the names of its metrics, each mapped to a point of the device's profile."""
+
+    device_id: SparkplugId | None = Field(
+        None, description="Sparkplug device id (DBIRTH/DDATA/DDEATH); unset: the edge node's own "
+        "metrics (NBIRTH/NDATA)")
+    metrics: dict[Annotated[str, Field(min_length=1, max_length=256)], str] = Field(
+        min_length=1, description="Sparkplug metric name -> point of the device's profile")
+
+
 class Device(Located):
     id: Id
     profile: str = Field(description="Device profile id")
-    bus: Id = Field(description="Id of the gateway bus the device sits on")
+    bus: Id | None = Field(None, description="Id of the gateway bus the device sits on "
+                           "(required on an aquavolt gateway, none on a sparkplug one)")
+    sparkplug: SparkplugDevice | None = Field(
+        None, description="On a sparkplug gateway: its Sparkplug device and metric names")
     unit_id: int | None = Field(None, description="Modbus unit id (1..247)")
     node_prefix: str | None = Field(None, description="OPC-UA browse prefix of the device")
     poll_intervals_s: dict[str, float] = Field(
         default_factory=dict, description="Poll interval per point group (overrides gateway)"
     )
     name: str = ""
-
-
-SparkplugId = Annotated[str, Field(pattern=r"^[^/+#]+$", max_length=64,
-                                     description="A Sparkplug id: no '/', '+' or '#'")]
 
 
 class GatewaySparkplug(Frozen):
@@ -137,7 +151,10 @@ class Gateway(Located):
     id: Id
     site: Id
     name: str = ""
-    buses: list[Bus] = Field(min_length=1)
+    kind: Literal["aquavolt", "sparkplug"] = Field(
+        "aquavolt", description="aquavolt: an aquavolt edge agent polls its buses; sparkplug: a "
+        "third-party Sparkplug B edge node, read by the centre from its births and data")
+    buses: list[Bus] = Field(default_factory=list, description="At least one on an aquavolt gateway")
     devices: list[Device] = Field(default_factory=list)
     poll_intervals_s: dict[str, float] = Field(
         default_factory=lambda: {"default": 10.0},
@@ -149,13 +166,21 @@ class Gateway(Located):
     northbound: Literal["aquavolt", "sparkplug", "both"] = Field(
         "aquavolt", description="What the gateway publishes: aquavolt's wire, Sparkplug B 3.0, or both")
     sparkplug: GatewaySparkplug | None = Field(
-        None, description="Sparkplug B settings (northbound sparkplug or both)")
+        None, description="Sparkplug B settings (kind sparkplug, or northbound sparkplug or both)")
 
     @model_validator(mode="after")
     def _sparkplug_needs_northbound(self) -> Gateway:
-        if self.sparkplug is not None and self.northbound == "aquavolt":
-            raise ValueError("a sparkplug section needs northbound: sparkplug or both")
+        if self.sparkplug is not None and self.northbound == "aquavolt" and self.kind == "aquavolt":
+            raise ValueError("a sparkplug section needs northbound: sparkplug or both (or kind: sparkplug)")
         return self
+
+    def sparkplug_node(self, field_id: str) -> tuple[str, str] | None:
+        """(group id, edge node id) of the gateway as a Sparkplug edge node, None when it is
+        not one: a ``sparkplug`` gateway, or an aquavolt one with northbound sparkplug or both."""
+        if self.kind == "aquavolt" and self.northbound == "aquavolt":
+            return None
+        sp = self.sparkplug or GatewaySparkplug()
+        return sp.group_id or field_id, sp.edge_node_id or self.id
 
     def bus(self, bus_id: str) -> ModbusTcpBus | ModbusRtuBus | OpcuaBus | None:
         return next((b for b in self.buses if b.id == bus_id), None)

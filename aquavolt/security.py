@@ -69,10 +69,22 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
     p = prefix
     users: dict[str, list[tuple[str, str]]] = {}
     reserved = set(SERVICE_USERS) | {HARNESS_USER}
+    centre_spb: list[tuple[str, str]] = []  # the centre reads sparkplug gateways, asks rebirths
     for gw in field.gateways:
         if gw.id in reserved:
             raise ValueError(f"gateway id {gw.id!r} is a service user's name: rename the gateway")
         g = f"{p}/gw/{gw.id}"
+        node_id = gw.sparkplug_node(field.id)
+        if gw.kind == "sparkplug" and node_id is not None:  # another vendor's edge node: its own topics
+            node = f"spBv1.0/{node_id[0]}/{{}}/{node_id[1]}"
+            users[gw.id] = [("write", node.format(t)) for t in ("NBIRTH", "NDATA", "NDEATH")]
+            users[gw.id] += [("write", node.format(t) + "/+") for t in ("DBIRTH", "DDATA", "DDEATH")]
+            users[gw.id] += [("read", node.format("NCMD")), ("read", node.format("DCMD") + "/+"),
+                             ("read", "spBv1.0/STATE/+")]
+            centre_spb += [("read", f"spBv1.0/{node_id[0]}/+/{node_id[1]}"),
+                           ("read", f"spBv1.0/{node_id[0]}/+/{node_id[1]}/+"),
+                           ("write", node.format("NCMD"))]
+            continue
         users[gw.id] = [
             ("write", f"{g}/status"),
             ("write", f"{g}/health"),
@@ -113,6 +125,8 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
         ("write", f"{p}/progress/collector"),
         ("write", f"{p}/deadletter/collector"),
     ]
+    if centre_spb:  # the primary host application's STATE (docs/sparkplug.md, Centre)
+        users["collector"] += [*centre_spb, ("readwrite", "spBv1.0/STATE/+")]
     users["rules"] = [
         *telemetry,
         ("write", f"{p}/gw/+/dev/+/cmd"),
@@ -123,6 +137,7 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
         ("read", f"{p}/time/grant"),
         ("write", f"{p}/progress/rules"),
         ("write", f"{p}/deadletter/rules"),
+        *centre_spb,
     ]
     users["sim"] = [
         ("read", f"{p}/sim/fault"),

@@ -43,6 +43,11 @@ class CollectorConfig(BaseModel):
     max_payload_bytes: int = Field(
         MAX_PAYLOAD_BYTES, ge=1024, le=MAX_PAYLOAD_BYTES,
         description="Refuse (dead-letter) a larger payload before parsing it")
+    field: Path | None = Field(
+        None, description="Field file: its sparkplug gateways' edge nodes are read too (spBv1.0), "
+        "and the collector publishes its STATE as their primary host application")
+    sparkplug_host_id: str = Field("aquavolt", pattern=r"^[^/+#]{1,64}$",
+                                   description="Host id of spBv1.0/STATE/{host_id}")
     event_time_rollups: bool = Field(
         False, description="Make the hourly and daily rollups on event time, once written "
         "(simulated fields, whose timestamps the wall-clock continuous queries never see)")

@@ -23,6 +23,7 @@ gateways' health messages keep its event time moving. At stop the buffer is flus
 from __future__ import annotations
 
 import asyncio
+import base64
 import faulthandler
 import heapq
 import logging
@@ -59,7 +60,10 @@ from aquavolt.rules.notify import Notifier
 from aquavolt.rules.store import Action, CommandLog, Message, Store
 from aquavolt.sdnotify import Notifier as SystemdNotifier
 from aquavolt.settings import MqttSettings
+from aquavolt.sparkplug_host import SparkplugHost
 from aquavolt.wire import (
+    MAX_DEADLETTER_PAYLOAD,
+    MAX_TEXT,
     AlarmEvent,
     Batch,
     CommandReply,
@@ -275,11 +279,20 @@ class Stats:
     last_round_error: str = ""
     round_dead_letters: int = 0
     """Messages dead-lettered because their processing round failed."""
+    sparkplug_seq_gaps: int = 0
+    """Sequence gaps of the field's Sparkplug B edge nodes (each asks for a rebirth)."""
+    sparkplug_rebirth_requests: int = 0
+    """``Node Control/Rebirth`` NCMDs sent (gap, unknown alias, data before a birth)."""
     outbox_pending: int = 0
     """Messages stored and not yet acknowledged by the broker."""
     health: str = "ok"
     """``degraded`` once a processing round has failed (since the engine started)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _binary_text(payload: bytes) -> str:
+    """A protobuf payload as dead-letter text: base64, cut to the limit."""
+    return ("base64:" + base64.b64encode(payload).decode())[:MAX_DEADLETTER_PAYLOAD]
 
 
 class Engine:
@@ -299,6 +312,9 @@ class Engine:
         self._max_future_ms = int(loaded.field.rules.event_time.max_future_s * 1000)
         self._device_gw = {d: g.id for d, (g, _d) in loaded.field.devices.items()}
         self._gateways = {g.id for g in loaded.field.gateways}
+        # third-party Sparkplug B edge nodes (sparkplug gateways): births, data and deaths read
+        # as their aquavolt equivalents (aquavolt.sparkplug_host), then handled as those are
+        self.sparkplug = SparkplugHost(loaded.field, self.topics, profiles=loaded.profiles)
         self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
         self.early_grace_s = EARLY_GRACE_S
         # supervision (wall time): progress of the processing loop, the systemd watchdog
@@ -357,7 +373,8 @@ class Engine:
             return
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1)])
+                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1),
+                          *((f, 1) for f in self.sparkplug.filters())])
         self.connected.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)
@@ -456,6 +473,9 @@ class Engine:
     def _handle(self, topic: str, payload: bytes, out: Output, waiting_since: float | None = None) -> None:
         """One message: decoded, authenticated by topic, checked against the plausibility
         window of event time, then given to the core; refused ones are dead-lettered."""
+        if topic.startswith("spBv1.0/"):
+            self._sparkplug(topic, payload, out, waiting_since)
+            return
         try:
             kind, gw, dev = self.topics.parse(topic)
             m = self._message(kind, gw, dev, payload)
@@ -479,6 +499,23 @@ class Engine:
                     log.warning("%s #%d on %s: %s", exc.counter, n, topic, exc)
             dl = DeadLetter(component="rules", topic=topic, reason=str(exc),
                             payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
+            self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+
+    def _sparkplug(self, topic: str, payload: bytes, out: Output, waiting_since: float | None) -> None:
+        """A Sparkplug B edge node's message: each aquavolt message it stands for is handled as
+        if it had come on its own topic (same checks, same rules); what cannot be read is
+        dead-lettered with the reason; a gap or a missing birth asks the node for a rebirth."""
+        got = self.sparkplug.handle(topic, payload, self.clock.now_ms())
+        self.stats.sparkplug_seq_gaps += got.gaps
+        for cmd_topic, cmd in got.commands:
+            self.stats.sparkplug_rebirth_requests += 1
+            self.client.publish(cmd_topic, cmd, qos=0)
+        for wire_topic, msg in got.messages:
+            self._handle(wire_topic, encode(msg), out, waiting_since)
+        for reason in got.dead:
+            self.stats.rejected += 1
+            dl = DeadLetter(component="rules", topic=topic, reason=f"sparkplug: {reason}"[:MAX_TEXT],
+                            payload=_binary_text(payload), ts_ms=self.clock.now_ms())
             self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
 
     def _may_wait(self, since: float | None) -> bool:

@@ -221,7 +221,7 @@ class Stack:
                     "--state-dir", str(self.workdir / "edge" / gw.id)], logs / f"edge-{gw.id}.log"))
         if "collector" not in self.missing and "collector" in self.opts.components:
             argv = [*exe, "collector", "run", "--state-dir", str(self.workdir / "collector"),
-                    "--metrics-port", str(self.metrics_port)]
+                    "--metrics-port", str(self.metrics_port), "--field", f]
             if self.opts.clock_spec not in ("", "real"):
                 # simulated timestamps: the wall-clock continuous queries never see them
                 argv.append("--event-time-rollups")

@@ -183,7 +183,8 @@ def places(loaded: Any) -> dict[str, dict[str, str]]:
         put(g.id, site=g.site)
         for d in g.devices:
             put(d.id, gateway=g.id, site=g.site)
-            put(f"{g.id}.{d.bus}", gateway=g.id, site=g.site)
+            if d.bus is not None:
+                put(f"{g.id}.{d.bus}", gateway=g.id, site=g.site)
     for z in f.water.zones:
         put(z.id, zone=z.id)
         for d in [*z.inlet_meters, *z.outlet_meters, *z.pressure_sensors]:
