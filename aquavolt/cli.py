@@ -173,7 +173,24 @@ def _add_security(sub: Any) -> None:
     q.set_defaults(func=_security_check)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (its first word that is not an option or the top-level
+    ``--log-level``'s value), or None."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--log-level":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command; with ``only`` naming a component's command, that component's alone
+    (a long-running command, such as the gateway's agent, does not carry the imports of every
+    other component: about 10 MB of memory)."""
     parser = argparse.ArgumentParser(
         prog="aquavolt", description="aquavolt: network supervision for water and electricity"
     )
@@ -191,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_security(sub)
 
-    for ep in sorted(entry_points(group="aquavolt.commands"), key=lambda e: e.name):
+    eps = sorted(entry_points(group="aquavolt.commands"), key=lambda e: e.name)
+    if only is not None and any(ep.name == only for ep in eps):
+        eps = [ep for ep in eps if ep.name == only]
+    for ep in eps:
         try:
             register: Register = ep.load()
         except ImportError as exc:
@@ -213,7 +233,7 @@ def _unavailable(name: str, why: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     func = getattr(args, "func", None)

@@ -8,6 +8,9 @@ The canonical bytes are JSON with sorted keys and no spaces (orjson ``OPT_SORT_K
 
 Keys are raw 32-byte Ed25519 keys; a public key is written as URL-safe base64 in configs,
 a private key as PKCS#8 PEM in a file only its owner can read (``aquavolt rules keygen``).
+
+``cryptography`` is imported when a key is first used (about 7 MB of memory): a gateway that
+trusts no issuer never loads it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import base64
 import binascii
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from aquavolt.wire import Command
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = ["SignatureError", "canonical_bytes", "generate_key", "load_private_key", "public_key_from_text",
            "public_key_text", "sign", "verify", "write_private_key"]
@@ -60,6 +64,8 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
         raise ValueError(f"not base64: {exc}") from None
     if len(raw) != 32:
         raise ValueError(f"an Ed25519 public key is 32 bytes, this is {len(raw)}")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
@@ -74,6 +80,8 @@ def verify(cmd: Command, gateway: str, device: str, trusted: dict[str, Ed25519Pu
         sig = _unb64(cmd.sig)
     except (binascii.Error, ValueError):
         raise SignatureError("the signature is not base64") from None
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(sig, canonical_bytes(cmd, gateway, device))
     except InvalidSignature:
@@ -81,17 +89,24 @@ def verify(cmd: Command, gateway: str, device: str, trusted: dict[str, Ed25519Pu
 
 
 def generate_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
 def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """The public key as the base64 text a gateway's config lists."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return _b64(pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
 def write_private_key(key: Ed25519PrivateKey, path: Path | str) -> None:
     """PKCS#8 PEM, created with mode 0600 (never readable by others, not even for an instant)."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -104,6 +119,9 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
     path = Path(path)
     if path.stat().st_mode & 0o077:
         raise ValueError(f"{path}: the private key must not be readable by others (chmod 600)")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")

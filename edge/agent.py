@@ -28,7 +28,6 @@ from aquavolt.clock import Clock
 from aquavolt.edge.commands import CommandHandler
 from aquavolt.edge.config import EdgeSettings, GatewayConfig
 from aquavolt.edge.drivers import Breaker, Driver, make_driver
-from aquavolt.edge.drivers.opcua import OpcuaDriver
 from aquavolt.edge.link import Link
 from aquavolt.edge.report import Deadband, Reading, Sent, filter_readings
 from aquavolt.edge.sparkplug import SparkplugNode
@@ -159,7 +158,7 @@ class Agent:
                 used = bus.model_copy(update={"subscribe": False})
             driver = make_driver(used, self.cfg.profiles, devs, self.gw, self.state_dir,
                                  self.settings.register_gap, self.settings.opcua_reconnect_max_s)
-            if isinstance(driver, OpcuaDriver):
+            if isinstance(bus, OpcuaBus):  # the OPC-UA driver: its session came back
                 driver.on_connected.append(functools.partial(self._link_up, bus.id))
             self.drivers[bus.id] = driver
         for dev in self.gw.devices:

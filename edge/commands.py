@@ -29,14 +29,14 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from aquavolt.codec import Value
 from aquavolt.errors import CodecError, DeviceError, WireError
 from aquavolt.signing import SignatureError, public_key_from_text, verify
 from aquavolt.wire import Command, CommandOutcome, CommandReply, DeadLetter, decode, encode
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from aquavolt.edge.agent import Agent
     from aquavolt.profiles import PointBase
 

@@ -24,7 +24,8 @@ class EdgeSettings(BaseModel):
     store_max_mb: float = Field(256.0, gt=0, description="Bound of the on-disk queue (payload bytes)")
     store_max_age_s: float = Field(7 * 86400.0, gt=0, description="Oldest message kept (clock seconds)")
     store_synchronous: Literal["NORMAL", "FULL"] = Field(
-        "NORMAL", description="NORMAL survives a crash or kill -9; FULL also a power cut (fsync per commit)"
+        "FULL", description="FULL survives a power cut (one fsync per commit, commits grouped by "
+        "commit_interval_ms); NORMAL only a crash or kill -9"
     )
     max_silence_s: float = Field(900.0, gt=0, description="Heartbeat: send a point unchanged after this")
     health_interval_s: float = Field(60.0, gt=0, description="Health period (clock seconds)")

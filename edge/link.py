@@ -24,13 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from aquavolt.clock import Clock
-from aquavolt.edge.store import Store
+from aquavolt.edge.store import Row, Store
 from aquavolt.errors import WireError
 from aquavolt.logs import OnceLogger
 from aquavolt.mqtt import make_client
@@ -82,7 +84,13 @@ class Link:
         self._wake = asyncio.Event()
         self._acks = asyncio.Event()
         self._plain: set[int] = set()  # mids of QoS 1 messages outside the store, not acked yet
+        # PUBACKs from paho's thread, taken by the loop in bursts: one wake-up of the loop for
+        # all the PUBACKs that arrived meanwhile, not one each
+        self._pubacks: deque[int] = deque()
+        self._pubacks_posted = False
         self._flush_scheduled = False
+        self._syncer: ThreadPoolExecutor | None = None  # fsyncs the store's commits, in order
+        self._syncing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._once = OnceLogger(log)
@@ -117,7 +125,16 @@ class Link:
         self._post(self._disconnected, str(rc))
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: Any, _p: object = None) -> None:
-        self._post(self._puback, mid)
+        self._pubacks.append(mid)
+        if not self._pubacks_posted:  # the loop clears the flag before it takes the burst
+            self._pubacks_posted = True
+            self._post(self._take_pubacks)
+
+    def _take_pubacks(self) -> None:
+        self._pubacks_posted = False
+        pubacks = self._pubacks
+        while pubacks:
+            self._puback(pubacks.popleft())
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.stored_topic:
@@ -136,6 +153,11 @@ class Link:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._pubacks.clear()
+        self._pubacks_posted = False
+        if self.store.sync_wal and self._syncer is None:
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="edge-fsync")
+            self.store.sync_in_commit = False
         self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
         self.client.loop_start()
         self._tasks = [asyncio.create_task(self._replay(), name="mqtt-replay"),
@@ -146,6 +168,9 @@ class Link:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._flush()
+        if self._syncing is not None:  # the last commit on the card, then published
+            await asyncio.gather(self._syncing, return_exceptions=True)
+            await asyncio.sleep(0)
         if last_words is not None and self.connected:
             self.client.publish(last_words[0], last_words[1], qos=1, retain=True)
         deadline = time.monotonic() + timeout_s
@@ -154,6 +179,10 @@ class Link:
         self._delete_acked()
         self.client.disconnect()
         self.client.loop_stop()
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
+            self._syncer = None
+            self.store.sync_in_commit = True
         self._loop = None
 
     def _connected(self) -> None:
@@ -199,12 +228,27 @@ class Link:
 
         Submissions are grouped for ``commit_interval_s`` (the polls of a cycle are spread
         over it by the stagger): one transaction, one WAL append, instead of one per batch.
-        Nothing is published before its commit."""
+        Nothing is published before its commit is on the card (``Store.sync``, in the
+        worker thread: the loop goes on polling meanwhile)."""
         self._flush_scheduled = False
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         rows = self.store.commit()
+        if not rows:
+            return
+        if self._syncer is not None and self._loop is not None:
+            fut = self._loop.run_in_executor(self._syncer, self.store.sync)
+            fut.add_done_callback(lambda f: self._durable(rows, f))
+            self._syncing = fut
+        else:  # not started: the commit was synced; or NORMAL: no fsync of ours
+            self._durable(rows, None)
+
+    def _durable(self, rows: list[Row], synced: asyncio.Future[None] | None) -> None:
+        """A commit is on the card: its messages may go (live now, else by the replay lane)."""
+        if synced is not None and not synced.cancelled() and synced.exception() is not None:
+            self._once.failure("store-sync", f"store: fsync failed: {synced.exception()}")
+        self.store.durable_seq = max(self.store.durable_seq, rows[-1].seq)
         for row in rows:
             if self.connected and self._live_n < self.live_window:
                 info = self.client.publish(row.topic, row.payload, qos=1)
@@ -315,9 +359,13 @@ class Link:
                 rewinds = self._rewinds
                 if not rows:
                     break
+                unsynced = False
                 for row in rows:
                     if rewinds != self._rewinds:
                         break  # scan again from where the cursor was moved back to
+                    if row.seq > self.store.durable_seq:
+                        unsynced = True  # committed, not on the card yet: its fsync wakes us
+                        break
                     if row.seq in self._out:  # paho has it (and resends it itself)
                         self._cursor = row.seq
                         continue
@@ -342,6 +390,8 @@ class Link:
                     self._replay_n += 1
                     self.published_replay += 1
                     self._cursor = row.seq
+                if unsynced:
+                    break
                 await asyncio.sleep(0)
 
     async def _housekeeping(self) -> None:

@@ -1,10 +1,13 @@
 """The durable queue behind store and forward: SQLite in WAL mode.
 
 Every data message is written here (and committed) before it is handed to MQTT. The broker's
-PUBACK only marks it ``acked`` (not sent again while that broker session lives); it is deleted
-when the collector's stored mark (``{prefix}/gw/{gw}/stored``: every seq up to it is in
-InfluxDB) reaches it. The queue also keeps the gateway's sequence numbers (``seq``, +1 per
-data message, and ``bd_seq``, +1 per agent start) and the last stored mark, so that all
+PUBACK only marks it acknowledged (not sent again while that broker session lives). A
+restart sends everything after the stored mark again, so an acknowledgement is kept beside
+the queue (the connection's temporary table ``acked``), never by rewriting the message's
+row: a PUBACK costs the SD card nothing. A message is deleted when the collector's stored
+mark (``{prefix}/gw/{gw}/stored``: every seq up to it is in InfluxDB) reaches it. The queue
+also keeps the gateway's sequence numbers (``seq``, +1 per data message, and ``bd_seq``, +1
+per agent start) and the last stored mark, so that all
 survive a restart or a kill -9.
 
 Bounds: ``max_bytes`` of payload and ``max_age_s`` of age. Past them the oldest telemetry
@@ -13,9 +16,10 @@ goes first, then status, and alarm-class messages last; every dropped message is
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aquavolt.profiles import PointClass
 
@@ -38,8 +42,7 @@ CREATE INDEX IF NOT EXISTS seen_cmd_ts ON seen_cmd (ts_ms);
 """
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     seq: int
     topic: str
     payload: bytes
@@ -49,19 +52,30 @@ class Store:
     """A bounded, durable FIFO of data messages keyed by ``seq``. Single-threaded use."""
 
     def __init__(self, path: Path | str, max_bytes: int = 256 * 2**20, max_age_s: float = 7 * 86400,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        # FULL: every commit is on the card before anything of it is published. SQLite runs
+        # with synchronous=NORMAL (no fsync inside COMMIT; checkpoints sync the WAL before and
+        # the database after), and :meth:`sync` fsyncs the WAL after a commit, off the event
+        # loop (the link publishes a commit's messages only once it returns): the guarantee of
+        # synchronous=FULL for every published message, without blocking the loop on the card.
+        self.sync_wal = synchronous == "FULL"
+        self.sync_in_commit = True  # a commit fsyncs before it returns; the link does it itself
+        self.db.execute(f"PRAGMA synchronous={'NORMAL' if self.sync_wal else synchronous}")
         self.db.execute("PRAGMA cache_size=-2000")  # 2 MB page cache whatever the backlog
         self.db.executescript(_SCHEMA)
+        # the broker's acknowledgements of this run: a temporary table (never synced, gone at
+        # close), holding only seqs the queue holds
+        self.db.execute("CREATE TEMP TABLE acked (seq INTEGER PRIMARY KEY)")
         if "acked" not in {r[1] for r in self.db.execute("PRAGMA table_info(q)")}:
             self.db.execute("ALTER TABLE q ADD COLUMN acked INTEGER NOT NULL DEFAULT 0")
         # what a broker acknowledged in an earlier run may be lost with that broker: send again
+        # (the column is the acknowledgement of stores written before the temporary table)
         self.db.execute("UPDATE q SET acked = 0 WHERE acked = 1")
         self.dropped = 0
         self._pending: list[tuple[int, str, bytes, int, int, int]] = []
@@ -76,6 +90,10 @@ class Store:
             stored = oldest - 1
             self._set_meta("stored_seq", stored)
         self.stored_seq: int = stored
+        self._wal_fd: int | None = None
+        if self.sync_wal:
+            self.sync()  # what a crash left in the OS's cache goes on the card before it is sent
+        self.durable_seq = self.next_seq - 1  # on the card: messages up to it may be published
 
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -115,12 +133,32 @@ class Store:
                 rows,
             )
             self._set_meta("next_seq", self.next_seq)
+        if self.sync_wal and self.sync_in_commit:
+            self.sync()
+        if not self.sync_wal or self.sync_in_commit:
+            self.durable_seq = self.next_seq - 1
         self.depth += len(rows)
         self.waiting += len(rows)
         self.bytes += sum(r[5] for r in rows)
         if self.bytes > self.max_bytes:
             self._drop_to(self.max_bytes)
         return [Row(r[0], r[1], r[2]) for r in rows]
+
+    def sync(self) -> None:
+        """Put every commit so far on the card (fsync of the WAL file; from any thread: it
+        touches no connection). :meth:`commit` calls it, unless ``sync_in_commit`` is off:
+        the link calls it after each commit in its worker thread."""
+        if self._wal_fd is None:
+            wal = Path(f"{self.path}-wal")
+            if not wal.exists():
+                return
+            self._wal_fd = os.open(wal, os.O_RDONLY)
+            folder = os.open(self.path.parent, os.O_RDONLY)  # the WAL's directory entry too
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        os.fsync(self._wal_fd)
 
     def ack(self, seqs: list[int]) -> None:
         """Mark messages acknowledged by the broker (kept until the stored mark passes them)."""
@@ -132,8 +170,8 @@ class Store:
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                n += self.db.execute(f"UPDATE q SET acked = 1 WHERE acked = 0 AND seq IN ({marks})",
-                                     chunk).rowcount
+                n += self.db.execute(f"INSERT OR IGNORE INTO temp.acked (seq) SELECT seq FROM main.q "
+                                     f"WHERE seq IN ({marks})", chunk).rowcount
         self.waiting -= n
 
     def forget_through(self, seq: int) -> int:
@@ -142,9 +180,9 @@ class Store:
             return 0
         with self.db:
             self.db.execute("BEGIN")
-            n, s, w = self.db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(acked = 0), 0) FROM q WHERE seq <= ?",
-                (seq,)).fetchone()
+            n, s = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM q WHERE seq <= ?", (seq,)).fetchone()
+            w = n - self.db.execute("DELETE FROM temp.acked WHERE seq <= ?", (seq,)).rowcount
             self.db.execute("DELETE FROM q WHERE seq <= ?", (seq,))
             self._set_meta("stored_seq", seq)
         self.stored_seq = seq
@@ -178,8 +216,7 @@ class Store:
             self.db.execute("BEGIN")
             held = self.db.execute("SELECT COUNT(*) FROM q WHERE seq BETWEEN ? AND ?",
                                    (first, hi)).fetchone()[0]
-            n = self.db.execute("UPDATE q SET acked = 0 WHERE acked = 1 AND seq BETWEEN ? AND ?",
-                                (first, hi)).rowcount
+            n = self.db.execute("DELETE FROM temp.acked WHERE seq BETWEEN ? AND ?", (first, hi)).rowcount
         self.waiting += n
         return int(held)
 
@@ -203,7 +240,8 @@ class Store:
     def scan(self, after_seq: int, limit: int = 200) -> list[Row]:
         """Messages with seq > after_seq that no broker acknowledged, oldest first."""
         cur = self.db.execute(
-            "SELECT seq, topic, payload FROM q WHERE seq > ? AND acked = 0 ORDER BY seq LIMIT ?",
+            "SELECT seq, topic, payload FROM main.q WHERE seq > ? AND NOT EXISTS "
+            "(SELECT 1 FROM temp.acked a WHERE a.seq = q.seq) ORDER BY seq LIMIT ?",
             (after_seq, limit)
         )
         return [Row(s, t, bytes(p)) for s, t, p in cur.fetchall()]
@@ -215,10 +253,11 @@ class Store:
     def _drop(self, where: str, args: tuple[int, ...]) -> int:
         with self.db:
             self.db.execute("BEGIN")
-            n, s, w = self.db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(acked = 0), 0) FROM q WHERE {where}",
-                args).fetchone()
-            self.db.execute(f"DELETE FROM q WHERE {where}", args)
+            n, s = self.db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM main.q WHERE {where}", args).fetchone()
+            w = n - self.db.execute(
+                f"DELETE FROM temp.acked WHERE seq IN (SELECT seq FROM main.q WHERE {where})", args).rowcount
+            self.db.execute(f"DELETE FROM main.q WHERE {where}", args)
             self.dropped_total += n
             self._set_meta("dropped_total", self.dropped_total)
         self.depth -= n
@@ -274,3 +313,6 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
