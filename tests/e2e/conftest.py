@@ -126,8 +126,9 @@ class RunPool:
             running.append(r)
 
     def replay_now(self, scenario: Path, name: str) -> Run:
-        """Start a replay at once, beside the pool's own (not counted in its slots): a run that
-        must happen while the test holds a condition (the determinism test's load)."""
+        """Start a replay at once, even with every slot taken: a run that must happen while
+        the test holds a condition (the determinism test's load). It takes a slot while it
+        runs, so no queued run starts until another ends."""
         run = Run(name, replay_argv(scenario, self.base / name), self.base / name)
         self.runs[name] = run
         run.start()
