@@ -151,11 +151,18 @@ class RunPool:
         return run
 
     def stop(self) -> None:
+        """No run left: every one still running gets SIGTERM at once (a replay then stops its
+        processes and servers), and SIGKILL if it has not ended 60 s later."""
         self.queue.clear()
-        for r in self.runs.values():
-            if r.proc is not None and r.proc.poll() is None:
-                r.proc.terminate()
-                r.proc.wait(30)
+        left = [r.proc for r in self.runs.values() if r.proc is not None and r.proc.poll() is None]
+        for proc in left:
+            proc.terminate()
+        for proc in left:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _uses_pool(item: pytest.Item) -> bool:
