@@ -11,8 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from aquavolt.profiles import Frozen
 from aquavolt.rulecfg import RulesConfig
@@ -105,10 +106,28 @@ class OpcuaBus(Frozen):
 Bus = Annotated[ModbusTcpBus | ModbusRtuBus | OpcuaBus, Field(discriminator="kind")]
 
 
+SparkplugId = Annotated[str, Field(pattern=r"^[^/+#]+$", max_length=64,
+                                     description="A Sparkplug id: no '/', '+' or '#'")]
+
+
+class SparkplugDevice(Frozen):
+    """Where a device of a ``sparkplug`` gateway gets its data: a Sparkplug device (or the edge
+    node itself) and the names of its metrics, each mapped to a point of the device's profile."""
+
+    device_id: SparkplugId | None = Field(
+        None, description="Sparkplug device id (DBIRTH/DDATA/DDEATH); unset: the edge node's own "
+        "metrics (NBIRTH/NDATA)")
+    metrics: dict[Annotated[str, Field(min_length=1, max_length=256)], str] = Field(
+        min_length=1, description="Sparkplug metric name -> point of the device's profile")
+
+
 class Device(Located):
     id: Id
     profile: str = Field(description="Device profile id")
-    bus: Id = Field(description="Id of the gateway bus the device sits on")
+    bus: Id | None = Field(None, description="Id of the gateway bus the device sits on "
+                           "(required on an aquavolt gateway, none on a sparkplug one)")
+    sparkplug: SparkplugDevice | None = Field(
+        None, description="On a sparkplug gateway: its Sparkplug device and metric names")
     unit_id: int | None = Field(None, description="Modbus unit id (1..247)")
     node_prefix: str | None = Field(None, description="OPC-UA browse prefix of the device")
     poll_intervals_s: dict[str, float] = Field(
@@ -117,11 +136,26 @@ class Device(Located):
     name: str = ""
 
 
+class GatewaySparkplug(Frozen):
+    """How a gateway speaks Sparkplug B northbound (``docs/sparkplug.md``)."""
+
+    group_id: SparkplugId | None = Field(None, description="Sparkplug group id; default: the field's id")
+    edge_node_id: SparkplugId | None = Field(None, description="Edge node id; default: the gateway's id")
+    primary_host_id: SparkplugId | None = Field(
+        None, description="Primary host application: data is held while its STATE says offline")
+    accept_dcmd: bool = Field(
+        False, description="Execute DCMD writes (allow-listed points only; the broker ACL must let "
+                           "only the centre publish DCMD)")
+
+
 class Gateway(Located):
     id: Id
     site: Id
     name: str = ""
-    buses: list[Bus] = Field(min_length=1)
+    kind: Literal["aquavolt", "sparkplug"] = Field(
+        "aquavolt", description="aquavolt: an aquavolt edge agent polls its buses; sparkplug: a "
+        "third-party Sparkplug B edge node, read by the centre from its births and data")
+    buses: list[Bus] = Field(default_factory=list, description="At least one on an aquavolt gateway")
     devices: list[Device] = Field(default_factory=list)
     poll_intervals_s: dict[str, float] = Field(
         default_factory=lambda: {"default": 10.0},
@@ -130,6 +164,24 @@ class Gateway(Located):
     writable_points: list[str] = Field(
         default_factory=list, description="Allow-list of 'device.point' that commands may write"
     )
+    northbound: Literal["aquavolt", "sparkplug", "both"] = Field(
+        "aquavolt", description="What the gateway publishes: aquavolt's wire, Sparkplug B 3.0, or both")
+    sparkplug: GatewaySparkplug | None = Field(
+        None, description="Sparkplug B settings (kind sparkplug, or northbound sparkplug or both)")
+
+    @model_validator(mode="after")
+    def _sparkplug_needs_northbound(self) -> Gateway:
+        if self.sparkplug is not None and self.northbound == "aquavolt" and self.kind == "aquavolt":
+            raise ValueError("a sparkplug section needs northbound: sparkplug or both (or kind: sparkplug)")
+        return self
+
+    def sparkplug_node(self, field_id: str) -> tuple[str, str] | None:
+        """(group id, edge node id) of the gateway as a Sparkplug edge node, None when it is
+        not one: a ``sparkplug`` gateway, or an aquavolt one with northbound sparkplug or both."""
+        if self.kind == "aquavolt" and self.northbound == "aquavolt":
+            return None
+        sp = self.sparkplug or GatewaySparkplug()
+        return sp.group_id or field_id, sp.edge_node_id or self.id
 
     def bus(self, bus_id: str) -> ModbusTcpBus | ModbusRtuBus | OpcuaBus | None:
         return next((b for b in self.buses if b.id == bus_id), None)
@@ -252,7 +304,8 @@ class FieldConfig(Frozen):
     version: Literal[1] = 1
     id: Id
     name: str = ""
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="The utility's IANA time zone (Africa/Casablanca): its "
+                                             "days, in daily figures and dashboards")
     profiles_dir: str | None = Field(
         None, description="Extra profile folder, relative to the field file"
     )
@@ -262,6 +315,15 @@ class FieldConfig(Frozen):
     electricity: Electricity = Electricity()
     customers: list[Customer] = Field(default_factory=list)
     rules: RulesConfig = RulesConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Africa/Casablanca)") from None
+        return v
 
     @cached_property
     def devices(self) -> dict[str, tuple[Gateway, Device]]:

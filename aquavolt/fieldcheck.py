@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from aquavolt.field import FieldConfig, ModbusRtuBus, ModbusTcpBus, OpcuaBus
+from aquavolt.field import FieldConfig, Gateway, ModbusRtuBus, ModbusTcpBus, OpcuaBus
 from aquavolt.profiles import ModbusProfile, OpcuaProfile
 
 Loc = tuple[int | str, ...]
@@ -59,6 +59,7 @@ def _gateways(
     field: FieldConfig, profiles: dict[str, ModbusProfile | OpcuaProfile], sites: set[str]
 ) -> Iterator[Problem]:
     device_seen: dict[str, str] = {}
+    nodes: dict[tuple[str, str], str] = {}
     for gi, gw in enumerate(field.gateways):
         g: Loc = ("gateways", gi)
         if gw.site not in sites:
@@ -77,16 +78,32 @@ def _gateways(
         for group, interval in gw.poll_intervals_s.items():
             if interval <= 0:
                 yield (*g, "poll_intervals_s", group), "poll interval must be positive"
+        node = gw.sparkplug_node(field.id)
+        if node is not None:
+            if node in nodes:
+                yield (*g, "sparkplug"), (f"edge node {node[0]}/{node[1]} already used by gateway "
+                                          f"{nodes[node]}")
+            nodes[node] = gw.id
+        if gw.kind == "sparkplug":
+            yield from _sparkplug_gateway(gw, profiles, g, device_seen)
+            continue
+        if not gw.buses:
+            yield (*g, "buses"), "an aquavolt gateway needs at least one bus"
         units: dict[tuple[str, int | str], str] = {}
         for di, dev in enumerate(gw.devices):
             d: Loc = (*g, "devices", di)
             if dev.id in device_seen:
                 yield (*d, "id"), f"device id {dev.id!r} already used in gateway {device_seen[dev.id]}"
             device_seen[dev.id] = gw.id
-            dbus = gw.bus(dev.bus)
+            dbus = gw.bus(dev.bus) if dev.bus is not None else None
             prof = profiles.get(dev.profile)
             if prof is None:
                 yield (*d, "profile"), f"no device profile {dev.profile!r}"
+            if dev.sparkplug is not None:
+                yield (*d, "sparkplug"), f"gateway {gw.id} is an aquavolt gateway: no Sparkplug mapping here"
+            if dev.bus is None:
+                yield (*d, "bus"), f"a device of aquavolt gateway {gw.id} needs a bus"
+                continue
             if dbus is None:
                 yield (*d, "bus"), f"no bus {dev.bus!r} in gateway {gw.id}"
                 continue
@@ -126,6 +143,49 @@ def _gateways(
                 yield (*g, "writable_points", wi), f"profile {prof.id} has no point {point!r}"
             elif p is not None and not p.writable:
                 yield (*g, "writable_points", wi), f"point {point} is not writable in {prof.id}"  # type: ignore[union-attr]
+
+
+def _sparkplug_gateway(
+    gw: Gateway, profiles: dict[str, ModbusProfile | OpcuaProfile], g: Loc, device_seen: dict[str, str],
+) -> Iterator[Problem]:
+    """A third-party Sparkplug B edge node: no buses, every device mapped to a Sparkplug
+    device (or the node itself) and its metrics to points of the device's profile."""
+    if gw.northbound != "aquavolt":
+        yield (*g, "northbound"), "a sparkplug gateway is another vendor's edge node: no northbound setting"
+    if gw.sparkplug is not None and (gw.sparkplug.primary_host_id or gw.sparkplug.accept_dcmd):
+        yield (*g, "sparkplug"), ("primary_host_id and accept_dcmd are settings of an aquavolt edge node, "
+                                  "not of a sparkplug gateway")
+    if gw.buses:
+        yield (*g, "buses"), "a sparkplug gateway has no buses: its edge node reads its own devices"
+    if gw.writable_points:
+        yield (*g, "writable_points"), "commands to a sparkplug gateway are not supported"
+    sources: dict[str | None, str] = {}
+    for di, dev in enumerate(gw.devices):
+        d: Loc = (*g, "devices", di)
+        if dev.id in device_seen:
+            yield (*d, "id"), f"device id {dev.id!r} already used in gateway {device_seen[dev.id]}"
+        device_seen[dev.id] = gw.id
+        prof = profiles.get(dev.profile)
+        if prof is None:
+            yield (*d, "profile"), f"no device profile {dev.profile!r}"
+        if dev.bus is not None:
+            yield (*d, "bus"), f"gateway {gw.id} is a sparkplug gateway: its devices have no bus"
+        sp = dev.sparkplug
+        if sp is None:
+            yield (*d, "sparkplug"), (f"a device of sparkplug gateway {gw.id} needs sparkplug: "
+                                      "{device_id, metrics}")
+            continue
+        if sp.device_id in sources:
+            what = f"Sparkplug device {sp.device_id!r}" if sp.device_id else "the edge node's own metrics"
+            yield (*d, "sparkplug", "device_id"), f"{what} already mapped to device {sources[sp.device_id]}"
+        sources[sp.device_id] = dev.id
+        points: set[str] = set()
+        for name, point in sp.metrics.items():
+            if prof is not None and point not in prof.by_name:
+                yield (*d, "sparkplug", "metrics", name), f"profile {prof.id} has no point {point!r}"
+            elif point in points:
+                yield (*d, "sparkplug", "metrics", name), f"point {point} already mapped from another metric"
+            points.add(point)
 
 
 def _ref(field: FieldConfig, loc: Loc, dev: str | None) -> Iterator[Problem]:

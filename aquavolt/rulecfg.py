@@ -311,4 +311,5 @@ class RulesConfig(Frozen):
     sms: SmsConfig = SmsConfig()
     prime_history_days: int = Field(
         21, ge=0, description="At start, the burst profiles and night-flow baselines are primed from this "
-        "many days of the zone inlets' flow_lps history in InfluxDB (0: learn from live readings only)")
+        "many days of the zone inlets' flow_lps and the night users' flow_lph history in InfluxDB "
+        "(0: learn from live readings only)")

@@ -31,6 +31,7 @@ import yaml
 from aquavolt import signing
 from aquavolt.config import LoadedField, load_field, load_model
 from aquavolt.field import FieldConfig, OpcuaBus
+from aquavolt.tokens import token_digest
 from aquavolt.wire import DEFAULT_PREFIX, MAX_PAYLOAD_BYTES
 
 APP_GID = 10001
@@ -68,10 +69,22 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
     p = prefix
     users: dict[str, list[tuple[str, str]]] = {}
     reserved = set(SERVICE_USERS) | {HARNESS_USER}
+    centre_spb: list[tuple[str, str]] = []  # the centre reads sparkplug gateways, asks rebirths
     for gw in field.gateways:
         if gw.id in reserved:
             raise ValueError(f"gateway id {gw.id!r} is a service user's name: rename the gateway")
         g = f"{p}/gw/{gw.id}"
+        node_id = gw.sparkplug_node(field.id)
+        if gw.kind == "sparkplug" and node_id is not None:  # another vendor's edge node: its own topics
+            node = f"spBv1.0/{node_id[0]}/{{}}/{node_id[1]}"
+            users[gw.id] = [("write", node.format(t)) for t in ("NBIRTH", "NDATA", "NDEATH")]
+            users[gw.id] += [("write", node.format(t) + "/+") for t in ("DBIRTH", "DDATA", "DDEATH")]
+            users[gw.id] += [("read", node.format("NCMD")), ("read", node.format("DCMD") + "/+"),
+                             ("read", "spBv1.0/STATE/+")]
+            centre_spb += [("read", f"spBv1.0/{node_id[0]}/+/{node_id[1]}"),
+                           ("read", f"spBv1.0/{node_id[0]}/+/{node_id[1]}/+"),
+                           ("write", node.format("NCMD"))]
+            continue
         users[gw.id] = [
             ("write", f"{g}/status"),
             ("write", f"{g}/health"),
@@ -88,6 +101,15 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
             ("read", f"{p}/time/grant"),
             ("write", f"{p}/time/done/edge-{gw.id}"),
         ]
+        if gw.northbound != "aquavolt":  # a Sparkplug B edge node (docs/sparkplug.md)
+            spb = gw.sparkplug
+            group = (spb.group_id if spb else None) or field.id
+            node = f"spBv1.0/{group}/{{}}/{(spb.edge_node_id if spb else None) or gw.id}"
+            users[gw.id] += [("write", node.format(t)) for t in ("NBIRTH", "NDATA", "NDEATH")]
+            users[gw.id] += [("write", node.format(t) + "/+") for t in ("DBIRTH", "DDATA", "DDEATH")]
+            users[gw.id] += [("read", node.format("NCMD")), ("read", node.format("DCMD") + "/+")]
+            if spb is not None and spb.primary_host_id is not None:
+                users[gw.id].append(("read", f"spBv1.0/STATE/{spb.primary_host_id}"))
     telemetry = [("read", f"{p}/gw/+/status"), ("read", f"{p}/gw/+/health"),
                  ("read", f"{p}/gw/+/dev/+/data"), ("read", f"{p}/gw/+/dev/+/status")]
     users["collector"] = [
@@ -103,6 +125,8 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
         ("write", f"{p}/progress/collector"),
         ("write", f"{p}/deadletter/collector"),
     ]
+    if centre_spb:  # the primary host application's STATE (docs/sparkplug.md, Centre)
+        users["collector"] += [*centre_spb, ("readwrite", "spBv1.0/STATE/+")]
     users["rules"] = [
         *telemetry,
         ("write", f"{p}/gw/+/dev/+/cmd"),
@@ -113,6 +137,7 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
         ("read", f"{p}/time/grant"),
         ("write", f"{p}/progress/rules"),
         ("write", f"{p}/deadletter/rules"),
+        *centre_spb,
     ]
     users["sim"] = [
         ("read", f"{p}/sim/fault"),
@@ -370,7 +395,7 @@ def init_secrets(field_path: Path, out: Path, prefix: str = DEFAULT_PREFIX,
     # operator API: the engine holds only the token's SHA-256 (rules/http.py); the token itself
     # goes to the operator, in a file only the one who ran init can read, never mounted
     token = new_secret(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = token_digest(token)
     files.append(_private(out / "rules" / "tokens.yaml",
                           "# Operator API tokens, stored as SHA-256 digests (aquavolt rules token add).\n"
                           f"operator: {{role: operator, sha256: {digest}}}\n"))

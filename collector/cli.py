@@ -21,8 +21,11 @@ _FLAGS = {
     "--share-group": ("share_group", str, "share the load with other collectors of this group"),
     "--batch-points": ("batch_points", int, "points per write (default 5000)"),
     "--flush-interval-ms": ("flush_interval_ms", int, "longest wait before a write (default 200)"),
-    "--gzip-level": ("gzip_level", int, "0 to 9, 0: uncompressed (default 1)"),
+    "--gzip-level": ("gzip_level", int,
+                     "0 to 9, 0: uncompressed (default: 0 to a loopback InfluxDB, else 1)"),
     "--stats-interval-s": ("stats_interval_s", float, "collector_stats period (default 10)"),
+    "--field": ("field", Path, "field file: read its sparkplug gateways' edge nodes too (spBv1.0)"),
+    "--sparkplug-host-id": ("sparkplug_host_id", str, "primary host id of spBv1.0/STATE (default aquavolt)"),
     "--max-future-s": ("max_future_s", float,
                        "refuse data stamped this far ahead of the clock (event s, default 300)"),
 }

@@ -24,7 +24,9 @@ class CollectorConfig(BaseModel):
     batch_points: int = Field(5000, ge=1, le=100_000, description="Write when a batch holds this many")
     flush_interval_ms: int = Field(200, ge=1, le=60_000, description="...or once this old")
     max_concurrent_writes: int = Field(4, ge=1, le=16, description="HTTP writes in flight at once")
-    gzip_level: int = Field(1, ge=0, le=9, description="0: send uncompressed")
+    gzip_level: int | None = Field(
+        None, ge=0, le=9, description="0: send uncompressed; default: 0 to an InfluxDB on this "
+        "machine (loopback: compressing costs CPU on both sides for no transfer saved), else 1")
     max_backoff_s: float = Field(10.0, gt=0, le=300)
     session_expiry_s: int = Field(7 * 86400, ge=60, description="Broker keeps the session this long")
     receive_maximum: int = Field(1000, ge=1, le=65535, description="MQTT 5 Receive Maximum")
@@ -43,6 +45,11 @@ class CollectorConfig(BaseModel):
     max_payload_bytes: int = Field(
         MAX_PAYLOAD_BYTES, ge=1024, le=MAX_PAYLOAD_BYTES,
         description="Refuse (dead-letter) a larger payload before parsing it")
+    field: Path | None = Field(
+        None, description="Field file: its sparkplug gateways' edge nodes are read too (spBv1.0), "
+        "and the collector publishes its STATE as their primary host application")
+    sparkplug_host_id: str = Field("aquavolt", pattern=r"^[^/+#]{1,64}$",
+                                   description="Host id of spBv1.0/STATE/{host_id}")
     event_time_rollups: bool = Field(
         False, description="Make the hourly and daily rollups on event time, once written "
         "(simulated fields, whose timestamps the wall-clock continuous queries never see)")

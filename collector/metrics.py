@@ -31,6 +31,8 @@ class Stats:
     resend_requests: int = 0  # gaps asked again of a gateway
     lost_messages: int = 0  # data messages a gateway no longer had: lost for good
     lost_gaps: int = 0
+    sparkplug_gaps: int = 0  # sequence gaps of Sparkplug edge nodes
+    sparkplug_rebirths: int = 0  # rebirth requests (NCMD) sent to them
     latency_sum_s: float = 0.0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
     latency_max_s: float = 0.0  # since the last stats line
@@ -85,11 +87,15 @@ class Stats:
             f"# TYPE {p}resend_requests_total counter", f"{p}resend_requests_total {self.resend_requests}",
             f"# TYPE {p}lost_messages_total counter", f"{p}lost_messages_total {self.lost_messages}",
             f"# TYPE {p}lost_gaps_total counter", f"{p}lost_gaps_total {self.lost_gaps}",
+            f"# TYPE {p}sparkplug_seq_gaps_total counter",
+            f"{p}sparkplug_seq_gaps_total {self.sparkplug_gaps}",
+            f"# TYPE {p}sparkplug_rebirth_requests_total counter",
+            f"{p}sparkplug_rebirth_requests_total {self.sparkplug_rebirths}",
             f"# TYPE {p}write_retries_total counter", f"{p}write_retries_total {self.retries}",
             f"# TYPE {p}acks_total counter", f"{p}acks_total {self.acks}",
             f"# TYPE {p}deadletters_total counter",
         ]
-        for kind in ("malformed", "future", "rejected"):
+        for kind in ("malformed", "future", "rejected", "sparkplug"):
             out.append(f'{p}deadletters_total{{reason="{kind}"}} {self.deadletters.get(kind, 0)}')
         out += [
             f"# TYPE {p}backlog_messages gauge", f"{p}backlog_messages {self.inbox + self.unacked}",

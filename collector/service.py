@@ -42,7 +42,8 @@ from aquavolt.collector.deadletter import DeadLetters
 from aquavolt.collector.metrics import MetricsServer, Stats
 from aquavolt.collector.rollups import EventTimeRollups
 from aquavolt.collector.source import Inbound, MqttSource
-from aquavolt.collector.writer import InfluxWriter
+from aquavolt.collector.sparkplug import SparkplugIntake
+from aquavolt.collector.writer import InfluxWriter, gzip_level_for
 from aquavolt.errors import WireError
 from aquavolt.lockstep import LockstepClock
 from aquavolt.logs import OnceLogger
@@ -126,17 +127,23 @@ class Collector:
         filters = list(subscriptions(self.topics))
         if self.acks is not None:
             filters.append(self.topics.all_resent)
+        self.spb = _sparkplug(cfg, self.topics, self.router)
+        if self.spb is not None:
+            filters += self.spb.filters
         self._gw_head = len(self.topics.prefix) + 4  # "{prefix}/gw/"
         self._gw_head_parts = self.topics.prefix.count("/") + 3  # "{prefix}/gw/{gw}/stored"
         self.source = MqttSource(mqtt, self.client_id, filters,
                                  share_group=cfg.share_group, session_expiry_s=cfg.session_expiry_s,
                                  receive_maximum=cfg.receive_maximum,
-                                 max_inbox=cfg.max_inbox_messages, on_arrival=self._arrived)
+                                 max_inbox=cfg.max_inbox_messages, on_arrival=self._arrived,
+                                 will=self.spb and (self.spb.state_topic, self.spb.state(False)),
+                                 birth=self.spb and (self.spb.state_topic, self.spb.state(True)))
         dl_topic = self.topics.deadletter("collector")
         self.deadletters = DeadLetters(cfg.state_dir / "deadletter.jsonl",
                                        lambda data: self.source.publish(dl_topic, data),
                                        max_bytes=cfg.deadletter_max_bytes)
-        self.writer = InfluxWriter(influx, gzip_level=cfg.gzip_level, max_backoff_s=cfg.max_backoff_s,
+        self.writer = InfluxWriter(influx, gzip_level=gzip_level_for(influx.url, cfg.gzip_level),
+                                   max_backoff_s=cfg.max_backoff_s,
                                    on_retry=self._retried)
         self._slots = asyncio.Semaphore(cfg.max_concurrent_writes)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -340,6 +347,9 @@ class Collector:
         b.messages.append(m)
         if self.acks is not None and m.topic.endswith("/resent") and self._take_ack(m):
             return
+        if self.spb is not None and m.topic.startswith("spBv1.0/"):
+            self._take_sparkplug(m, b)
+            return
         try:
             converted = self.router.convert(m.topic, m.payload)
         except WireError as exc:
@@ -370,6 +380,26 @@ class Collector:
                 if self._first_ms is None and kind is Kind.DATA:
                     self._first_ms = ts
         b.add(m.topic, lines)
+
+    def _take_sparkplug(self, m: Inbound, b: Batch) -> None:
+        """A Sparkplug edge node's message (``collector.sparkplug``): its lines join the batch,
+        acknowledged with it, like any message's."""
+        assert self.spb is not None
+        got = self.spb.take(m.topic, m.payload, self._now_ms())
+        for kind, reason in got.dead:
+            self.deadletters.record(kind, m.topic, reason, m.payload)
+        if got.dead:
+            self.stats.deadletters = dict(self.deadletters.by_kind)
+        for topic, payload in got.commands:
+            self.source.publish(topic, payload)
+        self.stats.sparkplug_gaps, self.stats.sparkplug_rebirths = self.spb.gaps, self.spb.rebirths
+        self.stats.readings += got.readings
+        if got.lines:  # event time written, as _take reckons it (lines end with their ms)
+            ts = max(int(line[line.rfind(" ") + 1:]) for line in got.lines)
+            b.seen(ts)
+            if self._first_ms is None and got.readings:
+                self._first_ms = ts
+        b.add(m.topic, got.lines)
 
     def _refresh_gauges(self) -> None:
         s = self.stats
@@ -421,12 +451,26 @@ class Collector:
         await asyncio.gather(ack_task, return_exceptions=True)
         if self.source.connected.is_set():
             self._publish_acks()
+            if self.spb is not None:  # a clean stop sends no will: the host says it itself
+                self.source.publish(self.spb.state_topic, self.spb.state(False), retain=True)
         await asyncio.to_thread(self.source.stop)
         if isinstance(self.clock, LockstepClock):
             self.clock.close()
         log.info("collector %s stopped: %d messages, %d points written, %d dead letters",
                  self.client_id, self.stats.messages, self.stats.points_written,
                  self.deadletters.count)
+
+
+def _sparkplug(cfg: CollectorConfig, topics: Topics, router: Router) -> SparkplugIntake | None:
+    """The Sparkplug B side, when the field file has Sparkplug edge nodes to read (sparkplug
+    gateways, aquavolt gateways with northbound sparkplug)."""
+    if cfg.field is None:
+        return None
+    from aquavolt.config import load_field
+
+    intake = SparkplugIntake(load_field(cfg.field), topics, router, cfg.sparkplug_host_id,
+                             cfg.state_dir / "sparkplug.json")
+    return intake if intake.host.enabled else None
 
 
 def run_collector(cfg: CollectorConfig, mqtt: MqttSettings, influx: InfluxSettings) -> int:

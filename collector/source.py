@@ -49,7 +49,8 @@ class MqttSource:
     def __init__(self, settings: MqttSettings, client_id: str, filters: list[str],
                  share_group: str | None = None, session_expiry_s: int = 86400,
                  receive_maximum: int = 1000, max_inbox: int = 2000,
-                 on_arrival: Callable[[], None] = lambda: None) -> None:
+                 on_arrival: Callable[[], None] = lambda: None,
+                 will: tuple[str, bytes] | None = None, birth: tuple[str, bytes] | None = None) -> None:
         self.settings = settings
         self.client_id = client_id
         self.filters = [f"$share/{share_group}/{f}" if share_group else f for f in filters]
@@ -73,6 +74,9 @@ class MqttSource:
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
+        self.birth = birth  # published retained once subscribed (a Sparkplug host's STATE)
+        if will is not None:
+            c.will_set(will[0], will[1], qos=1, retain=True)
         self.client = c
 
     def start(self) -> None:
@@ -104,6 +108,8 @@ class MqttSource:
         # retain handling 1: retained messages only for a new subscription, not at every reconnect
         opts = SubscribeOptions(qos=1, retainHandling=1)
         client.subscribe([(f, opts) for f in self.filters])
+        if self.birth is not None:  # after the SUBSCRIBE, as Sparkplug 3.0 asks of a host
+            client.publish(self.birth[0], self.birth[1], qos=1, retain=True)
         self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode,

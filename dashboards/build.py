@@ -19,9 +19,9 @@ import yaml
 from aquavolt.config import LoadedField
 from aquavolt.dashboards import boards
 from aquavolt.dashboards.customer import customer
-from aquavolt.dashboards.grafana import DATASOURCE_TYPE, DATASOURCE_UID
+from aquavolt.dashboards.grafana import DATASOURCE_TYPE, DATASOURCE_UID, DEFAULT_CONSOLE_URL
 
-BUILDERS: dict[str, Callable[[LoadedField], dict[str, Any]]] = {
+BUILDERS: dict[str, Callable[[LoadedField, str], dict[str, Any]]] = {
     "overview": boards.overview,
     "water": boards.water,
     "electricity": boards.electricity,
@@ -32,9 +32,9 @@ BUILDERS: dict[str, Callable[[LoadedField], dict[str, Any]]] = {
 FOLDER = "aquavolt"
 
 
-def build_all(lf: LoadedField) -> dict[str, dict[str, Any]]:
-    """Dashboard name -> Grafana JSON."""
-    return {name: build(lf) for name, build in BUILDERS.items()}
+def build_all(lf: LoadedField, console_url: str = DEFAULT_CONSOLE_URL) -> dict[str, dict[str, Any]]:
+    """Dashboard name -> Grafana JSON; ``console_url``: the operator console the alarm links open."""
+    return {name: build(lf, console_url) for name, build in BUILDERS.items()}
 
 
 def datasource_provisioning(influx_url: str, database: str, user: str = "",
@@ -72,12 +72,13 @@ def dashboard_provisioning(path: str) -> dict[str, Any]:
 
 def write_all(lf: LoadedField, out: Path, influx_url: str = "http://influxdb:8086",
               database: str = "aquavolt",
-              dashboards_path: str = "/var/lib/grafana/dashboards/aquavolt") -> list[Path]:
+              dashboards_path: str = "/var/lib/grafana/dashboards/aquavolt",
+              console_url: str = DEFAULT_CONSOLE_URL) -> list[Path]:
     """Write the dashboards and provisioning files; return the paths written."""
     written: list[Path] = []
     ddir = out / "dashboards"
     ddir.mkdir(parents=True, exist_ok=True)
-    for board in build_all(lf).values():
+    for board in build_all(lf, console_url).values():
         path = ddir / f"{board['uid']}.json"
         path.write_text(json.dumps(board, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)

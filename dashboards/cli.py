@@ -18,12 +18,18 @@ from typing import Any
 from aquavolt.config import load_field
 
 
+def _console_url(args: argparse.Namespace) -> str:
+    from aquavolt.dashboards.grafana import DEFAULT_CONSOLE_URL
+
+    return str(args.console_url or os.environ.get("AQUAVOLT_CONSOLE_URL") or DEFAULT_CONSOLE_URL)
+
+
 def _build(args: argparse.Namespace) -> int:
     from aquavolt.dashboards.build import write_all
 
     lf = load_field(args.field)
     for path in write_all(lf, Path(args.out), influx_url=args.influx_url, database=args.database,
-                          dashboards_path=args.dashboards_path):
+                          dashboards_path=args.dashboards_path, console_url=_console_url(args)):
         print(path)
     return 0
 
@@ -39,7 +45,7 @@ def _push(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("GRAFANA_TOKEN")
     api = connect(args.url, token=token, user=args.user, password=password)
     try:
-        result = push(api, ds, list(build_all(lf).values()))
+        result = push(api, ds, list(build_all(lf, _console_url(args)).values()))
     except PushError as exc:
         print(f"aquavolt dashboards push: {exc}", file=sys.stderr)
         return 1
@@ -85,6 +91,11 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+CONSOLE_HELP = ("the operator console the dashboards' alarm links open, as the operators' browsers reach it "
+                "(default AQUAVOLT_CONSOLE_URL, else https://127.0.0.1:8470/console/ as docker-compose.yml "
+                "publishes it)")
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("dashboards", help="the control room in Grafana, as code")
     sub = p.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
@@ -98,6 +109,7 @@ def register(subparsers: Any) -> None:
     b.add_argument("--database", default="aquavolt")
     b.add_argument("--dashboards-path", default="/var/lib/grafana/dashboards/aquavolt",
                    help="where Grafana finds the dashboard JSON (file provider path)")
+    b.add_argument("--console-url", help=CONSOLE_HELP)
     b.set_defaults(func=_build)
 
     u = sub.add_parser("push", help="send the datasource and dashboards to Grafana's HTTP API")
@@ -110,6 +122,7 @@ def register(subparsers: Any) -> None:
                    help="InfluxDB URL as Grafana reaches it")
     u.add_argument("--influx-url", dest="influx_url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     u.add_argument("--database", default="aquavolt")
+    u.add_argument("--console-url", help=CONSOLE_HELP)
     u.set_defaults(func=_push)
 
     a = sub.add_parser("assets", help="write the field's asset positions to InfluxDB (overview map)")

@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from aquavolt.config import LoadedField
 from aquavolt.dashboards import queries as q
-from aquavolt.dashboards.grafana import Grid, finish, new_dashboard
+from aquavolt.dashboards.grafana import DEFAULT_CONSOLE_URL, Grid, finish, new_dashboard
 from aquavolt.dashboards.panels import figure, series
 
 UID = "aquavolt-customer"
@@ -23,14 +23,14 @@ def customer_options(lf: LoadedField) -> list[dm.VariableOption]:
     for c in lf.field.customers:
         meters = [m for m in (c.water_meter, c.electricity_meter) if m]
         if meters:
-            label = f"{c.id} {c.name}".strip()
+            label = f"{c.name} ({c.id})" if c.name else c.id
             out.append(dm.VariableOption(text=label, value="|".join(meters)))
     return out
 
 
-def customer(lf: LoadedField) -> dict[str, Any]:
+def customer(lf: LoadedField, console_url: str = DEFAULT_CONSOLE_URL) -> dict[str, Any]:
     f = lf.field
-    board = new_dashboard(UID, f"{f.name or f.id}: customer", ["customer"], "now-30d")
+    board = new_dashboard(UID, f"{f.name or f.id}: customer", ["customer"], "now-30d", timezone=f.timezone)
     opts = customer_options(lf)
     if opts:
         opts[0].selected = True
@@ -41,17 +41,18 @@ def customer(lf: LoadedField) -> dict[str, Any]:
             .current(dm.VariableOption(selected=True, text=opts[0].text, value=opts[0].value))
         )
         board.with_variable(var)
-    g = Grid()
+    g = Grid(console_url=console_url)
     for kind, point, unit in (("Water", "volume_m3", "m3"), ("Electricity", "energy_kwh", "kwatth")):
-        g.row(f"{kind}: ${{customer}}")
-        g.add(series(f"{kind}: daily consumption, this period", [q.consumption(point)], unit=unit,
-                     bars=True), 9, 8)
+        g.row(f"{kind}: ${{customer:text}}")  # the customer's name and id, not the meter regex
+        g.add(series(f"{kind}: daily consumption, this period", [q.consumption(point, tz=f.timezone)],
+                     unit=unit, bars=True), 9, 8)
         last = series(f"{kind}: daily consumption, same period last year",
-                      [q.consumption(point, rollup=True)],
+                      [q.consumption(point, tz=f.timezone)],
                       unit=unit, bars=True, description="364 days earlier, so weekdays line up")
         last.time_shift(LAST_YEAR)
         g.add(last, 9, 8)
         g.add(figure(f"{kind}: total, this period vs last year",
-                     [q.consumption_total(point), q.consumption_total(point, LAST_YEAR)], unit=unit,
+                     [q.consumption_total(point, tz=f.timezone),
+                      q.consumption_total(point, LAST_YEAR, f.timezone)], unit=unit,
                      aliases=("this period", "same period last year")), 6, 8)
     return finish(board, g)

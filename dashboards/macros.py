@@ -42,9 +42,10 @@ class TimeRange:
     end_ms: int
     variables: Mapping[str, str] = field(default_factory=dict)
     max_points: int = 1000
+    min_interval_s: float = 1
 
     def substitute(self, query: str) -> str:
-        interval_s = auto_interval_s(self.start_ms, self.end_ms, self.max_points)
+        interval_s = auto_interval_s(self.start_ms, self.end_ms, self.max_points, self.min_interval_s)
         time_filter = f"time >= {self.start_ms}ms and time <= {self.end_ms}ms"
         builtins = {
             "timeFilter": time_filter,
@@ -67,15 +68,18 @@ class TimeRange:
 
     def for_panel(self, panel: Mapping[str, Any]) -> TimeRange:
         """The range a panel queries: the dashboard's, moved back by the panel's ``timeShift``
-        (``364d``, ``1h`` ...) as Grafana does."""
-        shift = panel.get("timeShift")
-        if not shift:
-            return self
-        m = re.fullmatch(r"(\d+)([smhdw])", str(shift).strip())
-        if m is None:
-            raise ValueError(f"panel time shift {shift!r} is not N followed by s, m, h, d or w")
-        ms = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)] * 1000
-        return TimeRange(self.start_ms - ms, self.end_ms - ms, self.variables, self.max_points)
+        (``364d``, ``1h`` ...), with the panel's minimum ``interval`` (``10m``), as Grafana does."""
+        shift, minimum = panel.get("timeShift"), panel.get("interval")
+        ms = _duration_s(shift, "time shift") * 1000 if shift else 0
+        min_s = _duration_s(minimum, "interval") if minimum else self.min_interval_s
+        return TimeRange(self.start_ms - ms, self.end_ms - ms, self.variables, self.max_points, min_s)
+
+
+def _duration_s(text: Any, what: str) -> int:
+    m = re.fullmatch(r"(\d+)([smhdw])", str(text).strip())
+    if m is None:
+        raise ValueError(f"panel {what} {text!r} is not N followed by s, m, h, d or w")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
 def dashboard_queries(board: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

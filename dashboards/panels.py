@@ -12,6 +12,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import geomap as gm
 
 from aquavolt.dashboards.grafana import targets, thresholds
+from aquavolt.dashboards.queries import Banded
 
 STATE_COLOURS = {"unack": "red", "acked": "orange", "rtn_unack": "yellow", "normal": "green",
                  "shelved": "blue", "suppressed": "purple", "out_of_service": "gray",
@@ -25,7 +26,7 @@ def state_mappings() -> list[dm.ValueMapping]:
     return [dm.ValueMap(options=opts)]
 
 
-def series(title: str, queries: list[str], unit: str = "", description: str = "",
+def series(title: str, queries: list[str | Banded], unit: str = "", description: str = "",
            bands: list[tuple[float | None, str]] | None = None, bars: bool = False,
            aliases: tuple[str, ...] = ()) -> timeseries.Panel:
     p = timeseries.Panel().title(title).targets(list(targets(*queries, aliases=aliases)))
@@ -42,7 +43,7 @@ def series(title: str, queries: list[str], unit: str = "", description: str = ""
     return p
 
 
-def figure(title: str, queries: list[str], unit: str = "", description: str = "",
+def figure(title: str, queries: list[str | Banded], unit: str = "", description: str = "",
            bands: list[tuple[float | None, str]] | None = None, no_value: str = "",
            aliases: tuple[str, ...] = ()) -> stat.Panel:
     p = stat.Panel().title(title).targets(list(targets(*queries, aliases=aliases)))
@@ -57,7 +58,7 @@ def figure(title: str, queries: list[str], unit: str = "", description: str = ""
     return p
 
 
-def grid(title: str, queries: list[str], description: str = "", states: bool = True,
+def grid(title: str, queries: list[str | Banded], description: str = "", states: bool = True,
          asset_text: dict[str, str] | None = None) -> table.Panel:
     """A table; ``asset_text`` maps asset ids to the text shown for them (value mappings)."""
     p = table.Panel().title(title).targets(list(targets(*queries, table=True)))
@@ -71,14 +72,14 @@ def grid(title: str, queries: list[str], description: str = "", states: bool = T
     return p
 
 
-def timeline(title: str, queries: list[str], description: str = "") -> statetimeline.Panel:
+def timeline(title: str, queries: list[str | Banded], description: str = "") -> statetimeline.Panel:
     p = statetimeline.Panel().title(title).targets(list(targets(*queries))).mappings(state_mappings())
     if description:
         p.description(description)
     return p
 
 
-def pie(title: str, queries: list[str]) -> piechart.Panel:
+def pie(title: str, queries: list[str | Banded]) -> piechart.Panel:
     return piechart.Panel().title(title).targets(list(targets(*queries)))
 
 

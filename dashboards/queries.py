@@ -38,46 +38,98 @@ def _in(tag: str, values: Iterable[str]) -> str:
     return "(" + " OR ".join(f"\"{tag}\" = '{v}'" for v in vals) + ")"
 
 
-def point_mean(devices: Iterable[str], point: str, scale: str = "", agg: str = "mean") -> str:
+RANGE_MS = "${__to} - ${__from}"
+"""The dashboard's range in milliseconds, as Grafana substitutes it: two integer literals that
+InfluxDB folds, so a condition on it is true or false for the whole query."""
+RAW_MAX_MS = 86_400_000
+"""Raw telemetry is read for ranges up to one day; longer ranges read the rollups."""
+HOURLY_MAX_MS = 92 * 86_400_000
+"""The hourly rollup serves ranges up to three months; longer ones read the daily rollup."""
+_HOURLY = next((rp, meas) for rp, _d, i, meas in schema.ROLLUPS if i == "1h")
+_DAILY = next((rp, meas) for rp, _d, i, meas in schema.ROLLUPS if i == "1d")
+BANDS: tuple[tuple[str, str, str], ...] = (
+    # (refId suffix, source, condition on the range)
+    ("", f'"{T}"', f"({RANGE_MS} <= {RAW_MAX_MS})"),
+    ("-hourly", f'"{_HOURLY[0]}"."{_HOURLY[1]}"',
+     f"({RANGE_MS} > {RAW_MAX_MS}) AND ({RANGE_MS} <= {HOURLY_MAX_MS})"),
+    ("-daily", f'"{_DAILY[0]}"."{_DAILY[1]}"', f"({RANGE_MS} > {HOURLY_MAX_MS})"),
+)
+"""One target per band: only the band whose condition holds reads anything (the others are
+false as a whole and return at once), so a panel reads raw data over a day at most."""
+_FROM_ROLLUP = {
+    # raw aggregate of "value" -> the same figure from a rollup's fields
+    "mean": 'sum("sum") / sum("count")',
+    "max": 'max("max")',
+    "min": 'min("min")',
+    "last": 'last("last")',
+    "first": 'first("first")',
+    "spread": 'max("max") - min("min")',
+    "count": 'sum("count")',
+}
+
+
+class Banded(tuple[str, ...]):
+    """The targets of one logical query, one per band (raw, hourly, daily): ``targets()`` gives
+    them refIds ``A``, ``A-hourly``, ``A-daily`` (or ``suffixes``)."""
+
+    suffixes: tuple[str, ...] = tuple(b[0] for b in BANDS)
+
+    def __new__(cls, items: Iterable[str], suffixes: tuple[str, ...] | None = None) -> Banded:
+        self = super().__new__(cls, items)
+        if suffixes is not None:
+            self.suffixes = suffixes
+        return self
+
+
+def banded(agg: str, scale: str, where: str, group: str, bands: tuple[int, ...] = (0, 1, 2)) -> Banded:
+    """``SELECT agg("value"){scale} ... WHERE {where} AND $timeFilter GROUP BY {group}``, for
+    each band: raw telemetry for a day at most, the hourly rollup up to three months, the daily
+    rollup beyond (``bands`` picks fewer; the last one chosen takes every longer range)."""
+    out = []
+    chosen = [BANDS[i] for i in bands]
+    for k, (_suffix, source, band) in enumerate(chosen):
+        # the last band chosen takes every longer range
+        cond = band.split(" AND ")[0] if k == len(chosen) - 1 and len(chosen) < len(BANDS) else band
+        select = f'{agg}("value")' if source == f'"{T}"' else _FROM_ROLLUP[agg]
+        out.append(f'SELECT {select}{scale} AS "{agg}" FROM {source} WHERE {where} AND $timeFilter '
+                   f"AND {cond} GROUP BY {group}")
+    return Banded(out, suffixes=tuple(b[0] for b in chosen))
+
+
+def point_mean(devices: Iterable[str], point: str, scale: str = "", agg: str = "mean") -> Banded:
     """One series per device: the mean (or another aggregate) of a point per interval."""
-    return (
-        f'SELECT {agg}("value"){scale} FROM "{T}" WHERE {_in("device", devices)} '
-        f"AND \"point\" = '{point}' AND $timeFilter GROUP BY time($__interval), \"device\" fill(none)"
-    )
+    return banded(agg, scale, f"{_in('device', devices)} AND \"point\" = '{point}'",
+                  'time($__interval), "device" fill(none)')
 
 
-def points_of(device: str, points: Iterable[str], agg: str = "mean") -> str:
+def points_of(device: str, points: Iterable[str], agg: str = "mean") -> Banded:
     """One series per point of one device."""
-    return (
-        f'SELECT {agg}("value") FROM "{T}" WHERE "device" = \'{device}\' AND {_in("point", points)} '
-        f'AND $timeFilter GROUP BY time($__interval), "point" fill(none)'
-    )
+    return banded(agg, "", f"\"device\" = '{device}' AND {_in('point', points)}",
+                  'time($__interval), "point" fill(none)')
 
 
-def latest(devices: Iterable[str], point: str) -> str:
-    """The last value of a point per device (stat and gauge panels)."""
-    return (
-        f'SELECT last("value") FROM "{T}" WHERE {_in("device", devices)} '
-        f"AND \"point\" = '{point}' AND $timeFilter GROUP BY \"device\""
-    )
+def local_days(tz: str) -> str:
+    """InfluxQL's time zone clause: days start at the utility's midnight (the field's ``timezone``)."""
+    return f" tz('{tz}')"
 
 
 # ---------------------------------------------------------------- water
 
 
-def night_flow(zone: str) -> str:
+def night_flow(zone: str, tz: str = "UTC") -> str:
     return (
         f'SELECT mean("mnf_m3h") AS "minimum night flow", mean("nnf_m3h") AS "net night flow", '
         f'mean("rise_m3h") AS "leak estimate" '
         f"FROM \"{schema.NIGHT_FLOW}\" WHERE \"zone\" = '{zone}' AND $timeFilter GROUP BY time(1d) fill(none)"
+        + local_days(tz)
     )
 
 
-def water_balance(zones: Iterable[str]) -> str:
+def water_balance(zones: Iterable[str], tz: str = "UTC") -> str:
     return (
         f'SELECT sum("input_m3") AS "input", sum("consumption_m3") AS "consumption", '
         f'sum("losses_m3") AS "losses" FROM "{schema.WATER_BALANCE}" WHERE {_in("zone", zones)} '
-        f'AND $timeFilter GROUP BY time(1d), "zone" fill(none)'
+        f'AND $timeFilter GROUP BY time(1d), "zone" fill(none)' + local_days(tz)
     )
 
 
@@ -123,10 +175,14 @@ def alarm_history() -> str:
 
 
 def raised_per(interval: str, by_priority: bool = False) -> str:
+    """The most alarms raised in one ``interval`` (1h, 10m) within each panel interval: the
+    count itself when the panel's interval is ``interval`` (the panel's minimum), the worst
+    one over longer ranges, without one row per empty ``interval`` of a year."""
     group = ', "priority"' if by_priority else ""
     return (
-        f'SELECT count("transition") FROM "{A}" WHERE "transition" = \'raised\' AND $timeFilter '
-        f"GROUP BY time({interval}){group} fill(0)"
+        f'SELECT max("n") AS "raised" FROM (SELECT count("transition") AS "n" FROM "{A}" '
+        f"WHERE \"transition\" = 'raised' AND $timeFilter GROUP BY time({interval}){group} fill(none)) "
+        f"WHERE $timeFilter GROUP BY time($__interval){group} fill(0)"
     )
 
 
@@ -139,7 +195,7 @@ def chattering() -> str:
     """Most raises of one alarm within one minute (3 or more is chattering)."""
     return (
         f'SELECT max("n") FROM (SELECT count("transition") AS "n" FROM "{A}" WHERE "transition" = '
-        f"'raised' AND $timeFilter GROUP BY time(1m), \"asset\", \"condition\")"
+        f"'raised' AND $timeFilter GROUP BY time(1m), \"asset\", \"condition\" fill(none))"
     )
 
 
@@ -177,16 +233,26 @@ def outages(assets: Iterable[str]) -> str:
 # ---------------------------------------------------------------- gateways
 
 
-def gateway_states() -> str:
-    """1 (online) in each interval a gateway sent a health report, 0 (offline) in the others.
+LAST_DAY = "time >= ${__to}ms - 1d"
+"""Health reports (``gateway_health``, ``device_health``, about every minute per gateway and
+device) have no rollup: panels read their last day of the range at most."""
+
+
+def gateway_states() -> Banded:
+    """1 (online) in each interval a gateway sent a health report, 0 (offline) in the others;
+    over more than a day, the gateway's last birth or death (``gateway_status``) per interval.
 
     ``gateway_status`` changes only at birth and death, often long before the range, and a
     per-interval ``last`` of it is empty then: the periodic health reports are what show a
     gateway alive within any range."""
-    return (
+    return Banded((
         f'SELECT count("uptime_s") / count("uptime_s") AS "online" FROM "{schema.GATEWAY_HEALTH}" '
-        f'WHERE $timeFilter GROUP BY time($__interval), "gateway" fill(0)'
-    )
+        f'WHERE $timeFilter AND {BANDS[0][2]} GROUP BY time($__interval), "gateway" fill(0)',
+        # longer ranges: births and deaths (``gateway_status``), carried forward
+        f'SELECT last("online") AS "online" FROM "{schema.GATEWAY_STATUS}" '
+        f"WHERE $timeFilter AND ({RANGE_MS} > {RAW_MAX_MS}) "
+        f'GROUP BY time($__interval), "gateway" fill(previous)',
+    ), suffixes=("", "-status"))
 
 
 def gateways_online() -> str:
@@ -200,13 +266,14 @@ def devices_online(gateway: str) -> str:
     """Devices of a gateway whose latest health state is online."""
     return (
         f'SELECT sum("online") FROM (SELECT last("online") AS "online" FROM "{schema.DEVICE_HEALTH}" '
-        f"WHERE \"gateway\" = '{gateway}' AND $timeFilter GROUP BY \"device\")"
+        f"WHERE \"gateway\" = '{gateway}' AND $timeFilter AND {LAST_DAY} GROUP BY \"device\")"
     )
 
 
 def poll_errors() -> str:
     return (
         f'SELECT non_negative_difference(max("errors")) FROM "{schema.DEVICE_HEALTH}" WHERE $timeFilter '
+        f"AND {LAST_DAY} "
         f'GROUP BY time($__interval), "gateway" fill(none)'
     )
 
@@ -214,6 +281,7 @@ def poll_errors() -> str:
 def poll_latency() -> str:
     return (
         f'SELECT mean("poll_latency_ms") FROM "{schema.DEVICE_HEALTH}" WHERE $timeFilter '
+        f"AND {LAST_DAY} "
         f'GROUP BY time($__interval), "gateway" fill(none)'
     )
 
@@ -221,34 +289,31 @@ def poll_latency() -> str:
 def gateway_health(field: str, agg: str = "max") -> str:
     return (
         f'SELECT {agg}("{field}") FROM "{schema.GATEWAY_HEALTH}" WHERE $timeFilter '
-        f'GROUP BY time($__interval), "gateway" fill(none)'
+        f'AND {LAST_DAY} GROUP BY time($__interval), "gateway" fill(none)'
     )
 
 
 # ---------------------------------------------------------------- customer
 
 
-def consumption(point: str, shift: str = "", name: str = "spread", rollup: bool = False) -> str:
-    """Daily consumption of the chosen customer's meter (``$customer`` = meter ids regex).
+def consumption(point: str, shift: str = "", name: str = "spread", tz: str = "UTC") -> Banded:
+    """Daily consumption of the chosen customer's meter (``$customer`` = meter ids regex), per
+    local day (``tz``, the field's time zone).
 
-    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year. ``rollup``
-    reads the daily rollup (``rp_1d.telemetry_1d``: the day's min and max of the totaliser)
-    instead of the raw readings: raw history is kept for weeks, rollups for ever, so last
-    year's figures come from the rollup.
+    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year. Ranges up to
+    a day read the raw readings (the day's ``spread`` of the totaliser); longer ones the hourly
+    rollup (max of the hours' max minus min of their min), kept 3 years, whose hours make
+    exact local days (the daily rollup's days are UTC days).
     """
     window = (f"time >= ${{__from}}ms - {shift} AND time <= ${{__to}}ms - {shift}" if shift
               else "$timeFilter")
-    if rollup:
-        rp, _dur, _interval, meas = schema.ROLLUPS[-1]
-        select, source = f'max("max") - min("min") AS "{name}"', f'"{rp}"."{meas}"'
-    else:
-        select, source = f'spread("value") AS "{name}"', f'"{T}"'
-    return (
-        f'SELECT {select} FROM {source} WHERE "device" =~ /^(${{customer:raw}})$/ '
-        f"AND \"point\" = '{point}' AND {window} GROUP BY time(1d) fill(none)"
-    )
+    where = f'"device" =~ /^(${{customer:raw}})$/ AND "point" = \'{point}\''
+    out = banded("spread", "", where, "time(1d) fill(none)" + local_days(tz), bands=(0, 1))
+    return Banded((q.replace(' AS "spread"', f' AS "{name}"').replace("$timeFilter", window) for q in out),
+                  suffixes=out.suffixes)
 
 
-def consumption_total(point: str, shift: str = "") -> str:
-    """Total over the range (or the shifted range: from the daily rollup) of the daily consumption."""
-    return f'SELECT sum("spread") FROM ({consumption(point, shift, rollup=bool(shift))})'
+def consumption_total(point: str, shift: str = "", tz: str = "UTC") -> Banded:
+    """Total over the range (or the shifted range) of the daily consumption."""
+    daily = consumption(point, shift, tz=tz)
+    return Banded((f'SELECT sum("spread") FROM ({q})' for q in daily), suffixes=daily.suffixes)

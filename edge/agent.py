@@ -31,6 +31,7 @@ from aquavolt.edge.drivers import Breaker, Driver, make_driver
 from aquavolt.edge.drivers.opcua import OpcuaDriver
 from aquavolt.edge.link import Link
 from aquavolt.edge.report import Deadband, Reading, Sent, filter_readings
+from aquavolt.edge.sparkplug import SparkplugNode
 from aquavolt.edge.store import Store
 from aquavolt.errors import DeviceError
 from aquavolt.field import Device, OpcuaBus
@@ -139,6 +140,7 @@ class Agent:
         self._build()
         self.commands = CommandHandler(self)
         self.link.on_message = self.commands.on_message
+        self.sparkplug = SparkplugNode(self, mqtt) if self.gw.northbound != "aquavolt" else None
         self.sem = asyncio.Semaphore(settings.max_parallel_devices)
         self.once = OnceLogger(log)
         self.task_crashes = 0
@@ -197,6 +199,8 @@ class Agent:
         for drv in self.drivers.values():
             await drv.start()
         await self.link.start()
+        if self.sparkplug is not None:
+            await self.sparkplug.start()
         n = max(1, sum(len(rt.groups) for rt in self.devices.values()))
         i = 0
         for rt in self.devices.values():
@@ -231,6 +235,8 @@ class Agent:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("gateway %s: polls stopped", self.gw.id)
         await self.commands.close()
+        if self.sparkplug is not None:
+            await self.sparkplug.stop()
         await self.link.stop((self.topics.gateway_status(self.gw.id),
                               self._gateway_status(GatewayState.OFFLINE, "clean stop")))
         for drv in self.drivers.values():
@@ -332,6 +338,8 @@ class Agent:
             log.info("device %s answers again", rt.device.id)
             self.link.publish(self.topics.device_status(self.gw.id, rt.device.id), self._device_status(rt),
                               retain=True)
+            if self.sparkplug is not None:
+                self.sparkplug.device_state(rt)
         self._send(rt, readings, ts)
 
     def _device_failed(self, rt: DeviceRuntime, exc: DeviceError) -> None:
@@ -353,11 +361,17 @@ class Agent:
         self._send(rt, readings, ts)
         self.link.publish(self.topics.device_status(self.gw.id, rt.device.id),
                           self._device_status(rt, exc.reason), retain=True)
+        if self.sparkplug is not None:
+            self.sparkplug.device_state(rt)
 
     def _send(self, rt: DeviceRuntime, readings: list[Reading], ts: int) -> None:
         keep = filter_readings(rt.sent, readings, rt.deadbands, self.clock.now(), self.settings.max_silence_s)
         if not keep:
             return
+        if self.sparkplug is not None:
+            self.sparkplug.readings(rt, keep)
+            if self.gw.northbound == "sparkplug":
+                return
         rank_of = rt.rank_of
         cls = _CLASS_OF_RANK[max([rank_of.get(r[0], 2) for r in keep])]  # a flag ranks as an alarm
         # orjson writes an enum as its value

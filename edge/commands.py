@@ -169,35 +169,45 @@ class CommandHandler:
         forget = now - 2 * self.max_age_ms
         if not agent.store.claim_command(cmd.id, cmd.ts_ms, forget, agent.settings.command_seen_max):
             return f"command id {cmd.id} was already received: a replay is never executed"
+        return self.check_target(device_id, cmd.point, cmd.value)
+
+    def check_target(self, device_id: str, point_name: str, value: object) -> str | None:
+        """Checks 5 to 7 (allow-list, value, rate): every write passes them, an aquavolt
+        command or a Sparkplug DCMD (edge/sparkplug.py)."""
+        agent = self.agent
+        now = agent.clock.now_ms()
         rt = agent.devices.get(device_id)
         if rt is None:
             return f"no device {device_id!r} on gateway {agent.gw.id}"
-        point = rt.profile.by_name.get(cmd.point)
+        point = rt.profile.by_name.get(point_name)
         if point is None:
-            return f"profile {rt.profile.id} has no point {cmd.point!r}"
+            return f"profile {rt.profile.id} has no point {point_name!r}"
         if not point.writable:
-            return f"{cmd.point} is not writable in profile {rt.profile.id}"
-        if f"{device_id}.{cmd.point}" not in agent.gw.writable_points:
-            return f"{device_id}.{cmd.point} is not in the gateway's writable_points"
-        problem = value_problem(point, cmd.value)
+            return f"{point_name} is not writable in profile {rt.profile.id}"
+        if f"{device_id}.{point_name}" not in agent.gw.writable_points:
+            return f"{device_id}.{point_name} is not in the gateway's writable_points"
+        problem = value_problem(point, value)
         if problem is not None:
             return problem
-        key = (device_id, cmd.point)
+        key = (device_id, point_name)
         last = self._last_write_ms.get(key)
         if last is not None and now - last < self.min_interval_ms:
-            return (f"rate limit: {device_id}.{cmd.point} was commanded {(now - last) / 1000:.1f} s ago "
+            return (f"rate limit: {device_id}.{point_name} was commanded {(now - last) / 1000:.1f} s ago "
                     f"(at most one command every {self.min_interval_ms / 1000:g} s)")
         self._last_write_ms[key] = now
         return None
 
     async def execute(self, device_id: str, cmd: Command, retained: bool = False) -> Outcome:
-        agent = self.agent
         refusal = self.check(device_id, cmd, retained)
         if refusal is not None:
             return CommandOutcome.REFUSED, refusal, None
+        return await self.write_verified(device_id, cmd.point, cmd.value)
+
+    async def write_verified(self, device_id: str, point_name: str, value: Value) -> Outcome:
+        """Write a point that passed the checks, then read it back and compare."""
+        agent = self.agent
         rt = agent.devices[device_id]
-        point = rt.profile.by_name[cmd.point]
-        value: Value = cmd.value
+        point = rt.profile.by_name[point_name]
         driver = rt.driver
         try:
             async with agent.sem:

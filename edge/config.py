@@ -75,6 +75,7 @@ class GatewayConfig:
     source: Path
     gateway: Gateway
     profiles: dict[str, ModbusProfile | OpcuaProfile]
+    field_id: str = "gateway"  # the field's id: the default Sparkplug group id
 
 
 def load_gateway(path: Path | str, gateway_id: str | None, profiles_dir: Path | None = None) -> GatewayConfig:
@@ -88,7 +89,7 @@ def load_gateway(path: Path | str, gateway_id: str | None, profiles_dir: Path | 
         ids = [g.id for g in loaded.field.gateways]
         if gateway_id not in ids:
             raise ConfigError([ConfigIssue(str(path), "gateways", f"no gateway {gateway_id!r} (has {ids})")])
-        return GatewayConfig(path, loaded.field.gateway(gateway_id), loaded.profiles)
+        return GatewayConfig(path, loaded.field.gateway(gateway_id), loaded.profiles, loaded.field.id)
     gw = load_model(path, Gateway)
     dirs = [PROFILES_DIR] + ([profiles_dir] if profiles_dir else [])
     profiles = load_profiles(dirs)

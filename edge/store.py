@@ -153,6 +153,23 @@ class Store:
         self.waiting -= w
         return int(n)
 
+    def delete(self, seqs: list[int]) -> int:
+        """Delete these messages (a consumer without stored marks, Sparkplug's historical
+        replay, deletes a message on its PUBACK); returns how many were held."""
+        n = s = w = 0
+        with self.db:
+            self.db.execute("BEGIN")
+            for seq in seqs:
+                row = self.db.execute("SELECT size, acked FROM q WHERE seq = ?", (seq,)).fetchone()
+                if row is None:
+                    continue
+                self.db.execute("DELETE FROM q WHERE seq = ?", (seq,))
+                n, s, w = n + 1, s + row[0], w + (row[1] == 0)
+        self.depth -= n
+        self.bytes -= s
+        self.waiting -= w
+        return n
+
     def unack(self, first: int, last: int | None = None) -> int:
         """Send again the messages from ``first`` (to ``last``): the broker that acknowledged
         them may have lost them. Returns how many the store holds in that range."""

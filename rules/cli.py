@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,52 +121,30 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_new_token(path: Path, key: str, entry: dict[str, str], validate: Callable[[Path], object]) -> int:
+    from aquavolt.tokens import add_token
+
+    token = add_token(path, key, entry, validate)
+    if token is None:
+        print(f"{key} is already in {path}: remove the entry first to replace the token")
+        return 1
+    print(token)
+    return 0
+
+
 def token_add(args: argparse.Namespace) -> int:
-    import secrets
-
-    import yaml
-
-    from aquavolt.rules.http import Role, load_tokens, token_digest
+    from aquavolt.rules.http import Role, load_tokens
 
     if args.role.upper() not in Role.__members__:
         print(f"role {args.role!r} is not one of viewer, operator, engineer")
         return 2
-    path = Path(args.file)
-    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    if args.name in data:
-        print(f"{args.name} is already in {path}: remove the entry first to replace the token")
-        return 1
-    token = secrets.token_urlsafe(32)
-    data[args.name] = {"role": args.role.lower(), "sha256": token_digest(token)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
-    load_tokens(tmp)  # never write a file the engine would refuse
-    tmp.replace(path)
-    print(token)
-    return 0
+    return _print_new_token(Path(args.file), args.name, {"role": args.role.lower()}, load_tokens)
 
 
 def customer_token_add(args: argparse.Namespace) -> int:
-    import secrets
-
-    import yaml
-
     from aquavolt.rules.customer import load_customer_tokens
-    from aquavolt.rules.http import token_digest
 
-    path = Path(args.file)
-    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    if args.customer in data:
-        print(f"{args.customer} is already in {path}: remove the entry first to replace the token")
-        return 1
-    token = secrets.token_urlsafe(32)
-    data[args.customer] = {"sha256": token_digest(token)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
-    load_customer_tokens(tmp)  # never write a file the engine would refuse
-    tmp.replace(path)
-    print(token)
-    return 0
+    return _print_new_token(Path(args.file), args.customer, {}, load_customer_tokens)
 
 
 def register(subparsers: Any) -> None:

@@ -163,9 +163,14 @@ def groups(loaded: LoadedField) -> list[tuple[str, str, str, list[str]]]:
     gws: list[tuple[str, str, str, list[str]]] = []
     buses: list[tuple[str, str, str, list[str]]] = []
     for gw in loaded.field.gateways:
+        if gw.kind == "sparkplug":  # no buses: the edge node's devices roll up to the node
+            if len(gw.devices) >= cfg.rollup_min_devices:
+                gws.append((gw.id, "gateway", gw.id, [d.id for d in gw.devices]))
+            continue
         by_bus: dict[str, list[str]] = {}
         for d in gw.devices:
-            by_bus.setdefault(d.bus, []).append(d.id)
+            if d.bus is not None:
+                by_bus.setdefault(d.bus, []).append(d.id)
         if len(by_bus) >= 2 and len(gw.devices) >= cfg.rollup_min_devices:
             gws.append((gw.id, "gateway", gw.id, [d.id for d in gw.devices]))
         for bus, devs in by_bus.items():

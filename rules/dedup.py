@@ -48,3 +48,13 @@ class SeenSeqs:
             return False
         bits[i >> 3] |= mask
         return True
+
+    def forget(self, gateway: str, bd_seq: int, seq: int) -> None:
+        """Undo ``first_time`` for a batch whose processing round was rolled back: when the
+        gateway sends it again it is new, not a duplicate (the window is not moved back)."""
+        entry = self._by_boot.get(gateway, {}).get(bd_seq)
+        if entry is None or seq <= entry[0] - self.window:  # type: ignore[operator]
+            return
+        bits: bytearray = entry[1]  # type: ignore[assignment]
+        i = seq % self.window
+        bits[i >> 3] &= ~(1 << (i & 7)) & 0xFF

@@ -19,12 +19,11 @@ description is at ``/openapi.json``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import math
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -35,13 +34,14 @@ import yaml
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aquavolt import tokens
 from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.rules.alarms import AlarmError
 from aquavolt.rules.customer import Customers
 from aquavolt.rules.perf import performance
-from aquavolt.rules.service import Engine
+from aquavolt.rules.service import Engine, NotStored
 from aquavolt.signing import sign
-from aquavolt.wire import Command, encode
+from aquavolt.wire import AlarmEvent, Command, encode
 
 MAX_SHELVE_S = 7 * 24 * 3600
 DAY_MS = 24 * 3600 * 1000
@@ -70,12 +70,7 @@ class Operators:
     entries: tuple[Operator, ...] = ()
 
     def authenticate(self, token: str) -> Operator | None:
-        digest = hashlib.sha256(token.encode()).digest()
-        found = None
-        for op in self.entries:  # no early exit: the time does not depend on which one matched
-            if hmac.compare_digest(digest, op.digest):
-                found = op
-        return found
+        return tokens.match(token, ((op, op.digest) for op in self.entries))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -94,10 +89,6 @@ TOKENS: web.AppKey[Operators] = web.AppKey("tokens", Operators)
 SIGNER: web.AppKey[Signer | None] = web.AppKey("signer")
 ROLE_NEEDED: dict[str, Role] = {"GET": Role.VIEWER, "POST": Role.OPERATOR}
 """The role a method needs, unless the handler is in ``ROLE_OF``."""
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def load_tokens(path: Path | str) -> Operators:
@@ -119,11 +110,8 @@ def load_tokens(path: Path | str) -> Operators:
             issues.append(ConfigIssue(str(path), f"{name}.role", f"{entry['role']!r} is not one of "
                                       "viewer, operator, engineer"))
             continue
-        try:
-            digest = bytes.fromhex(str(entry["sha256"]))
-        except ValueError:
-            digest = b""
-        if len(digest) != 32:
+        digest = tokens.parse_digest(entry["sha256"])
+        if digest is None:
             issues.append(ConfigIssue(str(path), f"{name}.sha256", "not a SHA-256 digest (64 hex digits)"))
             continue
         entries.append(Operator(str(name), Role[role], digest))
@@ -171,6 +159,8 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)  # type: ignore[no-any-return]
     except AlarmError as exc:
         return _json({"error": str(exc)}, 409)
+    except NotStored as exc:
+        return _json({"error": str(exc)}, 503)
     except (ValueError, KeyError, TypeError, OverflowError, orjson.JSONDecodeError) as exc:
         return _json({"error": f"bad request: {exc}"}, 400)
 
@@ -227,11 +217,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _act(request: web.Request, action: str, target: str, body: dict[str, Any], result: dict[str, Any],
-         events: list[Any]) -> web.Response:
-    eng = request.app[ENGINE]
-    eng.emit(events)
-    eng.store.record_action(eng.clock.now_ms(), request["operator"], action, target, body, result)
+def _act(request: web.Request, action: str, target: str, body: dict[str, Any],
+         change: Callable[[], tuple[list[AlarmEvent], dict[str, Any]]]) -> web.Response:
+    """The operator's change, stored with its audit row in one transaction, or not at all."""
+    events, result = request.app[ENGINE].operator_action(request["operator"], action, target, body, change)
     return _json({**result, "events": [e.model_dump(mode="json") for e in events]})
 
 
@@ -277,10 +266,13 @@ async def ack(request: web.Request) -> web.Response:
     if "seen_seq" not in body:
         raise BadRequest("seen_seq is required: the seq of the alarm list you saw")
     seen = _int(body["seen_seq"], "seen_seq")
-    events, skipped = eng.core.manager.acknowledge(ids, seen, request["operator"], eng.clock.now_ms(),
-                                                   str(body.get("comment", "")))
-    result = {"acknowledged": [e.alarm_id for e in events], "skipped": skipped}
-    return _act(request, "acknowledge", ",".join(ids or ["*"]), body, result, events)
+
+    def change() -> tuple[list[AlarmEvent], dict[str, Any]]:
+        events, skipped = eng.core.manager.acknowledge(ids, seen, request["operator"], eng.clock.now_ms(),
+                                                       str(body.get("comment", "")))
+        return events, {"acknowledged": [e.alarm_id for e in events], "skipped": skipped}
+
+    return _act(request, "acknowledge", ",".join(ids or ["*"]), body, change)
 
 
 async def shelve(request: web.Request) -> web.Response:
@@ -296,25 +288,27 @@ async def shelve(request: web.Request) -> web.Response:
         raise BadRequest("duration_s or until_ms is required")
     if until - now > MAX_SHELVE_S * 1000:
         raise AlarmError(f"shelving is limited to {MAX_SHELVE_S} s")
-    events = eng.core.manager.shelve(aid, request["operator"], str(body.get("reason", "")), until, now)
-    return _act(request, "shelve", aid, body, {"shelved_until_ms": until}, events)
+    return _act(request, "shelve", aid, body, lambda: (
+        eng.core.manager.shelve(aid, request["operator"], str(body.get("reason", "")), until, now),
+        {"shelved_until_ms": until}))
 
 
 async def unshelve(request: web.Request) -> web.Response:
     body = await _body(request)
     eng = request.app[ENGINE]
     aid = f"{request.match_info['asset']}/{request.match_info['condition']}"
-    events = eng.core.manager.unshelve(aid, request["operator"], eng.clock.now_ms(),
-                                       comment=str(body.get("comment", "")))
-    return _act(request, "unshelve", aid, body, {}, events)
+    return _act(request, "unshelve", aid, body, lambda: (
+        eng.core.manager.unshelve(aid, request["operator"], eng.clock.now_ms(),
+                                  comment=str(body.get("comment", ""))), {}))
 
 
 async def comment(request: web.Request) -> web.Response:
     body = await _body(request)
     eng = request.app[ENGINE]
     aid = f"{request.match_info['asset']}/{request.match_info['condition']}"
-    events = eng.core.manager.comment(aid, request["operator"], str(body.get("text", "")), eng.clock.now_ms())
-    return _act(request, "comment", aid, body, {}, events)
+    return _act(request, "comment", aid, body, lambda: (
+        eng.core.manager.comment(aid, request["operator"], str(body.get("text", "")),
+                                 eng.clock.now_ms()), {}))
 
 
 async def service(request: web.Request) -> web.Response:
@@ -322,9 +316,9 @@ async def service(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     aid = f"{request.match_info['asset']}/{request.match_info['condition']}"
     in_service = request.match_info["which"] == "in-service"
-    events = eng.core.manager.set_in_service(aid, in_service, request["operator"],
-                                             str(body.get("reason", "")), eng.clock.now_ms())
-    return _act(request, request.match_info["which"], aid, body, {}, events)
+    return _act(request, request.match_info["which"], aid, body, lambda: (
+        eng.core.manager.set_in_service(aid, in_service, request["operator"], str(body.get("reason", "")),
+                                        eng.clock.now_ms()), {}))
 
 
 async def perf(request: web.Request) -> web.Response:
@@ -396,6 +390,7 @@ async def post_command(request: web.Request) -> web.Response:
     eng.commands.issued(cmd, gw_id, dev_id)  # stored before it leaves
     eng.client.publish(eng.topics.command(gw_id, dev_id), encode(cmd), qos=1, retain=False)
     eng.commands.published(cmd.id)
+    eng.changes.notify()
     result = {"id": cmd.id, "issued_ms": cmd.ts_ms, "issuer": cmd.issuer, "operator": cmd.operator}
     eng.store.record_action(cmd.ts_ms, request["operator"], "command", f"{gw_id}/{dev_id}/{point}", body,
                             result)

@@ -23,6 +23,7 @@ gateways' health messages keep its event time moving. At stop the buffer is flus
 from __future__ import annotations
 
 import asyncio
+import base64
 import faulthandler
 import heapq
 import logging
@@ -56,10 +57,13 @@ from aquavolt.rules.dedup import SeenSeqs
 from aquavolt.rules.detectors.overconsumption import OverConsumptionCheck, RollupNotReady
 from aquavolt.rules.history import load_history
 from aquavolt.rules.notify import Notifier
-from aquavolt.rules.store import CommandLog, Message, Store
+from aquavolt.rules.store import Action, CommandLog, Message, Store
 from aquavolt.sdnotify import Notifier as SystemdNotifier
 from aquavolt.settings import MqttSettings
+from aquavolt.sparkplug_host import SparkplugHost
 from aquavolt.wire import (
+    MAX_DEADLETTER_PAYLOAD,
+    MAX_TEXT,
     AlarmEvent,
     Batch,
     CommandReply,
@@ -112,6 +116,41 @@ from the outbox (tests of a crash between storing and publishing)."""
 def _copied(attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes with their containers copied one level (their items are not changed in place)."""
     return {k: v.copy() if isinstance(v, (dict, list, set, deque)) else v for k, v in attrs.items()}
+
+
+class Changes:
+    """What the operator console's event streams wait on: woken when the alarms or the command
+    log change (a commit, a command issued, a gateway's reply) or a stream must re-check its
+    session (sign-out, stop). No polling; only the engine's event loop calls ``notify``."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        self.version += 1
+        for f in self._waiters:
+            if not f.done():
+                f.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, seen: int, timeout_s: float) -> int:
+        """The version after a change newer than ``seen``, or the same after ``timeout_s``."""
+        if self.version != seen or timeout_s <= 0:
+            return self.version
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
+        return self.version
+
+
+class NotStored(Exception):
+    """An operator's change that could not be committed: rolled back, answered 503."""
 
 
 class Checkpoint:
@@ -234,15 +273,26 @@ class Stats:
     waiting_for_clock: int = 0
     """Messages stamped ahead of a simulated clock, waiting for it (``EARLY_GRACE_S`` at most)."""
     failed_rounds: int = 0
+    failed_actions: int = 0
+    """Operator actions whose commit failed: rolled back, the error answered to the operator."""
     """Processing rounds that raised: rolled back, their messages dead-lettered."""
     last_round_error: str = ""
     round_dead_letters: int = 0
     """Messages dead-lettered because their processing round failed."""
+    sparkplug_seq_gaps: int = 0
+    """Sequence gaps of the field's Sparkplug B edge nodes (each asks for a rebirth)."""
+    sparkplug_rebirth_requests: int = 0
+    """``Node Control/Rebirth`` NCMDs sent (gap, unknown alias, data before a birth)."""
     outbox_pending: int = 0
     """Messages stored and not yet acknowledged by the broker."""
     health: str = "ok"
     """``degraded`` once a processing round has failed (since the engine started)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _binary_text(payload: bytes) -> str:
+    """A protobuf payload as dead-letter text: base64, cut to the limit."""
+    return ("base64:" + base64.b64encode(payload).decode())[:MAX_DEADLETTER_PAYLOAD]
 
 
 class Engine:
@@ -262,6 +312,9 @@ class Engine:
         self._max_future_ms = int(loaded.field.rules.event_time.max_future_s * 1000)
         self._device_gw = {d: g.id for d, (g, _d) in loaded.field.devices.items()}
         self._gateways = {g.id for g in loaded.field.gateways}
+        # third-party Sparkplug B edge nodes (sparkplug gateways): births, data and deaths read
+        # as their aquavolt equivalents (aquavolt.sparkplug_host), then handled as those are
+        self.sparkplug = SparkplugHost(loaded.field, self.topics, profiles=loaded.profiles)
         self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
         self.early_grace_s = EARLY_GRACE_S
         # supervision (wall time): progress of the processing loop, the systemd watchdog
@@ -277,6 +330,8 @@ class Engine:
         self.customer_sink = customer_sink
         self.stats = Stats()
         self._seen = SeenSeqs()
+        self.changes = Changes()  # the console's event streams wait on it
+        self._seen_this_round: list[tuple[str, int, int]] = []  # forgotten if the round is rolled back
         self.influx = influx
         self._once = OnceLogger(log)
         self._writes: set[asyncio.Task[None]] = set()
@@ -318,7 +373,8 @@ class Engine:
             return
         t = self.topics
         client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1)])
+                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1),
+                          *((f, 1) for f in self.sparkplug.filters())])
         self.connected.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.progress.ready)
@@ -374,12 +430,16 @@ class Engine:
         """A gateway's answer to a command: stored in the command log (from its own topic only,
         which the caller has checked)."""
         self.commands.reply(topic, reply, self.clock.now_ms())
+        self.changes.notify()
         return Output()
 
     def _batch(self, b: Batch) -> Output:
-        if not self._seen.first_time(b.gateway, b.bd_seq, b.seq) and b.historical:
-            self.stats.resent_skipped += 1  # sent again after the collector's stored mark
-            return Output()
+        if not self._seen.first_time(b.gateway, b.bd_seq, b.seq):
+            if b.historical:
+                self.stats.resent_skipped += 1  # sent again after the collector's stored mark
+                return Output()
+        else:
+            self._seen_this_round.append((b.gateway, b.bd_seq, b.seq))
         self.stats.readings += len(b.readings)
         return self.core.batch(b)
 
@@ -413,6 +473,9 @@ class Engine:
     def _handle(self, topic: str, payload: bytes, out: Output, waiting_since: float | None = None) -> None:
         """One message: decoded, authenticated by topic, checked against the plausibility
         window of event time, then given to the core; refused ones are dead-lettered."""
+        if topic.startswith("spBv1.0/"):
+            self._sparkplug(topic, payload, out, waiting_since)
+            return
         try:
             kind, gw, dev = self.topics.parse(topic)
             m = self._message(kind, gw, dev, payload)
@@ -438,6 +501,23 @@ class Engine:
                             payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
             self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
 
+    def _sparkplug(self, topic: str, payload: bytes, out: Output, waiting_since: float | None) -> None:
+        """A Sparkplug B edge node's message: each aquavolt message it stands for is handled as
+        if it had come on its own topic (same checks, same rules); what cannot be read is
+        dead-lettered with the reason; a gap or a missing birth asks the node for a rebirth."""
+        got = self.sparkplug.handle(topic, payload, self.clock.now_ms())
+        self.stats.sparkplug_seq_gaps += got.gaps
+        for cmd_topic, cmd in got.commands:
+            self.stats.sparkplug_rebirth_requests += 1
+            self.client.publish(cmd_topic, cmd, qos=0)
+        for wire_topic, msg in got.messages:
+            self._handle(wire_topic, encode(msg), out, waiting_since)
+        for reason in got.dead:
+            self.stats.rejected += 1
+            dl = DeadLetter(component="rules", topic=topic, reason=f"sparkplug: {reason}"[:MAX_TEXT],
+                            payload=_binary_text(payload), ts_ms=self.clock.now_ms())
+            self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+
     def _may_wait(self, since: float | None) -> bool:
         """On a simulated clock (lockstep: the grant may come after the readings it allowed), a
         message ahead of the window waits ``EARLY_GRACE_S`` for the clock; never on the wall clock."""
@@ -456,15 +536,45 @@ class Engine:
 
     # ---------------------------------------------------------------- the loop
     def emit(self, events: list[AlarmEvent], customer: list[Condition] | None = None) -> None:
-        """Store (with the outbox), then publish, then notify: the operators' transitions (the
-        API changed the manager already)."""
+        """Store (with the outbox), then publish, then notify: transitions already applied to
+        the manager."""
         self._commit(events)
         self._published(events, customer)
 
-    def _commit(self, events: list[AlarmEvent]) -> None:
-        """One transaction: the events, the alarms, the sequence, the horizon and the messages
-        that publish the events (outbox). Nothing is published before it is committed."""
-        if not events:
+    def operator_action(self, operator: str, action: str, target: str, request: dict[str, Any],
+                        change: Callable[[], tuple[list[AlarmEvent], dict[str, Any]]]
+                        ) -> tuple[list[AlarmEvent], dict[str, Any]]:
+        """An operator's change of the alarm manager (acknowledge, shelve, ...), all or nothing:
+        ``change`` makes it and returns its events and result; the events, the alarms, the
+        outbox and the action's audit row are committed in one transaction, then published. If
+        the change or the commit raises, the manager goes back to its snapshot, the error is
+        counted and raised to the caller (the API answers with it): the operator never sees a
+        change that is not stored, nor a stored one that is not audited."""
+        snap = self.core.manager.snapshot()
+        try:
+            events, result = change()
+        except Exception:  # refused (no such alarm, stale seen_seq, ...): nothing to undo but safe
+            self.core.manager.restore(snap)
+            raise
+        try:
+            self._commit(events, Action(self.clock.now_ms(), operator, action, target, request, result))
+        except Exception as exc:
+            self.core.manager.restore(snap)
+            st = self.stats
+            st.failed_actions += 1
+            st.errors += 1
+            st.last_error = repr(exc)
+            st.health = "degraded"
+            log.error("operator action %s on %s not stored, rolled back", action, target, exc_info=exc)
+            raise NotStored(f"{action} on {target} was not stored ({exc}); nothing changed") from exc
+        self._published(events, None)
+        return events, result
+
+    def _commit(self, events: list[AlarmEvent], action: Action | None = None) -> None:
+        """One transaction: the events, the alarms, the sequence, the horizon, the messages
+        that publish the events (outbox) and the operator's action that made them. Nothing is
+        published before it is committed."""
+        if not events and action is None:
             return
         m = self.core.manager
         msgs: list[Message] = []
@@ -472,9 +582,10 @@ class Engine:
             payload = encode(e)
             msgs += [(self.topics.alarm(e.asset, e.condition), payload, True),
                      (self.topics.alarm_events, payload, False)]
-        ids = self.store.save(events, m.alarms, m.seq, self.core.horizon_ms, msgs)
+        ids = self.store.save(events, m.alarms, m.seq, self.core.horizon_ms, msgs, action)
         self._outbox.update(zip(ids, msgs, strict=True))
         self.stats.events += len(events)
+        self.changes.notify()
 
     def _published(self, events: list[AlarmEvent], customer: list[Condition] | None) -> None:
         """After a commit: publish from the outbox, notify, the customer sink."""
@@ -514,17 +625,21 @@ class Engine:
         """A processing round, all or nothing: ``work`` runs the core into an Output, then the
         round is committed (store and outbox, one transaction) and only then published. If
         anything before the commit raises, the core and the alarm manager go back to the
-        checkpoint taken before the round (the state of the last commit), the failure is
-        counted, and the round's messages (``received``, and the buffered ones it had released)
+        checkpoint taken before the round (the state of the last commit), the batches it marked
+        as seen are forgotten (sent again, they are applied), the failure is counted, and the
+        round's messages (``received``, and the buffered ones it had released)
         are dead-lettered with the error."""
         cp = Checkpoint(self.core)
         out = Output()
+        self._seen_this_round.clear()
         try:
             work(out)
             self.core.drain(out)
             self._commit(out.events)
         except Exception as exc:
             released = cp.restore(self.core)
+            for gw, bd_seq, seq in self._seen_this_round:  # not applied: a resend is new
+                self._seen.forget(gw, bd_seq, seq)
             self._round_failed(exc, received, released)
             return False
         self._output(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,18 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 Message = tuple[str, bytes, bool]
+
+
+@dataclass(frozen=True)
+class Action:
+    """An operator's action, as the audit table keeps it."""
+
+    ts_ms: int
+    operator: str
+    action: str
+    target: str
+    request: dict[str, Any]
+    result: dict[str, Any]
 """An MQTT message to publish (QoS 1): topic, payload, retained."""
 
 
@@ -59,13 +72,16 @@ class Store:
         return alarms, int(meta.get("seq", 0)), int(meta.get("watermark", 0))
 
     def save(self, events: list[AlarmEvent], alarms: dict[str, Alarm], seq: int, watermark: int,
-             messages: Sequence[Message] = ()) -> list[int]:
-        """One transaction: the events, the alarms they touched, the sequence and watermark, and
-        the messages to publish (outbox). Returns the outbox ids of ``messages``, in order."""
+             messages: Sequence[Message] = (), action: Action | None = None) -> list[int]:
+        """One transaction: the events, the alarms they touched, the sequence and watermark, the
+        messages to publish (outbox) and the operator's action that made them, if any (its
+        audit row). Returns the outbox ids of ``messages``, in order."""
         touched = {e.alarm_id for e in events}
         ids: list[int] = []
         with self.db:
             self.db.execute("BEGIN")
+            if action is not None:
+                self._insert_action(action)
             for topic, payload, retain in messages:
                 cur = self.db.execute("INSERT INTO outbox (topic, payload, retain) VALUES (?,?,?)",
                                       (topic, payload, int(retain)))
@@ -94,9 +110,12 @@ class Store:
     def record_action(self, ts_ms: int, operator: str, action: str, target: str,
                       request: dict[str, Any], result: dict[str, Any]) -> None:
         with self.db:
-            self.db.execute("INSERT INTO actions (ts_ms, operator, action, target, request, result) "
-                            "VALUES (?,?,?,?,?,?)", (ts_ms, operator, action, target,
-                                                     orjson.dumps(request), orjson.dumps(result)))
+            self._insert_action(Action(ts_ms, operator, action, target, request, result))
+
+    def _insert_action(self, a: Action) -> None:
+        self.db.execute("INSERT INTO actions (ts_ms, operator, action, target, request, result) "
+                        "VALUES (?,?,?,?,?,?)", (a.ts_ms, a.operator, a.action, a.target,
+                                                 orjson.dumps(a.request), orjson.dumps(a.result)))
 
     def actions(self, limit: int = 200) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT ts_ms, operator, action, target, request, result FROM actions "

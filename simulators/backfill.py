@@ -11,6 +11,9 @@ continuous queries never look back. Batches go out on a few writers at once: Inf
 takes them on its own cores while the next lines are formatted. The figures are the live
 simulator's own closed forms for the same seed, so at the end instant the history and a
 simulator started there show the same totalisers: no jump.
+
+On a terminal it shows a progress bar on standard error (hours modelled, then points
+written: rate and time left); elsewhere one summary line there; ``--no-progress`` neither.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from aquavolt.clock import parse_instant
 from aquavolt.config import LoadedField, load_field
 from aquavolt.influx import Influx, InfluxError
+from aquavolt.progressbar import ProgressBar
 from aquavolt.schema import ROLLUPS, TELEMETRY, continuous_queries, escape_tag
 from aquavolt.settings import InfluxSettings
 from aquavolt.simulators.demand import REFERENCE, UNDER_REGISTRATION
@@ -50,16 +55,25 @@ class Series:
                 f"point={escape_tag(self.point)} ")
 
 
-def history(loaded: LoadedField, seed: int, end: float, days: int, step_s: int = 3600
-            ) -> tuple[list[Series], np.ndarray, np.ndarray]:
-    """(series, timestamps in s, values[series, time]) for every meter, clean history."""
-    f = loaded.field
-    model = FieldModel(loaded, seed, end, _NoFaults(), 3600)  # type: ignore[arg-type]
-    demand = model.demand  # the live simulator's own demand, same seed, same offset
+def instants(end: float, days: int, step_s: int = 3600) -> np.ndarray:
+    """The timestamps (s) of the history: every ``step_s`` from ``days`` before ``end``, and
+    ``end`` itself."""
     start = math.ceil((end - days * 86400) / step_s) * step_s
     times = np.arange(start, end, step_s, dtype=np.float64)
     if len(times) == 0 or times[-1] != end:
         times = np.append(times, end)
+    return times
+
+
+def history(loaded: LoadedField, seed: int, end: float, days: int, step_s: int = 3600,
+            on_instant: Callable[[int], object] | None = None
+            ) -> tuple[list[Series], np.ndarray, np.ndarray]:
+    """(series, timestamps in s, values[series, time]) for every meter, clean history;
+    ``on_instant(k)`` after each instant is computed (k of ``len(instants(...))``)."""
+    f = loaded.field
+    model = FieldModel(loaded, seed, end, _NoFaults(), 3600)  # type: ignore[arg-type]
+    demand = model.demand  # the live simulator's own demand, same seed, same offset
+    times = instants(end, days, step_s)
     series: list[Series] = []
     columns: list[tuple[str, int]] = []  # (quantity, index)
     gw_of = {d: g.id for d, (g, _dev) in f.devices.items()}
@@ -101,6 +115,8 @@ def history(loaded: LoadedField, seed: int, end: float, days: int, step_s: int =
             m = kind == name
             col[m] = arr[idx[m] // 1000] / (idx[m] % 1000)
         values[:, k] = col
+        if on_instant is not None:
+            on_instant(k + 1)
     return series, times, values
 
 
@@ -143,43 +159,58 @@ def daily_lines(series: list[Series], times: np.ndarray, values: np.ndarray) -> 
                    f"last={float(chunk[-1])!r} {int(day[a]) * 86400000}")
 
 
-def write_all(influx: Influx, lines: Iterator[str], writers: int = WRITERS) -> int:
-    """Write in batches of ``BATCH`` lines, ``writers`` requests in flight at most."""
+def write_all(influx: Influx, lines: Iterator[str], writers: int = WRITERS,
+              on_written: Callable[[int], object] | None = None) -> int:
+    """Write in batches of ``BATCH`` lines, ``writers`` requests in flight at most;
+    ``on_written(n)`` each time a batch of ``n`` lines is acknowledged."""
     n = 0
     batch: list[str] = []
+
+    def settle(item: tuple[Any, int]) -> None:
+        item[0].result()  # raises the first InfluxError
+        if on_written is not None:
+            on_written(item[1])
+
     with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="backfill-writer") as pool:
-        pending = []
+        pending: list[tuple[Any, int]] = []
         for line in lines:
             batch.append(line)
             if len(batch) >= BATCH:
-                pending.append(pool.submit(influx.write, batch))
+                pending.append((pool.submit(influx.write, batch), len(batch)))
                 n += len(batch)
                 batch = []
                 if len(pending) >= 2 * writers:  # bound the lines held in memory
-                    pending.pop(0).result()
+                    settle(pending.pop(0))
         if batch:
-            pending.append(pool.submit(influx.write, batch))
+            pending.append((pool.submit(influx.write, batch), len(batch)))
             n += len(batch)
-        for fut in pending:
-            fut.result()  # raises the first InfluxError
+        for item in pending:
+            settle(item)
     return n
 
 
 def backfill(loaded: LoadedField, settings: InfluxSettings, seed: int, end: float, days: int,
-             step_s: int = 3600, raw_days: int = RAW_DAYS) -> dict[str, float]:
+             step_s: int = 3600, raw_days: int = RAW_DAYS, bar: ProgressBar | None = None
+             ) -> dict[str, float]:
+    """Write the history; ``bar`` (if any) follows the hours modelled, then the points written."""
+    bar = bar if bar is not None else ProgressBar("backfill", 0, enabled=False)
     t0 = time.monotonic()
     influx = Influx(settings)
     influx.execute(continuous_queries(settings.database))
-    series, times, values = history(loaded, seed, end, days, step_s)
+    bar.phase("model", len(instants(end, days, step_s)), "instants")
+    series, times, values = history(loaded, seed, end, days, step_s, on_instant=bar.update)
     t1 = time.monotonic()
-    raw = write_all(influx, raw_lines(series, times, values, since=end - min(raw_days, days) * 86400))
-    rp_1d = next(rp for rp, _d, i, _m in ROLLUPS if i == "1d")
+    since = end - min(raw_days, days) * 86400
     # whole UTC days only: the day the history ends on belongs to the live run, whose daily
     # rollup is written once that day is over (a row of its first instant alone would look
     # like a finished day to the daily over-consumption check)
     whole = times < end // 86400 * 86400
+    n_days = len(np.unique(times[whole] // 86400))
+    bar.phase("write", len(series) * (len(times) - int(np.searchsorted(times, since)) + n_days), "points")
+    raw = write_all(influx, raw_lines(series, times, values, since=since), on_written=bar.advance)
+    rp_1d = next(rp for rp, _d, i, _m in ROLLUPS if i == "1d")
     daily = write_all(Influx(settings.model_copy(update={"retention_policy": rp_1d})),
-                      daily_lines(series, times[whole], values[:, whole]))
+                      daily_lines(series, times[whole], values[:, whole]), on_written=bar.advance)
     t2 = time.monotonic()
     return {"series": len(series), "points": raw, "daily_points": daily,
             "model_s": t1 - t0, "write_s": t2 - t1, "points_per_s": (raw + daily) / max(t2 - t1, 1e-9)}
@@ -188,9 +219,11 @@ def backfill(loaded: LoadedField, settings: InfluxSettings, seed: int, end: floa
 def backfill_cli(args: argparse.Namespace) -> int:
     loaded = load_field(args.field)
     settings = InfluxSettings.from_env(args.influx)
+    bar = ProgressBar("aquavolt sim backfill", 0, enabled=getattr(args, "progress", True))
     try:
-        out = backfill(loaded, settings, args.seed, parse_instant(args.end), args.days, args.step_s,
-                       args.raw_days)
+        with bar:
+            out = backfill(loaded, settings, args.seed, parse_instant(args.end), args.days,
+                           args.step_s, args.raw_days, bar=bar)
     except InfluxError as exc:
         print(f"aquavolt sim backfill: {exc}", file=sys.stderr)
         return 1

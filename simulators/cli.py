@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aquavolt.progressbar import add_progress_option
+
 
 def _run(args: argparse.Namespace) -> int:
     from aquavolt.config import load_field
@@ -71,6 +73,7 @@ def register(subparsers: Any) -> None:
     b.add_argument("--step-s", type=int, default=3600, help="raw resolution (default 3600)")
     b.add_argument("--raw-days", type=int, default=28,
                    help="days of raw points before --end (default 28); older days: daily rollups only")
+    add_progress_option(b)
     b.set_defaults(func=_backfill)
 
     g = sub.add_parser("generate", help="write a field file of N customers for scale tests")

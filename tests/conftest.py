@@ -14,10 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from aquavolt.harness.servers import InfluxDB, Mosquitto
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
+
+# Property tests judge results, never speed: no per-example deadline and no "too slow" health
+# check (a loaded CI machine once failed a codec round trip on hypothesis's 200 ms deadline).
+settings.register_profile("aquavolt", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("aquavolt")
 
 SECURE_USERS = {"edge-gw1": "gw1-secret", "collector": "collector-secret", "admin": "admin-secret"}
 SECURE_ACL = """\

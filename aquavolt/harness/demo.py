@@ -54,7 +54,8 @@ def run_demo(args: argparse.Namespace) -> int:
     start = parse_instant(start_text)
     clock = SimClock(start, accel)
     stack = Stack(StackOptions(field=Path(args.field).resolve(), workdir=Path(args.workdir),
-                               clock_spec=clock.spec(), scenario=scenario))
+                               clock_spec=clock.spec(), scenario=scenario,
+                               sparkplug=tuple(args.sparkplug or ())))
     say = functools.partial(print, flush=True)
     if stack.missing:
         say(f"aquavolt demo: not available, skipped: {', '.join(stack.missing)}")
@@ -71,8 +72,11 @@ def run_demo(args: argparse.Namespace) -> int:
     summary = ""
     verdict = ""
     try:
+        try:
+            stack.prepare_field()
+        except ValueError as exc:  # a --sparkplug naming no aquavolt gateway: one line, no traceback
+            raise SystemExit(f"aquavolt demo: {exc}") from None
         stack.start_servers()
-        stack.prepare_field()
         if backfill_days and "sim" not in stack.missing and not stop:
             _backfill(stack, start_text, backfill_days, int(sc.get("seed", 1)))
         # Lockstep at most ``accel`` times the wall (a busy host slows the demo down instead
@@ -253,6 +257,9 @@ def register(sub: Any) -> None:
     p.add_argument("field", help="field YAML file")
     p.add_argument("--scenario", help="scenario YAML with the incidents to play")
     p.add_argument("--workdir", default="var/demo", help="where servers keep data and logs")
+    p.add_argument("--sparkplug", action="append", metavar="GATEWAY",
+                   help="this gateway publishes Sparkplug B instead of aquavolt's wire (repeatable): "
+                   "a mixed field, the control room unchanged (docs/sparkplug.md)")
     p.add_argument("--start", default=None, help="simulated start instant (default: the scenario's)")
     p.add_argument("--acceleration", type=float, default=None,
                    help="at most this many simulated seconds per wall second (default: the scenario's)")

@@ -2,7 +2,8 @@
 
 Tests, ``aquavolt replay`` and parallel demos run the same field side by side: each copy
 gets its own Modbus TCP ports, OPC-UA endpoints and serial device paths, so that runs never
-collide. Comments are not kept in the copy.
+collide. Comments are not kept in the copy. A run may also switch gateways of the copy to Sparkplug B
+northbound (``sparkplug``: the mixed field of ``aquavolt demo --sparkplug GATEWAY``).
 """
 
 from __future__ import annotations
@@ -46,10 +47,28 @@ def relocate_data(data: dict[str, Any], serial_dir: Path) -> dict[str, Any]:
     return out
 
 
-def relocate_file(src: Path | str, dst: Path | str, serial_dir: Path | str | None = None) -> Path:
-    """Write a relocated copy of the field file ``src`` to ``dst``; return ``dst``."""
+def speak_sparkplug(data: dict[str, Any], gateways: tuple[str, ...], src: Path | str) -> None:
+    """Set ``northbound: sparkplug`` on these gateways of field data (in place): an aquavolt
+    gateway then publishes its data as a Sparkplug B edge node, the control room unchanged."""
+    known = {gw.get("id"): gw for gw in data.get("gateways", [])}
+    for gid in gateways:
+        gw = known.get(gid)
+        if gw is None:
+            raise ValueError(f"{src}: --sparkplug {gid}: no such gateway (the field has "
+                             f"{', '.join(sorted(str(k) for k in known))})")
+        if gw.get("kind", "aquavolt") != "aquavolt":
+            raise ValueError(f"{src}: --sparkplug {gid}: a {gw['kind']} gateway is not an aquavolt "
+                             "edge agent")
+        gw["northbound"] = "sparkplug"
+
+
+def relocate_file(src: Path | str, dst: Path | str, serial_dir: Path | str | None = None,
+                  sparkplug: tuple[str, ...] = ()) -> Path:
+    """Write a relocated copy of the field file ``src`` to ``dst``; return ``dst``. The
+    gateways named in ``sparkplug`` speak Sparkplug B northbound in the copy."""
     src, dst = Path(src), Path(dst)
     data = yaml.safe_load(src.read_text(encoding="utf-8"))
+    speak_sparkplug(data, sparkplug, src)
     sdir = Path(serial_dir) if serial_dir else dst.parent / "serial"
     sdir.mkdir(parents=True, exist_ok=True)
     moved = relocate_data(data, sdir)

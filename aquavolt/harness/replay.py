@@ -32,6 +32,7 @@ from aquavolt.harness.judge import Report, judge
 from aquavolt.harness.stack import Stack, StackOptions
 from aquavolt.harness.timekeeper import TimeKeeper
 from aquavolt.mqtt import Message, Recorder
+from aquavolt.progressbar import ProgressBar, add_progress_option, sim_time
 from aquavolt.scenario import load_scenario
 from aquavolt.wire import AlarmEvent, Progress, TimeStage, Topics, decode
 
@@ -72,18 +73,26 @@ def rules_reached(topic: str, until_ms: int) -> Any:
     return ok
 
 
+def sim_bar(start: float, until: float, enabled: bool) -> ProgressBar:
+    """Simulated time done of the run, its pace against the wall and the wall time left."""
+    return ProgressBar("aquavolt replay", until - start, enabled=enabled, fmt=sim_time, rate_unit="x")
+
+
 def run_lockstep(stack: Stack, rec: Recorder, start: float, until: float, cap: float | None,
-                 stop: threading.Event) -> TimeKeeper:
+                 stop: threading.Event, progress: bool = True) -> TimeKeeper:
     keeper = TimeKeeper(stack.watch, stack.run_id, int(start * 1000), participants(stack), cap=cap)
     keeper.wait_ready()
     worker = threading.Thread(target=keeper.run_until, args=(int(until * 1000),), daemon=True)
     worker.start()
-    while worker.is_alive():
-        if stop.is_set():
-            keeper.stop()
-        for name, rc in stack.supervise():
-            _say(f"{name} died (exit {rc}); restarted")
-        worker.join(0.5)
+    with sim_bar(start, until, progress) as bar:
+        while worker.is_alive():
+            if stop.is_set():
+                keeper.stop()
+            for name, rc in stack.supervise():
+                _say(f"{name} died (exit {rc}); restarted")
+            bar.update(keeper.t_ms / 1000 - start)
+            worker.join(0.25)
+        bar.update(keeper.t_ms / 1000 - start)
     return keeper
 
 
@@ -95,23 +104,28 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     run_id = f"{sc_path.stem}-{uuid.uuid4().hex[:8]}"[:64]
     stack = Stack(StackOptions(field=(sc_path.parent / sc.scenario.field).resolve(), workdir=workdir,
                                clock_spec="", scenario=sc_path, mqtt_url=args.mqtt,
-                               influx_url=args.influx, run_id=run_id))
+                               influx_url=args.influx, run_id=run_id,
+                               sparkplug=tuple(args.sparkplug or ())))
     if stack.missing:
         raise SystemExit(f"aquavolt replay: components missing: {', '.join(stack.missing)}")
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *_: stop.set())
     old_term = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stopped cleanly too
     end = sc.end + args.grace_s
+    progress = getattr(args, "progress", True)
     try:
+        try:
+            stack.prepare_field()
+        except ValueError as exc:  # a --sparkplug naming no aquavolt gateway: one line, no traceback
+            raise SystemExit(f"aquavolt replay: {exc}") from None
         stack.start_servers()
-        stack.prepare_field()
         backfill_days = sc.scenario.history_days if args.backfill_days is None else args.backfill_days
         if backfill_days:
             _say(f"writing {backfill_days} days of meter history")
             t0 = time.monotonic()
             subprocess.run([sys.executable, "-m", "aquavolt.cli", "sim", "backfill", str(stack.field_path),
                             "--end", sc.scenario.start, "--days", str(backfill_days),
-                            "--seed", str(sc.scenario.seed)],
+                            "--seed", str(sc.scenario.seed)] + ([] if progress else ["--no-progress"]),
                            env=stack.env, check=True, stdout=subprocess.DEVNULL)
             _say(f"history written in {time.monotonic() - t0:.1f} s")
         topics = Topics(stack.mqtt_settings().prefix)
@@ -131,16 +145,19 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                 stack.release_clock(args.warmup_s)
                 _say(f"{sc_path.name}: {sc.scenario.start} for {sc.scenario.duration}, paced at "
                      f"{accel:g}x after a start of {started_s:.0f} s; work folder {workdir}")
-                while not stop.is_set() and clock.now() < end:
-                    for name, rc in stack.supervise():
-                        _say(f"{name} died (exit {rc}); restarted")
-                    time.sleep(0.5)
+                with sim_bar(sc.start, end, progress) as bar:
+                    while not stop.is_set() and clock.now() < end:
+                        for name, rc in stack.supervise():
+                            _say(f"{name} died (exit {rc}); restarted")
+                        bar.update(clock.now() - sc.start)
+                        time.sleep(0.25)
+                    bar.update(clock.now() - sc.start)
             else:
                 cap = args.acceleration
                 _say(f"{sc_path.name}: {sc.scenario.start} for {sc.scenario.duration} in lockstep"
                      + (f", at most {cap:g}x" if cap else "") + f" after a start of {started_s:.0f} s; "
                      f"work folder {workdir}")
-                keeper = run_lockstep(stack, rec, sc.start, end, cap, stop)
+                keeper = run_lockstep(stack, rec, sc.start, end, cap, stop, progress)
                 st = keeper.stats
                 _say(f"lockstep: {st.steps:,} instants, {st.simulated_s:,.0f} simulated s in "
                      f"{st.wall_s:.1f} wall s: {st.ratio:,.0f}x; busy: " + ", ".join(
@@ -180,6 +197,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("replay", help="run a scenario end to end and judge the alarms")
     p.add_argument("scenario", help="scenario YAML (see simulators/README.md)")
     p.add_argument("--workdir", help="servers' data and logs (default: a new temporary folder)")
+    p.add_argument("--sparkplug", action="append", metavar="GATEWAY",
+                   help="this gateway publishes Sparkplug B instead of aquavolt's wire (repeatable): "
+                   "the same scenario judged on a mixed field (docs/sparkplug.md)")
     p.add_argument("--report-dir", help="where to write the JSON and JUnit reports (default workdir)")
     p.add_argument("--mqtt", help="use this broker instead of starting one")
     p.add_argument("--influx", help="use this InfluxDB instead of starting one")
@@ -194,4 +214,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--grace-s", type=float, default=120.0, help="simulated seconds after the end")
     p.add_argument("--backfill-days", type=int, default=None,
                    help="days of meter history to write first (default: the scenario's history_days)")
+    add_progress_option(p)
     p.set_defaults(func=run_replay)

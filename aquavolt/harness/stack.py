@@ -126,6 +126,8 @@ class StackOptions:
     components: tuple[str, ...] = COMPONENTS
     run_id: str | None = None
     """Names the run in lockstep grants (default: a new id)."""
+    sparkplug: tuple[str, ...] = ()
+    """Gateways that speak Sparkplug B northbound in this run (a mixed field)."""
     extra_args: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     """More arguments per component (``sim``, ``edge``, ``collector``, ``rules``), appended to
     its command line, e.g. ``{"rules": ["--tokens", "operators.yaml"]}``."""
@@ -198,7 +200,7 @@ class Stack:
         _ = self.watch  # subscribed before any child starts
 
     def prepare_field(self) -> Path:
-        relocate_file(self.opts.field, self.field_path, self.workdir / "serial")
+        relocate_file(self.opts.field, self.field_path, self.workdir / "serial", self.opts.sparkplug)
         return self.field_path
 
     def plan(self) -> list[Child]:
@@ -221,7 +223,7 @@ class Stack:
                     "--state-dir", str(self.workdir / "edge" / gw.id)], logs / f"edge-{gw.id}.log"))
         if "collector" not in self.missing and "collector" in self.opts.components:
             argv = [*exe, "collector", "run", "--state-dir", str(self.workdir / "collector"),
-                    "--metrics-port", str(self.metrics_port)]
+                    "--metrics-port", str(self.metrics_port), "--field", f]
             if self.opts.clock_spec not in ("", "real"):
                 # simulated timestamps: the wall-clock continuous queries never see them
                 argv.append("--event-time-rollups")

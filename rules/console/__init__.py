@@ -10,7 +10,6 @@ and the same role table. See rules/console/README.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import os
 import secrets
@@ -35,7 +34,6 @@ SESSION_COOKIE = "av_session"
 LOGIN_COOKIE = "av_login"
 LANG_COOKIE = "av_lang"
 SESSION_TTL_S = 8 * 3600  # one shift
-SSE_CHECK_S = 0.2  # how often the event stream compares the alarm seq (server side, in memory)
 SSE_KEEPALIVE_S = 15.0
 GRAFANA_ENV = "AQUAVOLT_GRAFANA_URL"
 STATE_LABELS = {
@@ -185,7 +183,8 @@ def places(loaded: Any) -> dict[str, dict[str, str]]:
         put(g.id, site=g.site)
         for d in g.devices:
             put(d.id, gateway=g.id, site=g.site)
-            put(f"{g.id}.{d.bus}", gateway=g.id, site=g.site)
+            if d.bus is not None:
+                put(f"{g.id}.{d.bus}", gateway=g.id, site=g.site)
     for z in f.water.zones:
         put(z.id, zone=z.id)
         for d in [*z.inlet_meters, *z.outlet_meters, *z.pressure_sensors]:
@@ -345,8 +344,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     commands = request.query.get("commands") == "1"
     last: Any = None
     quiet_since = time.monotonic()
+    version = -1
     while not stopping.is_set():
-        if _session(request) is None:  # logged out or expired: the stream ends
+        s = _session(request)
+        if s is None:  # logged out or expired: the stream ends
             await resp.write(b"event: signed-out\ndata: {}\n\n")
             break
         if commands:  # the command log: sent again when a command or a reply is added
@@ -360,11 +361,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
             data = now if commands else orjson.dumps(alarm_rows(request.app, asset))
             await resp.write(b"event: " + kind + b"\ndata: " + data + b"\n\n")
             quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
+        elif time.monotonic() - quiet_since >= SSE_KEEPALIVE_S:
             await resp.write(b": keep-alive\n\n")
             quiet_since = time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), SSE_CHECK_S)
+        # until the engine changes something (or sign-out, stop), the next keep-alive or expiry
+        now_s = time.monotonic()
+        version = await eng.changes.wait(version, min(quiet_since + SSE_KEEPALIVE_S, s.expires) - now_s)
     return resp
 
 
@@ -491,6 +493,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     ):
         return _refused("missing or wrong CSRF token", 403)
     request.app[SESSIONS].close(request.cookies.get(SESSION_COOKIE))
+    request.app[api.ENGINE].changes.notify()  # its open event streams end now
     resp = web.HTTPSeeOther(PREFIX + "/login")
     resp.del_cookie(SESSION_COOKIE, path=PREFIX)
     raise resp
@@ -769,6 +772,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 async def _stopping(app: web.Application) -> None:
     app[STOPPING].set()  # the event streams end, so the server stops without waiting for them
+    app[api.ENGINE].changes.notify()
 
 
 def setup(app: web.Application) -> None:

@@ -77,7 +77,8 @@ def test_health_fails_while_nothing_is_written_and_the_watchdog_is_pinged(
         assert "nothing written" in body["reason"] and body["waiting_without_write_s"] >= 1, body
         sock.recv(4096)  # the loop still runs: the watchdog is still pinged
         influxdb.start()
-        assert cx.wait_count(influx_settings, 20, timeout_s=40) == 20
+        # bounds a failure only: a loaded machine restarts InfluxDB slowly
+        assert cx.wait_count(influx_settings, 20, timeout_s=120) == 20
         _until(lambda: _health(c.metrics_port)[0] == 200, 30, "/health 200 once written")
     finally:
         sock.close()

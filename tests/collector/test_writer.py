@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from aquavolt.collector.writer import InfluxWriter, retry_after_s
+from aquavolt.collector.writer import InfluxWriter, gzip_level_for, retry_after_s
 from aquavolt.harness.servers import free_port
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
@@ -56,6 +56,16 @@ def test_schema_setup_creates_database_policies_and_rollups(influx_settings: Inf
     cqs = next(s for s in ix.query("SHOW CONTINUOUS QUERIES") if s["name"] == settings.database)
     assert sorted(v[0] for v in cqs["values"]) == ["cq_telemetry_1d", "cq_telemetry_1h", "cq_telemetry_1m"]
     ix.query(f'DROP DATABASE "{settings.database}"')
+
+
+def test_gzip_off_by_default_only_for_an_influxdb_on_this_machine() -> None:
+    assert gzip_level_for("http://127.0.0.1:8086", None) == 0
+    assert gzip_level_for("http://localhost:8086", None) == 0
+    assert gzip_level_for("http://[::1]:8086", None) == 0
+    assert gzip_level_for("http://influx.utility.example:8086", None) == 1
+    assert gzip_level_for("https://10.0.0.5:8086", None) == 1
+    assert gzip_level_for("http://127.0.0.1:8086", 6) == 6  # an explicit level wins
+    assert gzip_level_for("http://10.0.0.5:8086", 0) == 0
 
 
 def test_retry_after_parsing() -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the dashboard tests: the demo field, its dashboards, and an InfluxDB filled
 with points written per ``aquavolt/schema.py`` (field names as the collector writes them) for every device and point of the demo field
-(telemetry from the device profiles, last year's daily rollups of the first customer's meters, plus alarm events, gateway and device health, night
+(telemetry from the device profiles, last year's readings of the first customer's meters, the hourly and daily rollups, plus alarm events, gateway and device health, night
 flow, water balance and asset positions), over two simulated days."""
 
 from __future__ import annotations
@@ -134,11 +134,24 @@ def filled(influx_settings: InfluxSettings, demo: LoadedField) -> Filled:
     lines += event_lines(demo, START_MS, END_MS)
     for k in range(0, len(lines), 20_000):
         ix.write(lines[k : k + 20_000])
-    # Last year's daily rollups (what the continuous query writes), which the customer board reads.
-    rp, duration, interval, meas = schema.ROLLUPS[-1]
-    ix.execute([f'CREATE RETENTION POLICY "{rp}" ON "{influx_settings.database}" DURATION {duration} REPLICATION 1',
-                f'SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max", '
-                f'sum("value") AS "sum", count("value") AS "count", last("value") AS "last" '
-                f'INTO "{rp}"."{meas}" FROM "{schema.TELEMETRY}" WHERE time >= {START_MS - YEAR_MS}ms '
-                f"AND time < {END_MS - YEAR_MS}ms GROUP BY time({interval}), *"])
+    # The hourly and daily rollups of both periods (what the collector's SELECT ... INTO writes),
+    # which panels over more than a day read.
+    # Only the devices some panel reads (the customer board shows the first customer), the days
+    # from the hours as the collector makes them (collector/rollups.py).
+    shown = "|".join(d for d in demo.field.devices if not d.startswith(("wm-", "em-"))) + "|" + "|".join(meters)
+    (rp_h, dur_h, _ih, meas_h), (rp_d, dur_d, _id, meas_d) = schema.ROLLUPS[1:]
+    db = influx_settings.database
+    stmts = [f'CREATE RETENTION POLICY "{rp_h}" ON "{db}" DURATION {dur_h} REPLICATION 1',
+             f'CREATE RETENTION POLICY "{rp_d}" ON "{db}" DURATION {dur_d} REPLICATION 1']
+    for t0, t1 in ((START_MS, END_MS), (START_MS - YEAR_MS, END_MS - YEAR_MS)):
+        stmts.append(f'SELECT mean("value") AS "mean", min("value") AS "min", max("value") AS "max", '
+                     f'sum("value") AS "sum", count("value") AS "count", last("value") AS "last" '
+                     f'INTO "{rp_h}"."{meas_h}" FROM "{schema.TELEMETRY}" WHERE "device" =~ /^({shown})$/ '
+                     f"AND time >= {t0}ms AND time < {t1}ms GROUP BY time(1h), *")
+        stmts.append(f'SELECT sum("sum") / sum("count") AS "mean", min("min") AS "min", max("max") AS "max", '
+                     f'sum("sum") AS "sum", sum("count") AS "count", last("last") AS "last" '
+                     f'INTO "{rp_d}"."{meas_d}" FROM "{rp_h}"."{meas_h}" WHERE time >= {t0}ms '
+                     f"AND time < {t1}ms GROUP BY time(1d), *")
+    slow = Influx(influx_settings.model_copy(update={"timeout_s": 120.0}))  # a loaded machine
+    slow.execute(stmts)
     return Filled(influx_settings, START_MS, END_MS)

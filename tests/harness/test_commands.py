@@ -21,8 +21,8 @@ def entry_points() -> dict[str, str]:
 
 def test_demo_and_replay_come_from_the_harness():
     eps = entry_points()
-    assert eps["demo"] == "harness.demo:register"
-    assert eps["replay"] == "harness.replay:register"
+    assert eps["demo"] == "aquavolt.harness.demo:register"
+    assert eps["replay"] == "aquavolt.harness.replay:register"
 
 
 def test_every_entry_point_registers_its_command():

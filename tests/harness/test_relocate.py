@@ -29,3 +29,23 @@ def test_free_ports_handed_out_are_never_repeated() -> None:
 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_run_can_switch_gateways_to_sparkplug(tmp_path: Path) -> None:
+    """``--sparkplug GATEWAY`` (demo, replay): the run's copy of the field has that gateway as a
+    Sparkplug B edge node, the others unchanged; a gateway the field lacks is one clear line."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    moved = load_field(relocate_file(DEMO, tmp_path / "field.yaml", sparkplug=("gw-pumping",))).field
+    north = {g.id: g.northbound for g in moved.gateways}
+    assert north.pop("gw-pumping") == "sparkplug" and set(north.values()) == {"aquavolt"}
+    with pytest.raises(ValueError, match=r"--sparkplug gw-nowhere: no such gateway .*gw-pumping"):
+        relocate_file(DEMO, tmp_path / "bad.yaml", sparkplug=("gw-nowhere",))
+    scenario = DEMO.parent / "scenarios" / "pump-trip.yaml"
+    run = subprocess.run([sys.executable, "-m", "aquavolt.cli", "replay", str(scenario), "--sparkplug", "gw-nowhere",
+                          "--workdir", str(tmp_path / "run")], check=False, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("aquavolt replay: ") and "no such gateway" in run.stderr

@@ -18,7 +18,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 ROLES = {"aquavolt": [], "edge": ["edge"], "collector": ["server"], "rules": ["server"],
          "simulators": ["sim"], "harness": ["all"], "dashboards": ["dashboards"]}
 DIST = {"yaml": "pyyaml", "paho": "paho-mqtt", "serial": "pyserial", "grafana_client": "grafana-client",
-        "grafana_foundation_sdk": "grafana-foundation-sdk"}
+        "grafana_foundation_sdk": "grafana-foundation-sdk", "google": "protobuf"}
 
 
 def _name(req: str) -> str:

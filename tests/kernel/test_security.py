@@ -347,3 +347,46 @@ def test_generated_operator_token_and_command_key_work_together(stack: Stack) ->
         cmd = sign(Command(id=f"c-{gw.id}", point="p", value=1.0, ts_ms=1, operator="operator",
                            issuer="rules"), gw.id, dev, key)
         verify(cmd, gw.id, dev, trusted)
+
+
+def test_a_sparkplug_gateway_is_granted_its_edge_node_topics_only() -> None:
+    from aquavolt.field import FieldConfig
+
+    field = FieldConfig.model_validate({
+        "id": "town", "sites": [{"id": "s1"}],
+        "gateways": [
+            {"id": "gw-a", "site": "s1", "buses": [{"kind": "modbus_tcp", "id": "plc"}],
+             "northbound": "both", "sparkplug": {"primary_host_id": "centre"}},
+            {"id": "gw-b", "site": "s1", "buses": [{"kind": "modbus_tcp", "id": "plc"}]},
+        ],
+    })
+    users = acl_entries(field)
+    spb = sorted(g for g in users["gw-a"] if g[1].startswith("spBv1.0/"))
+    assert spb == sorted([
+        ("write", "spBv1.0/town/NBIRTH/gw-a"), ("write", "spBv1.0/town/NDATA/gw-a"),
+        ("write", "spBv1.0/town/NDEATH/gw-a"), ("write", "spBv1.0/town/DBIRTH/gw-a/+"),
+        ("write", "spBv1.0/town/DDATA/gw-a/+"), ("write", "spBv1.0/town/DDEATH/gw-a/+"),
+        ("read", "spBv1.0/town/NCMD/gw-a"), ("read", "spBv1.0/town/DCMD/gw-a/+"),
+        ("read", "spBv1.0/STATE/centre"),
+    ])
+    assert not [g for g in users["gw-b"] if g[1].startswith("spBv1.0/")]  # northbound aquavolt
+    # nobody but the centre's services may write commands; the gateway never
+    assert not [g for g in users["gw-a"] if g[0] != "read" and ("CMD" in g[1] or "STATE" in g[1])]
+
+
+def test_acl_of_a_third_party_sparkplug_node() -> None:
+    """A sparkplug gateway (another vendor's edge node) gets its own edge node's topics and
+    nothing of aquavolt's; the collector and the rules engine read it and may ask it for a
+    rebirth; only the collector writes a primary host STATE."""
+    field = load_field(Path(__file__).parents[1] / "sparkplug" / "field.yaml").field
+    users = acl_entries(field)
+    node = "spBv1.0/Plant1/{}/PLC-7"
+    assert sorted(users["gw-plc"]) == sorted([
+        *(("write", node.format(t)) for t in ("NBIRTH", "NDATA", "NDEATH")),
+        *(("write", node.format(t) + "/+") for t in ("DBIRTH", "DDATA", "DDEATH")),
+        ("read", node.format("NCMD")), ("read", node.format("DCMD") + "/+"), ("read", "spBv1.0/STATE/+")])
+    centre = [("read", "spBv1.0/Plant1/+/PLC-7"), ("read", "spBv1.0/Plant1/+/PLC-7/+"),
+              ("write", node.format("NCMD"))]
+    assert [g for g in users["rules"] if g[1].startswith("spBv1.0/")] == centre
+    assert [g for g in users["collector"] if g[1].startswith("spBv1.0/")] == [*centre,
+                                                                              ("readwrite", "spBv1.0/STATE/+")]

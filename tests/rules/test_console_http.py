@@ -326,3 +326,22 @@ def test_performance_page_shows_the_figures_against_their_targets(tmp_path: Path
         assert 'href="/console/alarms/pump-x/fault"' in page  # the bad actor links to its history
 
     serve(eng, test)
+
+
+def test_event_streams_wait_on_the_engine_changes_not_a_timer():
+    """``Changes``: a waiter wakes on ``notify`` (a commit, a command, a sign-out), sees at once a
+    change it missed, and otherwise only at its own deadline (keep-alive or session expiry)."""
+    from aquavolt.rules.service import Changes
+
+    async def main() -> None:
+        ch = Changes()
+        assert await ch.wait(-1, 60) == 0  # a change it has not seen: no wait at all
+        waiting = asyncio.ensure_future(ch.wait(0, 60))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        ch.notify()
+        assert await waiting == 1
+        assert await ch.wait(1, 0.01) == 1  # nothing new: back at the deadline, same version
+        assert not ch._waiters
+
+    asyncio.run(main())

@@ -15,3 +15,14 @@ def test_a_batch_sent_again_is_seen_once() -> None:
     assert seen.first_time("gw", 0, 199) and not seen.first_time("gw", 0, 199)
     seen.first_time("gw", 2, 0)  # a third boot: the oldest (0) is forgotten
     assert seen.first_time("gw", 0, 200)
+
+
+def test_a_forgotten_seq_is_new_again_and_only_that_one():
+    from aquavolt.rules.dedup import SeenSeqs
+
+    s = SeenSeqs(window=64)
+    assert s.first_time("gw", 1, 10) and s.first_time("gw", 1, 11)
+    s.forget("gw", 1, 10)
+    s.forget("gw", 2, 10)  # a boot never seen: nothing to forget
+    assert s.first_time("gw", 1, 10) and not s.first_time("gw", 1, 11)
+    assert not s.first_time("gw", 1, 10)

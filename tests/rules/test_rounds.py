@@ -209,10 +209,70 @@ def test_a_rule_that_raises_midway_rolls_the_whole_round_back(tmp_path: Path) ->
         assert [e["alarm_id"] for e in engine.store.events()] == ["pump-1/fault"]
         assert len(engine._outbox) == 2  # the pump's event only (retained and stream)
 
-        round_of(tank(4, 5.5))  # the next round: the rule raises the alarm again, as if never seen
+        # the gateway sends the rolled-back batch again (historical, after the collector's
+        # stored mark): it was not applied, so it is not a duplicate to skip
+        again = tank(2, 5.5).model_copy(update={"historical": True})
+        round_of(again)  # the rule raises the alarm again, as if never seen
+        assert engine.stats.resent_skipped == 0
         assert [(e["alarm_id"], e["details"]["seq"]) for e in engine.store.events()] == [
             ("tank-1/level_m_high", 2), ("pump-1/fault", 1)]
         assert engine.stats.failed_rounds == 1
+        round_of(again)  # applied once: now a duplicate
+        assert engine.stats.resent_skipped == 1
+    finally:
+        engine.client.loop_stop()
+        engine.store.close()
+        engine.commands.close()
+
+
+def test_an_operator_action_that_cannot_be_stored_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """An acknowledgement whose commit fails (the disk, here a store that raises: the test's
+    seam) leaves the alarm unacknowledged in memory too, writes no audit row, is counted and
+    answered as not stored; the same acknowledgement once the store works is stored with its
+    audit row."""
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.rules.service import Engine, NotStored
+    from aquavolt.settings import MqttSettings
+    from aquavolt.wire import Batch, Reading, encode
+
+    field = tmp_path / "field.yaml"
+    field.write_text((CASES / "field.yaml").read_text() + RULES)
+    engine = Engine(load_field(field), MqttSettings(), tmp_path / "state", ManualClock(TS / 1000 + 60))
+
+    class Msg:
+        def __init__(self, topic: str, payload: bytes) -> None:
+            self.topic, self.payload = topic, payload
+
+    pump = Batch(gateway="gw-1", device="pump-1", seq=1, readings=[Reading(point="fault", value=True, ts_ms=TS)])
+    m = engine.core.manager
+    try:
+        engine._on_message(None, None, Msg(engine.topics.data("gw-1", "pump-1"), encode(pump)))  # type: ignore[arg-type]
+        engine.process_pending()
+        assert str(m.alarms["pump-1/fault"].state) == "unack"
+        before = m.snapshot()
+
+        def ack() -> tuple[list[AlarmEvent], dict[str, object]]:
+            events, skipped = m.acknowledge(["pump-1/fault"], m.seq, "amina", engine.clock.now_ms(), "")
+            return events, {"acknowledged": [e.alarm_id for e in events], "skipped": skipped}
+
+        real_save = engine.store.save
+
+        def full_disk(*args: object, **kw: object) -> list[int]:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(engine.store, "save", full_disk)
+        with pytest.raises(NotStored, match="acknowledge on pump-1/fault was not stored"):
+            engine.operator_action("amina", "acknowledge", "pump-1/fault", {}, ack)
+        assert m.snapshot() == before and str(m.alarms["pump-1/fault"].state) == "unack"
+        assert engine.store.actions() == [] and engine.stats.failed_actions == 1
+        assert engine.stats.health == "degraded"
+
+        monkeypatch.setattr(engine.store, "save", real_save)
+        events, result = engine.operator_action("amina", "acknowledge", "pump-1/fault", {}, ack)
+        assert result["acknowledged"] == ["pump-1/fault"] and str(m.alarms["pump-1/fault"].state) == "acked"
+        assert [a["action"] for a in engine.store.actions()] == ["acknowledge"]
+        assert engine.store.events(alarm_id="pump-1/fault")[0]["transition"] == events[0].transition
     finally:
         engine.client.loop_stop()
         engine.store.close()

@@ -123,10 +123,8 @@ def _dead(rec: Recorder, topic: str) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in rec.snapshot() if m.topic == topic]
 
 
-def _timed_health(engine: RulesProcess) -> tuple[dict[str, Any], float]:
-    t0 = time.monotonic()
-    h = engine.call("GET", "/health", token=None)
-    return h, time.monotonic() - t0
+def _health_now(engine: RulesProcess) -> dict[str, Any]:
+    return engine.call("GET", "/health", token=None)
 
 
 def test_a_forged_future_timestamp_is_rejected_and_freezes_nothing(
@@ -146,13 +144,13 @@ def test_a_forged_future_timestamp_is_rejected_and_freezes_nothing(
             dead = _dead(rec, dl)
             assert all("future" in d["reason"] and "gw-1" in d["reason"] for d in dead), dead
             assert "tank-1" in dead[1]["reason"]
-            h, took = _timed_health(engine)
-            assert took < 1.0 and h.get("status", 200) == 200 and not h["stuck"], (took, h)
+            h = _health_now(engine)  # the loop answers, and is not stuck on the forged time
+            assert h.get("status", 200) == 200 and not h["stuck"], h
             assert h["rejected_future"] == 2 and h["rejected"] == 2
             assert h["watermark_ms"] == now
             # the loop goes on: systemd's watchdog keeps being pinged
             _notices(systemd)
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 30  # bounds a failure only: pings come every few seconds
             while "WATCHDOG=1" not in _notices(systemd):
                 assert time.monotonic() < deadline, "no systemd watchdog ping after the forged messages"
 
@@ -164,8 +162,8 @@ def test_a_forged_future_timestamp_is_rejected_and_freezes_nothing(
             assert rec.wait_for(lambda _m: engine.get("/health", token=None)["watermark_ms"] == now + 2000, 10)
             evs = _events(rec, t.alarm_events)
             assert [(e.alarm_id, e.transition) for e in evs] == [("tank-1/level_m_high", "raised")]
-            h, took = _timed_health(engine)
-            assert took < 1.0 and h["horizon_ms"] == now + 2000
+            h = _health_now(engine)
+            assert not h["stuck"] and h["horizon_ms"] == now + 2000
         engine.stop()  # SIGTERM is obeyed
         db = sqlite3.connect(tmp_path / "state" / "alarms.sqlite")
         stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -245,9 +243,9 @@ def test_health_answers_503_when_processing_makes_no_progress(
                         seen.append((r.status, (await r.json())["stuck"]))
                 await health()  # idle: healthy
                 eng._inbox.append((t.health("gw-1"), _health("gw-1", 1_764_000_000_000)))
-                eng.stuck_after_s = 0.2
-                await health()  # work just arrived
-                await asyncio.sleep(0.3)
+                eng.stuck_after_s = 60.0
+                await health()  # work just arrived (and however slow this machine, not 60 s ago)
+                eng._progress_at -= 61.0  # the last round was 61 s ago (no sleep: the wall clock moved)
                 await health()  # no round for longer than stuck_after_s: stuck
                 eng.process_pending()
                 await health()
@@ -276,12 +274,11 @@ def test_a_loop_that_never_returns_still_obeys_a_stop(tmp_path: Path) -> None:
               "    while True:\n"
               "        pass\n"
               "a_round_that_never_returns()\n")
-    t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=20)
-    took = time.monotonic() - t0
+    # the loop never returns: only the watchdog can end it (status 70); the timeout only bounds
+    # a failure, whatever the machine's load
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 70, done.stderr
     assert "a_round_that_never_returns" in done.stderr and "exiting" in done.stderr
-    assert took < 5.0
 
 
 def test_on_a_simulated_clock_a_message_ahead_waits_for_the_clock_then_is_judged(

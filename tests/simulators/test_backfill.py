@@ -4,9 +4,11 @@ that continue it without a jump."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
+from aquavolt import cli
 from aquavolt.clock import SimClock, parse_instant
 from aquavolt.influx import Influx
 from aquavolt.simulators.backfill import backfill
@@ -62,3 +64,19 @@ def test_old_days_get_only_their_daily_rollup(demo, influx_settings):
                         '"device" = \'wm-c0005\' AND "point" = \'volume_m3\'')
     assert [d["count"] for d in daily] == [24, 24, 24]
     assert daily[2]["last"] == vols[23]["value"]  # 23:00 of the day before the end
+
+
+def test_command_says_one_summary_line_on_stderr_when_not_a_terminal(demo_path, influx_settings, capsys):
+    """``aquavolt sim backfill`` off a terminal: its result on stdout, one progress summary on
+    stderr (the bar itself is in tests/kernel/test_progressbar.py), and with
+    ``--no-progress`` nothing on stderr."""
+    url = f"{influx_settings.url}/{influx_settings.database}"
+    argv = ["sim", "backfill", str(demo_path), "--end", END, "--days", "1", "--influx", url]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("aquavolt sim backfill: 964 series, ") and out.count("\n") == 1
+    assert re.fullmatch(r"aquavolt sim backfill: model 25 instants in [0-9.]+ s \([0-9.k]+ instants/s\); "
+                        r"write 25,064 points in [0-9.]+ s \([0-9.k]+ points/s\)\n", err), err
+    assert cli.main([*argv, "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("aquavolt sim backfill: 964 series, ") and err == ""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import aiohttp
 import yaml
@@ -104,15 +106,25 @@ def test_mqtt_fault_topic(demo, h, mosquitto, topic_prefix):
 
 
 def test_sim_run_command_serves_a_scenario(demo_path, tmp_path):
-    """`aquavolt sim run --scenario` in its own process: servers up, fault on time, clean exit."""
+    """`aquavolt sim run --scenario` in its own process: servers up, the fault on time, a clean
+    stop on SIGTERM; and with ``--exit-at-end`` it ends by itself at the scenario's end. No
+    result depends on the machine's speed: the run is long enough for the fault to be seen
+    however late the test looks, and is then stopped."""
     port = free_port()
-    sc = tmp_path / "s.yaml"
-    sc.write_text(yaml.safe_dump({
-        "field": str(demo_path), "start": "2026-06-01T00:00:00Z", "duration": "8h", "acceleration": 3600,
-        "seed": 4, "faults": [{"kind": "pump_trip", "target": "pump-1", "at": "1h", "id": "trip"}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "aquavolt.cli", "sim", "run", "--scenario", str(sc),
-                             "--http-port", str(port), "--state-dir", str(tmp_path / "state"),
-                             "--exit-at-end"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def scenario(name: str, duration: str) -> Path:
+        sc = tmp_path / name
+        sc.write_text(yaml.safe_dump({
+            "field": str(demo_path), "start": "2026-06-01T00:00:00Z", "duration": duration, "acceleration": 3600,
+            "seed": 4, "faults": [{"kind": "pump_trip", "target": "pump-1", "at": "1h", "id": "trip"}]}))
+        return sc
+
+    def start(sc: Path, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "aquavolt.cli", "sim", "run", "--scenario", str(sc),
+                                 "--http-port", str(port), "--state-dir", str(tmp_path / sc.stem), *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    proc = start(scenario("long.yaml", "1000h"))  # 1,000 s of wall time: stopped long before
     try:
         lines = []
         assert proc.stdout is not None
@@ -122,21 +134,23 @@ def test_sim_run_command_serves_a_scenario(demo_path, tmp_path):
                 break
         text = "".join(lines)
         assert "modbus_rtu gw-meters-a/rs485-a on" in text and "opcua gw-substation/rtu" in text
-        # the trip comes 1 s of wall time in, the run ends 7 s after it: time enough to see it
-        # on a loaded machine (the simulator's loop may answer late, never wrongly)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # the trip is 1 s of wall time in; a loaded machine answers late
         seen = None
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/devices/pump-1", timeout=10) as r:
                     seen = json.loads(r.read())
-            except TimeoutError:
+            except (TimeoutError, OSError):
                 continue
             if seen["fault"]:
                 break
             time.sleep(0.1)
         assert seen is not None and seen["fault"] is True and seen["fault_code"] == 17
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+        # --exit-at-end: the same scenario an hour and a half long ends by itself
+        proc = start(scenario("short.yaml", "90m"), "--exit-at-end")
+        assert proc.wait(timeout=120) == 0, proc.stdout.read() if proc.stdout else ""
     finally:
         if proc.poll() is None:
             proc.kill()
