@@ -5,16 +5,14 @@ raised or MISSED, false alarms) is the assertion message. ``demo-day`` is replay
 test_demo.py, which runs it through ``aquavolt demo``.
 
 Replays run in lockstep (as fast as their slowest participant allows, the same alarms on an
-idle or a loaded machine); the replays of the collected scenarios run ``AQUAVOLT_E2E_JOBS``
-(default 2) at a time, started in test order as slots free up; each test waits for its own."""
+idle or a loaded machine); the replays of the collected scenarios are runs of the e2e pool
+(tests/e2e/conftest.py: ``AQUAVOLT_E2E_JOBS``, default 2, at a time, beside the demo day,
+started in test order as slots free up); each test waits for its own."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -25,85 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
 SLOW = {"clean-run", "clean-week", "zone-leak", "over-consumption", "customer-leak"}
 """Over about 30 s of wall time: still run, marked so a quick pass can leave them out."""
-JOBS = max(1, int(os.environ.get("AQUAVOLT_E2E_JOBS", "2")))
-
-
-def _argv(scenario: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "aquavolt.cli", "replay", str(scenario), "--workdir", str(tmp_path / "run"),
-            "--report-dir", str(tmp_path / "report"), *extra]
-
-
-def replay(scenario: Path, tmp_path: Path, *extra: str, timeout_s: float = 600.0
-           ) -> tuple[subprocess.CompletedProcess[str], float]:
-    t0 = time.monotonic()
-    done = subprocess.run(_argv(scenario, tmp_path, *extra), check=False, capture_output=True, text=True,
-                          timeout=timeout_s, cwd=ROOT)
-    return done, time.monotonic() - t0
-
-
-@dataclass
-class _Run:
-    scenario: Path
-    folder: Path
-    proc: subprocess.Popen[bytes] | None = None
-    t0: float = 0.0
-    wall_s: float = 0.0
-    rc: int | None = None
-
-
-class ReplayPool:
-    """Replays started ``jobs`` at a time (subprocesses known by PID, no threads), in order."""
-
-    def __init__(self, scenarios: list[Path], base: Path, jobs: int) -> None:
-        self.runs = {p.stem: _Run(p, base / p.stem) for p in scenarios}
-        self.queue = list(self.runs)
-        self.jobs = jobs
-
-    def _tick(self) -> None:
-        running = [r for r in self.runs.values() if r.proc is not None and r.rc is None]
-        for r in list(running):
-            if r.proc is not None and r.proc.poll() is not None:
-                r.rc, r.wall_s = r.proc.returncode, time.monotonic() - r.t0
-                (r.folder / "wall_s").write_text(f"{r.wall_s:.0f}")
-                running.remove(r)
-        while self.queue and len(running) < self.jobs:
-            r = self.runs[self.queue.pop(0)]
-            r.folder.mkdir(parents=True, exist_ok=True)
-            with open(r.folder / "replay.out", "wb") as out:
-                r.proc = subprocess.Popen(_argv(r.scenario, r.folder), stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, cwd=ROOT)
-            r.t0 = time.monotonic()
-            running.append(r)
-
-    def result(self, name: str, timeout_s: float = 880.0) -> _Run:
-        run = self.runs[name]
-        if run.proc is None and name in self.queue:  # asked first: start it now
-            self.queue.remove(name)
-            self.queue.insert(0, name)
-        deadline = time.monotonic() + timeout_s
-        while run.rc is None:
-            self._tick()
-            if time.monotonic() > deadline and run.proc is not None:
-                run.proc.kill()  # SIGKILL: the replay's own children then die with its servers' stop
-                run.proc.wait()
-                run.rc, run.wall_s = -9, time.monotonic() - run.t0
-            time.sleep(0.2)
-        return run
-
-    def stop(self) -> None:
-        for r in self.runs.values():
-            if r.proc is not None and r.proc.poll() is None:
-                r.proc.terminate()
-                r.proc.wait(30)
-
-
-@pytest.fixture(scope="module")
-def pool(request, tmp_path_factory):
-    wanted = [item.callspec.params["scenario"] for item in request.session.items
-              if item.originalname == "test_scenario_replay_passes" and hasattr(item, "callspec")]
-    p = ReplayPool(wanted, tmp_path_factory.mktemp("replays"), JOBS)
-    yield p
-    p.stop()
 
 
 def _logs_tail(tmp_path: Path) -> str:
@@ -167,12 +86,13 @@ def load_scenario_field(path: Path) -> str:
     return Path(load_scenario(path).scenario.field).name
 
 
-def test_wrong_expectation_fails_with_a_clear_report(tmp_path):
-    done, _ = replay(Path(__file__).parent / "scenarios" / "wrong-expectation.yaml", tmp_path,
-                     "--grace-s", "60")
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "MISSED  outage on feeder-1: not raised by 2026-06-01T00:50:00Z" in done.stdout, done.stdout
-    assert "  FAIL (" in done.stdout and " missed, " in done.stdout
+@pytest.mark.timeout(900)
+def test_wrong_expectation_fails_with_a_clear_report(pool):
+    run = pool.result("wrong-expectation")  # the pool's: --grace-s 60
+    tmp_path, out = run.folder, run.out_path.read_text(errors="replace")
+    assert run.rc == 1, out
+    assert "MISSED  outage on feeder-1: not raised by 2026-06-01T00:50:00Z" in out, out
+    assert "  FAIL (" in out and " missed, " in out
     report = orjson.loads((tmp_path / "report" / "replay-report.json").read_bytes())
     assert report["passed"] is False and report["misses"] >= 1
     suite = ET.parse(tmp_path / "report" / "replay-junit.xml").getroot()
