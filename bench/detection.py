@@ -1,4 +1,4 @@
-"""Detection quality from scenario replays (issue 7): for each fault-kind scenario, detected
+"""Detection quality from scenario replays: for each fault-kind scenario, detected
 or not, detection delay (event time), false alarms, wall time, and the command.
 
     .venv/bin/python bench/detection.py                      # every shipped scenario (~15 min)

@@ -1,4 +1,4 @@
-"""Smallest zone leak each shipped zone detects, measured with replays (issue 13).
+"""Smallest zone leak each shipped zone detects, measured with replays.
 
     .venv/bin/python bench/leak_limit.py                         # every shipped field
     .venv/bin/python bench/leak_limit.py meter-line small-town   # some of them

@@ -228,9 +228,41 @@ def customers_under(loaded: Any) -> dict[str, int]:
     return n
 
 
-def grafana_link(asset: str, since_ms: int, until_ms: int) -> str | None:
-    """The dashboard of ``asset`` over [since, until]: ``$AQUAVOLT_GRAFANA_URL`` with ``{asset}``,
-    ``{from_ms}``, ``{to_ms}`` filled in (without them, ``var-asset``, ``from``, ``to`` appended)."""
+DASHBOARDS = {"water": "aquavolt-water/water", "electricity": "aquavolt-electricity/electricity",
+              "gateways": "aquavolt-gateways/gateways", "customer": "aquavolt-customer/customer",
+              "alarms": "aquavolt-alarms/alarms"}
+"""uid/slug of the dashboards ``aquavolt dashboards build`` makes (dashboards/*.py UID)."""
+
+
+def dashboard_of(loaded: Any) -> dict[str, tuple[str, dict[str, str]]]:
+    """Asset id -> (dashboard, its variables) of the field's shipped dashboards: a customer or
+    one of their meters the customer dashboard (``var-customer``: the customer's meters, as the
+    dashboard's variable holds them), a feeder, transformer or their devices the electricity
+    one, a zone and the water network's devices the water one, a gateway or a bus the gateways
+    one. Any other asset (none in a valid field): the alarms dashboard."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    f = loaded.field
+    for asset, place in places(loaded).items():
+        if place.get("feeder") or place.get("transformer"):
+            out[asset] = ("electricity", {})
+        elif place.get("zone"):
+            out[asset] = ("water", {})
+        elif place.get("gateway") or place.get("site"):
+            out[asset] = ("gateways", {})
+    for c in f.customers:
+        meters = "|".join(m for m in (c.water_meter, c.electricity_meter) if m)
+        for asset in (c.id, c.water_meter, c.electricity_meter):
+            if asset:
+                out[asset] = ("customer", {"var-customer": meters})
+    return out
+
+
+def grafana_link(asset: str, since_ms: int, until_ms: int,
+                 boards: dict[str, tuple[str, dict[str, str]]] | None = None) -> str | None:
+    """The dashboard of ``asset`` over [since, until]. ``$AQUAVOLT_GRAFANA_URL`` is either
+    Grafana's address (``https://grafana.example:3000``): the shipped dashboard of the asset's
+    kind (``boards``, from :func:`dashboard_of`) with ``from`` and ``to``; or a URL template with
+    ``{asset}``, ``{from_ms}``, ``{to_ms}`` filled in (a dashboard of the utility's own)."""
     tpl = os.environ.get(GRAFANA_ENV, "").strip()
     if not tpl:
         return None
@@ -240,6 +272,10 @@ def grafana_link(asset: str, since_ms: int, until_ms: int) -> str | None:
             .replace("{from_ms}", str(since_ms))
             .replace("{to_ms}", str(until_ms))
         )
+    if boards is not None and "/d/" not in tpl:
+        board, params = boards.get(asset, ("alarms", {}))
+        return (tpl.rstrip("/") + "/d/" + DASHBOARDS[board] + "?"
+                + urlencode({**params, "from": since_ms, "to": until_ms}))
     sep = "&" if "?" in tpl else "?"
     return tpl + sep + urlencode({"var-asset": asset, "from": since_ms, "to": until_ms})
 
@@ -249,6 +285,7 @@ def alarm_rows(app: web.Application, asset: str | None = None) -> dict[str, Any]
     eng = app[api.ENGINE]
     where = app[PLACES]
     under = app[CUSTOMERS]
+    boards = app[BOARDS]
     now = eng.clock.now_ms()
     rows = []
     for a in eng.core.manager.alarms.values():
@@ -278,7 +315,7 @@ def alarm_rows(app: web.Application, asset: str | None = None) -> dict[str, Any]
             if a.active and a.active_since_ms is not None:
                 row["duration_s"] = max(0, (now - a.active_since_ms) // 1000)
         link = grafana_link(
-            a.asset, (a.active_since_ms or a.first_ms) - 3_600_000, max(now, a.last_change_ms)
+            a.asset, (a.active_since_ms or a.first_ms) - 3_600_000, max(now, a.last_change_ms), boards
         )
         if link:
             row["grafana"] = link
@@ -327,6 +364,7 @@ def _grouped(rows: list[dict[str, Any]], cause: dict[str, str]) -> list[dict[str
 
 
 PLACES: web.AppKey[dict[str, dict[str, str]]] = web.AppKey("console_places", dict)
+BOARDS: web.AppKey[dict[str, tuple[str, dict[str, str]]]] = web.AppKey("console_boards", dict)
 CUSTOMERS: web.AppKey[dict[str, int]] = web.AppKey("console_customers", dict)
 
 
@@ -588,7 +626,8 @@ async def alarm_page(request: web.Request) -> web.StreamResponse:
             f'<button type="submit">{tr("Add comment")}</button>'
             '<span id="status" role="status" aria-live="polite"></span></form>'
         )
-    link = grafana_link(a.asset, (a.active_since_ms or a.first_ms) - 3_600_000, eng.clock.now_ms())
+    link = grafana_link(a.asset, (a.active_since_ms or a.first_ms) - 3_600_000, eng.clock.now_ms(),
+                        request.app[BOARDS])
     glink = ""
     if link:
         glink = f'<p><a href="{escape(link)}" rel="noopener">{tr("Dashboard of")} {escape(a.asset)}</a></p>'
@@ -781,6 +820,7 @@ def setup(app: web.Application) -> None:
     app[SESSIONS] = Sessions()
     app[STOPPING] = asyncio.Event()
     app[PLACES] = places(eng.loaded)
+    app[BOARDS] = dashboard_of(eng.loaded)
     app[CUSTOMERS] = customers_under(eng.loaded)
     app.middlewares.insert(0, middleware)
     app.on_shutdown.append(_stopping)

@@ -345,3 +345,35 @@ def test_event_streams_wait_on_the_engine_changes_not_a_timer():
         assert not ch._waiters
 
     asyncio.run(main())
+
+
+def test_grafana_link_opens_the_shipped_dashboard_of_the_assets_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AQUAVOLT_GRAFANA_URL`` set to Grafana's address: each alarm links to the dashboard
+    that shows its asset (water, electricity, gateways, the customer's own), over its time; the
+    dashboards linked are the ones ``aquavolt dashboards build`` provisions."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    from aquavolt.config import load_field
+
+    root = Path(__file__).resolve().parents[2]
+    built = {json.loads(f.read_text())["uid"] for f in (root / "docker/grafana/dashboards").glob("*.json")}
+    assert {v.split("/")[0] for v in console.DASHBOARDS.values()} <= built
+    boards = console.dashboard_of(load_field(root / "examples/demo-town.yaml"))
+    monkeypatch.setenv(console.GRAFANA_ENV, "https://grafana.example:3000/")
+
+    def link(asset: str) -> tuple[str, dict[str, list[str]]]:
+        url = console.grafana_link(asset, 1000, 2000, boards)
+        assert url is not None
+        parts = urlsplit(url)
+        assert parts.netloc == "grafana.example:3000"
+        return parts.path, parse_qs(parts.query)
+
+    assert link("pump-1") == ("/d/aquavolt-water/water", {"from": ["1000"], "to": ["2000"]})
+    assert link("zone-a")[0] == "/d/aquavolt-water/water"
+    assert link("tx-1b")[0] == link("feeder-1")[0] == "/d/aquavolt-electricity/electricity"
+    assert link("gw-pumping")[0] == "/d/aquavolt-gateways/gateways"
+    path, q = link("wm-c0001")
+    assert path == "/d/aquavolt-customer/customer" and q["var-customer"] == ["wm-c0001|em-c0001"]
+    assert link("c0001") == (path, q)
+    assert link("not-in-the-field")[0] == "/d/aquavolt-alarms/alarms"
