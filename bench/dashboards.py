@@ -62,7 +62,7 @@ from aquavolt import schema
 from aquavolt.config import LoadedField, load_field
 from aquavolt.dashboards.assets import location_lines
 from aquavolt.dashboards.build import build_all
-from aquavolt.dashboards.macros import TimeRange, dashboard_queries, variable_values
+from aquavolt.dashboards.macros import TimeRange, dashboard_queries, guards_hold, variable_values
 from aquavolt.harness.servers import InfluxDB
 from aquavolt.influx import Influx
 
@@ -79,7 +79,6 @@ RAW_MEASUREMENTS = ("telemetry", "gateway_health", "device_health")
 ``telemetry`` has rollups, the health reports none."""
 _RAW_FROM = re.compile(r'FROM\s+(?:"autogen"\.)?"(' + "|".join(RAW_MEASUREMENTS) + r')"(?![_\w])')
 _BOUND = re.compile(r"time >= (\d+)ms - (\d+)([smhd])\b")
-_GUARD = re.compile(r"(\d+) - (\d+) (<=|>=|<|>) (\d+)")
 _RANGE = {"now-24h": DAY_MS, "now-7d": 7 * DAY_MS, "now-30d": 30 * DAY_MS, "now-12M": YEAR_MS}
 
 
@@ -249,8 +248,7 @@ def reads_raw_over_a_day(query: str, range_ms: int) -> str:
     m = _RAW_FROM.search(query)
     if range_ms <= DAY_MS or m is None:
         return ""
-    ops = {"<=": int.__le__, ">=": int.__ge__, "<": int.__lt__, ">": int.__gt__}
-    if not all(ops[op](int(a) - int(b), int(c)) for a, b, op, c in _GUARD.findall(query)):
+    if not guards_hold(query):
         return ""
     unit_ms = {"s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS}
     if any(int(n) * unit_ms[u] <= DAY_MS for _end, n, u in _BOUND.findall(query)):

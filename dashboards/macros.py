@@ -82,6 +82,17 @@ def _duration_s(text: Any, what: str) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
+_GUARD = re.compile(r"(\d+) - (\d+) (<=|>=|<|>) (\d+)")
+_OPS = {"<=": int.__le__, ">=": int.__ge__, "<": int.__lt__, ">": int.__gt__}
+
+
+def guards_hold(query: str) -> bool:
+    """Whether the range guards of a substituted query (``${__to} - ${__from} <= N``, literal
+    comparisons after substitution: dashboards/queries.py's bands) all hold: a target whose
+    guard does not hold reads nothing at that range, by design (another band's target does)."""
+    return all(_OPS[op](int(a) - int(b), int(c)) for a, b, op, c in _GUARD.findall(query))
+
+
 def dashboard_queries(board: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Every (panel, target) of a dashboard JSON, rows' nested panels included."""
     for panel in board.get("panels", []):

@@ -13,17 +13,11 @@ import re
 from typing import Any
 
 from aquavolt.dashboards import queries as q
-from aquavolt.dashboards.macros import TimeRange, dashboard_queries, variable_values
+from aquavolt.dashboards.macros import TimeRange, dashboard_queries, guards_hold, variable_values
 from aquavolt.influx import Influx
 
 _RAW = re.compile(r'FROM "(telemetry|gateway_health|device_health)"')
-_GUARD = re.compile(r"(\d+) - (\d+) (<=|>) (\d+)")
 RAW_GUARD = f"({q.RANGE_MS} <= {q.RAW_MAX_MS})"
-
-
-def _holds(query: str) -> bool:
-    return all((int(a) - int(b) <= int(c)) if op == "<=" else (int(a) - int(b) > int(c))
-               for a, b, op, c in _GUARD.findall(query))
 
 
 def _has_values(series: list[dict[str, Any]]) -> bool:
@@ -51,7 +45,7 @@ def test_one_band_per_range(boards) -> None:
             for panel, target in dashboard_queries(board):
                 sub = TimeRange(rng.start_ms, rng.end_ms, variable_values(board)).for_panel(panel)
                 groups.setdefault((panel["id"], target["refId"].split("-")[0]), []).append(
-                    _holds(sub.substitute(target["query"])))
+                    guards_hold(sub.substitute(target["query"])))
             assert all(sum(g) == 1 for g in groups.values()), (days, board["uid"], groups)
 
 

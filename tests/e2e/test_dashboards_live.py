@@ -24,7 +24,7 @@ import pytest
 from aquavolt.clock import parse_instant
 from aquavolt.config import load_field
 from aquavolt.dashboards.build import build_all
-from aquavolt.dashboards.macros import TimeRange, dashboard_queries, variable_values
+from aquavolt.dashboards.macros import TimeRange, dashboard_queries, guards_hold, variable_values
 from aquavolt.harness.servers import InfluxDB
 from aquavolt.influx import Influx
 from aquavolt.settings import InfluxSettings
@@ -75,6 +75,8 @@ def test_every_panel_query_returns_data_after_a_simulated_day(restarted: InfluxS
         rng = TimeRange(START_MS, end_ms, variable_values(board))
         for panel, target in dashboard_queries(board):
             query = rng.for_panel(panel).substitute(target["query"])
+            if not guards_hold(query):  # another band of the same query reads this range
+                continue
             ran += 1
             if _has_values(ix.query(query)):
                 continue
