@@ -10,11 +10,13 @@ the simulator raises an alarm that the page shows; acknowledged in the page, the
 transition reaches InfluxDB through the collector (measurement ``alarm_event``, by the
 operator). Every wait is on the DOM, an MQTT message or a query that answers.
 
-The browser plumbing is tests/rules/test_console_browser.py's."""
+The browser plumbing (Debian's chromium driven by Playwright for Python's sync API) is
+tests/rules/test_console_browser.py's."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -43,7 +45,7 @@ from aquavolt.simulators.sim import Simulation
 from aquavolt.wire import Progress, Topics, decode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_console_browser import TOKENS, browser, sign_in  # its browser plumbing
+from test_console_browser import TOKENS, browser, sign_in, wait  # its browser plumbing
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-pumping"
@@ -184,37 +186,36 @@ def test_pump_command_and_acknowledgement_through_a_real_field(field_run: dict[s
     before = server.values("pump-1")["speed_setpoint_pct"]
     assert before != 60
 
-    async def run() -> None:
-        started = asyncio.ensure_future(asyncio.to_thread(field_run["ready"]))  # the browser starts meanwhile
-        async with browser(tmp_path) as page:
-            await started
-            await sign_in(page, base, "amina")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = pool.submit(field_run["ready"])  # the browser starts meanwhile
+        with browser(tmp_path) as page:
+            started.result()
+            sign_in(page, base, "amina")
             # a command from the page, with the current value read from the field
-            await page.goto(base + "/console/commands")
+            page.goto(base + "/console/commands")
             card = f"document.querySelector('[data-command=\"{GATEWAY}/pump-1/speed_setpoint_pct\"]')"
-            await page.eval(f"{card}.querySelector('input').value = '60';"
-                            f"{card}.querySelector('button[data-value=input]').click()")
-            text = await page.wait("document.getElementById('confirm-dialog').open"
-                                   " && document.getElementById('confirm-text').textContent")
+            card_css = f'[data-command="{GATEWAY}/pump-1/speed_setpoint_pct"]'
+            page.fill(f"{card_css} input", "60")
+            page.click(f"{card_css} button[data-value=input]")
+            text = wait(page, "document.getElementById('confirm-dialog').open"
+                              " && document.getElementById('confirm-text').textContent")
             assert "speed_setpoint_pct" in text and "60" in text, text
-            await page.eval("document.getElementById('confirm-reason').value = 'night tariff';"
-                            "document.getElementById('confirm-ok').click()")
+            page.fill("#confirm-reason", "night tariff")
+            page.click("#confirm-ok")
             # the agent wrote the simulator's register and read it back: the page says so
-            await page.wait("document.querySelector('#command-log tbody tr .outcome')?.textContent === 'done'"
-                            " && document.querySelector('#command-log tbody tr .why').textContent"
-                            " === 'written and verified'", WAIT_S)
-            await page.wait(f"{card}.querySelector('.current').textContent === '60'")
+            wait(page, "document.querySelector('#command-log tbody tr .outcome')?.textContent === 'done'"
+                       " && document.querySelector('#command-log tbody tr .why').textContent"
+                       " === 'written and verified'", WAIT_S)
+            wait(page, f"{card}.querySelector('.current').textContent === '60'")
             assert server.values("pump-1")["speed_setpoint_pct"] == 60
             # a trip in the field: the alarm appears in the open page; acknowledged there
-            await page.goto(base + "/console/")
-            await page.wait("document.getElementById('alarms').dataset.live === '1'")
+            page.goto(base + "/console/")
+            wait(page, "document.getElementById('alarms').dataset.live === '1'")
             server.trip("pump-2")
             row = "document.querySelector('tr[data-alarm=\"pump-2/fault\"]')"
-            await page.wait(f"{row}?.dataset.state === 'unack'", WAIT_S)
-            await page.eval(f"{row}.querySelector('button.ack').click()")
-            await page.wait(f"{row}?.dataset.state === 'acked'")
-
-    asyncio.run(run())
+            wait(page, f"{row}?.dataset.state === 'unack'", WAIT_S)
+            page.click('tr[data-alarm="pump-2/fault"] button.ack')
+            wait(page, f"{row}?.dataset.state === 'acked'")
     # the acknowledgement, as the collector wrote the engine's transition into InfluxDB
     influx = Influx(influx_settings)
     q = ('SELECT "transition", "by", "state" FROM "alarm_event" WHERE "alarm_id" = \'pump-2/fault\'')
