@@ -108,7 +108,8 @@ def test_every_command_in_one_style() -> None:
 def test_missing_extra_is_one_line(capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Hiding an installed module from the import system (None in sys.modules) stands for an
     # install without the dashboards extra; test_wheel.py runs the real one.
-    for name in [m for m in sys.modules if m.split(".")[0] in ("grafana_foundation_sdk", "dashboards")]:
+    for name in [m for m in sys.modules
+                 if m.split(".")[0] == "grafana_foundation_sdk" or m.startswith("aquavolt.dashboards")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "grafana_foundation_sdk", None)
     code, _, err = _run(capsys, "dashboards", "build", FIELD, "-o", str(tmp_path))
