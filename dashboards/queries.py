@@ -300,14 +300,22 @@ def consumption(point: str, shift: str = "", name: str = "spread", tz: str = "UT
     """Daily consumption of the chosen customer's meter (``$customer`` = meter ids regex), per
     local day (``tz``, the field's time zone).
 
-    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year. Ranges up to
-    a day read the raw readings (the day's ``spread`` of the totaliser); longer ones the hourly
-    rollup (max of the hours' max minus min of their min), kept 3 years, whose hours make
-    exact local days (the daily rollup's days are UTC days).
+    Ranges up to a day read the raw readings (the day's ``spread`` of the totaliser); longer
+    ones the hourly rollup (max of the hours' max minus min of their min), kept 3 years, whose
+    hours make exact local days (the daily rollup's days are UTC days).
+
+    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year, which reads
+    the daily rollup at every range: the figures the over-consumption check compares (and that
+    a customer's alert quotes), kept for ever; its UTC days are grouped in the local day that
+    holds their start.
     """
     window = (f"time >= ${{__from}}ms - {shift} AND time <= ${{__to}}ms - {shift}" if shift
               else "$timeFilter")
     where = f'"device" =~ /^(${{customer:raw}})$/ AND "point" = \'{point}\''
+    if shift:
+        return Banded([f'SELECT {_FROM_ROLLUP["spread"]} AS "{name}" FROM "{_DAILY[0]}"."{_DAILY[1]}" '
+                       f"WHERE {where} AND {window} GROUP BY time(1d) fill(none)" + local_days(tz)],
+                      suffixes=("",))
     out = banded("spread", "", where, "time(1d) fill(none)" + local_days(tz), bands=(0, 1))
     return Banded((q.replace(' AS "spread"', f' AS "{name}"').replace("$timeFilter", window) for q in out),
                   suffixes=out.suffixes)
