@@ -45,12 +45,12 @@ def datasource_provisioning(influx_url: str, database: str, user: str = "",
         "type": DATASOURCE_TYPE,
         "access": "proxy",
         "url": influx_url,
+        **({"user": user} if user else {}),
         "isDefault": True,
         "editable": False,
         "jsonData": {"dbName": database, "httpMode": "POST", "timeInterval": "10s"},
     }
     if user:
-        ds["user"] = user
         ds["secureJsonData"] = {"password": password}
     return {"apiVersion": 1, "datasources": [ds]}
 
@@ -70,11 +70,20 @@ def dashboard_provisioning(path: str) -> dict[str, Any]:
     }
 
 
+DATASOURCE_HEADER = (
+    "# Grafana reads InfluxDB as the read-only user `grafana`; its password comes from the\n"
+    "# environment (secrets/env/grafana.env, written by `aquavolt security init`).\n"
+)
+
+
 def write_all(lf: LoadedField, out: Path, influx_url: str = "http://influxdb:8086",
               database: str = "aquavolt",
               dashboards_path: str = "/var/lib/grafana/dashboards/aquavolt",
-              console_url: str = DEFAULT_CONSOLE_URL) -> list[Path]:
-    """Write the dashboards and provisioning files; return the paths written."""
+              console_url: str = DEFAULT_CONSOLE_URL, influx_user: str = "grafana",
+              influx_password: str = "$AQUAVOLT_INFLUX_READ_PASSWORD") -> list[Path]:
+    """Write the dashboards and provisioning files; return the paths written. The datasource
+    reads as the read-only InfluxDB user, its password from Grafana's environment (never
+    written here): an empty ``influx_user`` is a database without authentication."""
     written: list[Path] = []
     ddir = out / "dashboards"
     ddir.mkdir(parents=True, exist_ok=True)
@@ -83,11 +92,13 @@ def write_all(lf: LoadedField, out: Path, influx_url: str = "http://influxdb:808
         path.write_text(json.dumps(board, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)
     prov = {
-        out / "provisioning" / "datasources" / "aquavolt.yaml": datasource_provisioning(influx_url, database),
+        out / "provisioning" / "datasources" / "aquavolt.yaml":
+            datasource_provisioning(influx_url, database, influx_user, influx_password),
         out / "provisioning" / "dashboards" / "aquavolt.yaml": dashboard_provisioning(dashboards_path),
     }
     for path, doc in prov.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        head = DATASOURCE_HEADER if "datasources" in doc and influx_user else ""
+        path.write_text(head + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
         written.append(path)
     return written

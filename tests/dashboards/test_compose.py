@@ -182,6 +182,17 @@ def test_provisioned_dashboards_are_the_built_ones() -> None:
     assert urlsplit(prov["datasources"][0]["url"]).hostname == "influxdb"
 
 
+def test_the_build_writes_the_shipped_provisioning(tmp_path: Path) -> None:
+    """Rebuilding docker/grafana keeps the datasource's read-only user and its password from
+    the environment (the build once wrote a datasource without them: Grafana then read nothing
+    from the authenticated InfluxDB)."""
+    from aquavolt.dashboards.build import write_all
+
+    write_all(load_field(FIELD), tmp_path)
+    for rel in ("provisioning/datasources/aquavolt.yaml", "provisioning/dashboards/aquavolt.yaml"):
+        assert (tmp_path / rel).read_text() == (ROOT / "docker/grafana" / rel).read_text(), rel
+
+
 def test_security_check_lists_each_problem_of_an_insecure_copy(
     deployed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
