@@ -47,7 +47,7 @@ def customer(lf: LoadedField, console_url: str = DEFAULT_CONSOLE_URL) -> dict[st
         g.add(series(f"{kind}: daily consumption, this period", [q.consumption(point, tz=f.timezone)],
                      unit=unit, bars=True), 9, 8)
         last = series(f"{kind}: daily consumption, same period last year",
-                      [q.consumption(point, tz=f.timezone)],
+                      [q.consumption(point, tz=f.timezone, last_year=True)],
                       unit=unit, bars=True, description="364 days earlier, so weekdays line up")
         last.time_shift(LAST_YEAR)
         g.add(last, 9, 8)

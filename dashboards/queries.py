@@ -296,7 +296,8 @@ def gateway_health(field: str, agg: str = "max") -> str:
 # ---------------------------------------------------------------- customer
 
 
-def consumption(point: str, shift: str = "", name: str = "spread", tz: str = "UTC") -> Banded:
+def consumption(point: str, shift: str = "", name: str = "spread", tz: str = "UTC",
+                last_year: bool = False) -> Banded:
     """Daily consumption of the chosen customer's meter (``$customer`` = meter ids regex), per
     local day (``tz``, the field's time zone).
 
@@ -304,15 +305,16 @@ def consumption(point: str, shift: str = "", name: str = "spread", tz: str = "UT
     ones the hourly rollup (max of the hours' max minus min of their min), kept 3 years, whose
     hours make exact local days (the daily rollup's days are UTC days).
 
-    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year, which reads
-    the daily rollup at every range: the figures the over-consumption check compares (and that
+    ``shift`` (``364d``) moves the window back, weekdays aligned, for last year; last year
+    (``shift``, or ``last_year`` for a panel that shifts its own time range) reads the daily
+    rollup at every range: the figures the over-consumption check compares (and that
     a customer's alert quotes), kept for ever; its UTC days are grouped in the local day that
     holds their start.
     """
     window = (f"time >= ${{__from}}ms - {shift} AND time <= ${{__to}}ms - {shift}" if shift
               else "$timeFilter")
     where = f'"device" =~ /^(${{customer:raw}})$/ AND "point" = \'{point}\''
-    if shift:
+    if shift or last_year:
         return Banded([f'SELECT {_FROM_ROLLUP["spread"]} AS "{name}" FROM "{_DAILY[0]}"."{_DAILY[1]}" '
                        f"WHERE {where} AND {window} GROUP BY time(1d) fill(none)" + local_days(tz)],
                       suffixes=("",))
