@@ -58,6 +58,7 @@ class Alarm:
     first_ms: int = 0
     active_since_ms: int | None = None
     last_change_ms: int = 0
+    condition_ms: int = 0  # event time of the newest condition applied: an older one never changes the state
     count: int = 0
     recent: list[int] = field(default_factory=list)  # activation times within the window
     chattering: bool = False
@@ -106,6 +107,9 @@ class AlarmManager:
                  device_release_ms: dict[str, int] | None = None) -> None:
         self.alarms: dict[str, Alarm] = {}
         self.seq = 0
+        self.stale_conditions = 0
+        """Conditions older than the newest one their alarm had seen, that would have changed
+        its state (data sent again after an outage or a restart): ignored, counted."""
         self.suppressors = suppressors or {}
         # After an upstream fault clears, its dependents stay suppressed (event time) until
         # each has had the chance to answer again: ``device_release_ms`` per device (its poll
@@ -256,6 +260,13 @@ class AlarmManager:
             a = Alarm(aid, c.asset, c.condition, str(c.priority), first_ms=c.ts_ms,
                       audience=c.audience, customer=c.customer)
             self.alarms[aid] = a
+        elif c.ts_ms < a.condition_ms:
+            # stamped before the newest condition this alarm has seen (a batch sent again after
+            # newer ones): the past it tells of does not undo the present
+            if c.active != a.active:
+                self.stale_conditions += 1
+            return out
+        a.condition_ms = c.ts_ms
         changed_supp = a.state_suppr != c.suppressed_by
         a.state_suppr = c.suppressed_by
         if c.active:

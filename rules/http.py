@@ -404,7 +404,8 @@ async def health(request: web.Request) -> web.Response:
     return _json({"mqtt_connected": eng.connected.is_set(),
                   **{k: v for k, v in asdict(eng.stats).items() if k != "extra"},
                   "watermark_ms": core.max_seen_ms, "horizon_ms": core.horizon_ms,
-                  "late_messages": core.late_messages, "buffered_messages": core.pending_messages,
+                  "late_messages": core.late_messages, "stale_conditions": core.manager.stale_conditions,
+                  "buffered_messages": core.pending_messages,
                   "backlog_messages": eng.backlog, "stuck": stuck}, 503 if stuck else 200)
 
 
