@@ -107,7 +107,15 @@ class Link:
     # ------------------------------------------------------------ paho thread -> loop
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._loop.call_soon_threadsafe(self._posted, fn, args)
+
+    def _posted(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """A callback from paho's thread, in the loop: dropped once the link has stopped (the
+        agent closes the store next; a stored mark or PUBACK posted just before the stop once
+        ran on the closed store). What it carried comes again at the next start: PUBACKs are
+        reset then, and the stored mark is retained."""
+        if self._loop is not None:
+            fn(*args)
 
     def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
         if not rc.is_failure:

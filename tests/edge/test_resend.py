@@ -16,6 +16,7 @@ from aquavolt.edge.link import Link
 from aquavolt.edge.store import Store
 from aquavolt.mqtt import make_client
 from aquavolt.profiles import PointClass
+from aquavolt.settings import MqttSettings
 from aquavolt.wire import ResendRequest, StoredMark, Topics, decode_batch, encode
 
 
@@ -83,3 +84,24 @@ def test_mark_forgets_resend_fills_and_dropped_is_reported(mosquitto, topic_pref
         collector.disconnect()
         collector.loop_stop()
         store.close()
+
+
+def test_a_callback_posted_before_the_stop_runs_not_on_the_closed_store(tmp_path: Path) -> None:
+    """paho's thread posts a stored mark just before the link stops; the loop runs it after the
+    agent has closed the store: it is dropped ("Cannot operate on a closed database" before)."""
+    store = Store(tmp_path / "q.sqlite3", max_bytes=2_000)
+    link = Link(MqttSettings(), "edge-closed", store, RealClock(), ("t/status", b"{}"))
+    link.acknowledgements("gw-c", 0, "t/stored", "t/resend", "t/resent")
+    called: list[bytes] = []
+    link._stored = called.append  # type: ignore[method-assign]  # the test's seam: what would touch the store
+
+    async def scenario() -> None:
+        link._loop = asyncio.get_running_loop()
+        link._post(link._stored, b"mark before the stop")  # posted while running...
+        link._loop = None  # ...the stop ends (Link.stop's last step), and the store closes
+        store.close()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert called == []
