@@ -72,10 +72,7 @@ def run_demo(args: argparse.Namespace) -> int:
     summary = ""
     verdict = ""
     try:
-        try:
-            stack.prepare_field()
-        except ValueError as exc:  # a --sparkplug naming no aquavolt gateway: one line, no traceback
-            raise SystemExit(f"aquavolt demo: {exc}") from None
+        stack.prepare_field()  # a --sparkplug naming no aquavolt gateway: ConfigError, one line
         stack.start_servers()
         if backfill_days and "sim" not in stack.missing and not stop:
             _backfill(stack, start_text, backfill_days, int(sc.get("seed", 1)))

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from aquavolt.errors import ConfigError, ConfigIssue
 from aquavolt.harness.servers import free_port
 
 
@@ -54,12 +55,13 @@ def speak_sparkplug(data: dict[str, Any], gateways: tuple[str, ...], src: Path |
     for gid in gateways:
         gw = known.get(gid)
         if gw is None:
-            raise ValueError(f"{src}: --sparkplug {gid}: no such gateway (the field has "
-                             f"{', '.join(sorted(str(k) for k in known))})")
-        if gw.get("kind", "aquavolt") != "aquavolt":
-            raise ValueError(f"{src}: --sparkplug {gid}: a {gw['kind']} gateway is not an aquavolt "
-                             "edge agent")
-        gw["northbound"] = "sparkplug"
+            why = f"{gid}: no such gateway (the field has {', '.join(sorted(str(k) for k in known))})"
+        elif gw.get("kind", "aquavolt") != "aquavolt":
+            why = f"{gid}: a {gw['kind']} gateway is not an aquavolt edge agent"
+        else:
+            gw["northbound"] = "sparkplug"
+            continue
+        raise ConfigError([ConfigIssue(str(src), "--sparkplug", why)])
 
 
 def relocate_file(src: Path | str, dst: Path | str, serial_dir: Path | str | None = None,

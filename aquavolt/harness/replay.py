@@ -114,10 +114,7 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
     end = sc.end + args.grace_s
     progress = getattr(args, "progress", True)
     try:
-        try:
-            stack.prepare_field()
-        except ValueError as exc:  # a --sparkplug naming no aquavolt gateway: one line, no traceback
-            raise SystemExit(f"aquavolt replay: {exc}") from None
+        stack.prepare_field()  # a --sparkplug naming no aquavolt gateway: ConfigError, one line
         stack.start_servers()
         backfill_days = sc.scenario.history_days if args.backfill_days is None else args.backfill_days
         if backfill_days:

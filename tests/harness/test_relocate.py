@@ -42,10 +42,14 @@ def test_a_run_can_switch_gateways_to_sparkplug(tmp_path: Path) -> None:
     moved = load_field(relocate_file(DEMO, tmp_path / "field.yaml", sparkplug=("gw-pumping",))).field
     north = {g.id: g.northbound for g in moved.gateways}
     assert north.pop("gw-pumping") == "sparkplug" and set(north.values()) == {"aquavolt"}
-    with pytest.raises(ValueError, match=r"--sparkplug gw-nowhere: no such gateway .*gw-pumping"):
+    from aquavolt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--sparkplug: gw-nowhere: no such gateway .*gw-pumping"):
         relocate_file(DEMO, tmp_path / "bad.yaml", sparkplug=("gw-nowhere",))
     scenario = DEMO.parent / "scenarios" / "pump-trip.yaml"
     run = subprocess.run([sys.executable, "-m", "aquavolt.cli", "replay", str(scenario), "--sparkplug", "gw-nowhere",
                           "--workdir", str(tmp_path / "run")], check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    assert run.stderr.strip().splitlines()[-1].startswith("aquavolt replay: ") and "no such gateway" in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"{DEMO.parent / 'small-town.yaml'}: --sparkplug: gw-nowhere: no such gateway "
+        "(the field has gw-meters-a, gw-pumping, gw-substation)")  # pump-trip.yaml's field
