@@ -535,12 +535,6 @@ class Engine:
         return ""
 
     # ---------------------------------------------------------------- the loop
-    def emit(self, events: list[AlarmEvent], customer: list[Condition] | None = None) -> None:
-        """Store (with the outbox), then publish, then notify: transitions already applied to
-        the manager."""
-        self._commit(events)
-        self._published(events, customer)
-
     def operator_action(self, operator: str, action: str, target: str, request: dict[str, Any],
                         change: Callable[[], tuple[list[AlarmEvent], dict[str, Any]]]
                         ) -> tuple[list[AlarmEvent], dict[str, Any]]:

@@ -234,15 +234,16 @@ DASHBOARDS = {"water": "aquavolt-water/water", "electricity": "aquavolt-electric
 """uid/slug of the dashboards ``aquavolt dashboards build`` makes (dashboards/*.py UID)."""
 
 
-def dashboard_of(loaded: Any) -> dict[str, tuple[str, dict[str, str]]]:
+def dashboard_of(loaded: Any, where: dict[str, dict[str, str]]) -> dict[str, tuple[str, dict[str, str]]]:
     """Asset id -> (dashboard, its variables) of the field's shipped dashboards: a customer or
     one of their meters the customer dashboard (``var-customer``: the customer's meters, as the
     dashboard's variable holds them), a feeder, transformer or their devices the electricity
     one, a zone and the water network's devices the water one, a gateway or a bus the gateways
-    one. Any other asset (none in a valid field): the alarms dashboard."""
+    one. Any other asset (none in a valid field): the alarms dashboard. ``where``: the field's
+    :func:`places`."""
     out: dict[str, tuple[str, dict[str, str]]] = {}
     f = loaded.field
-    for asset, place in places(loaded).items():
+    for asset, place in where.items():
         if place.get("feeder") or place.get("transformer"):
             out[asset] = ("electricity", {})
         elif place.get("zone"):
@@ -820,7 +821,7 @@ def setup(app: web.Application) -> None:
     app[SESSIONS] = Sessions()
     app[STOPPING] = asyncio.Event()
     app[PLACES] = places(eng.loaded)
-    app[BOARDS] = dashboard_of(eng.loaded)
+    app[BOARDS] = dashboard_of(eng.loaded, app[PLACES])
     app[CUSTOMERS] = customers_under(eng.loaded)
     app.middlewares.insert(0, middleware)
     app.on_shutdown.append(_stopping)

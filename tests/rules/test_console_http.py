@@ -308,12 +308,14 @@ def test_languages() -> None:
 
 def test_performance_page_shows_the_figures_against_their_targets(tmp_path: Path) -> None:
     from aquavolt.rules.api import Condition
+    from aquavolt.rules.core import Output
 
     eng = Engine(load_field(ROOT / "examples/demo-town.yaml"), MqttSettings(), tmp_path, ManualClock(1_780_000_000))
     t0 = 1_780_000_000_000 - 3_600_000
     for i in range(12):  # 12 activations in 2 minutes: a flood, and a chattering alarm
         for active in (True, False):
-            eng.emit(eng.core.manager.apply(Condition("pump-x", "fault", active, t0 + i * 10_000 + (0 if active else 5000))))
+            cond = Condition("pump-x", "fault", active, t0 + i * 10_000 + (0 if active else 5000))
+            eng._manager_change(lambda c=cond: Output(events=eng.core.manager.apply(c)))
     eng.core.flush(t0 + 3_000_000)  # event time released up to there
 
     async def test(app: web.Application, base: str, http: aiohttp.ClientSession) -> None:
@@ -359,7 +361,8 @@ def test_grafana_link_opens_the_shipped_dashboard_of_the_assets_kind(monkeypatch
     root = Path(__file__).resolve().parents[2]
     built = {json.loads(f.read_text())["uid"] for f in (root / "docker/grafana/dashboards").glob("*.json")}
     assert {v.split("/")[0] for v in console.DASHBOARDS.values()} <= built
-    boards = console.dashboard_of(load_field(root / "examples/demo-town.yaml"))
+    loaded = load_field(root / "examples/demo-town.yaml")
+    boards = console.dashboard_of(loaded, console.places(loaded))
     monkeypatch.setenv(console.GRAFANA_ENV, "https://grafana.example:3000/")
 
     def link(asset: str) -> tuple[str, dict[str, list[str]]]:
