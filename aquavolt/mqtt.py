@@ -4,6 +4,7 @@ and a small threaded subscriber that records what it receives (tests, replay jud
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -18,6 +20,33 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aquavolt.settings import MqttSettings
+
+
+class LoopBridge:
+    """Callbacks from paho's network thread, run in the owner's asyncio loop while it is open.
+
+    ``open`` when the owner starts (in its loop), ``close`` when it stops: a callback posted
+    before the close but reaching the loop after it is dropped, since the owner closes its
+    state next (an edge's stored mark once ran on its closed store). What such a callback
+    carried comes again at the next start (acknowledgements are reset, marks are retained)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def close(self) -> None:
+        self.loop = None
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._run, fn, args)
+
+    def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self.loop is not None:
+            fn(*args)
 
 
 def make_client(

@@ -35,7 +35,7 @@ from aquavolt.clock import Clock
 from aquavolt.edge.store import Row, Store
 from aquavolt.errors import WireError
 from aquavolt.logs import OnceLogger
-from aquavolt.mqtt import make_client
+from aquavolt.mqtt import LoopBridge, make_client
 from aquavolt.profiles import PointClass
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import MAX_LOST_RANGES, ResendRequest, ResendResult, StoredMark, decode, encode
@@ -93,6 +93,7 @@ class Link:
         self._syncing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridge = LoopBridge()
         self._once = OnceLogger(log)
         self.client = make_client(settings, client_id)
         self.client.max_inflight_messages_set(100)
@@ -106,16 +107,7 @@ class Link:
 
     # ------------------------------------------------------------ paho thread -> loop
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._posted, fn, args)
-
-    def _posted(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
-        """A callback from paho's thread, in the loop: dropped once the link has stopped (the
-        agent closes the store next; a stored mark or PUBACK posted just before the stop once
-        ran on the closed store). What it carried comes again at the next start: PUBACKs are
-        reset then, and the stored mark is retained."""
-        if self._loop is not None:
-            fn(*args)
+        self._bridge.post(fn, *args)  # dropped once the link has stopped: the store closes next
 
     def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
         if not rc.is_failure:
@@ -161,6 +153,7 @@ class Link:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._bridge.open()
         self._pubacks.clear()
         self._pubacks_posted = False
         if self.store.sync_wal and self._syncer is None:
@@ -192,6 +185,7 @@ class Link:
             self._syncer = None
             self.store.sync_in_commit = True
         self._loop = None
+        self._bridge.close()
 
     def _connected(self) -> None:
         self.connected = True

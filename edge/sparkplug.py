@@ -40,7 +40,7 @@ from aquavolt.edge.store import Store
 from aquavolt.errors import WireError
 from aquavolt.field import GatewaySparkplug
 from aquavolt.logs import OnceLogger
-from aquavolt.mqtt import make_client
+from aquavolt.mqtt import LoopBridge, make_client
 from aquavolt.profiles import ModbusPoint, PointClass
 from aquavolt.settings import MqttSettings
 from aquavolt.sparkplug import (
@@ -160,6 +160,7 @@ class SparkplugNode:
         self._replay_wake = asyncio.Event()
         self._replay_restart = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridge = LoopBridge()
         self._tasks: list[asyncio.Task[None]] = []
         self._commands: set[asyncio.Task[None]] = set()
         self._once = OnceLogger(log)
@@ -197,8 +198,7 @@ class SparkplugNode:
 
     # ------------------------------------------------------------ paho thread -> loop
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+        self._bridge.post(fn, *args)  # dropped once the node has stopped: its store closes next
 
     def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
         if not rc.is_failure:
@@ -221,6 +221,7 @@ class SparkplugNode:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._bridge.open()
         s = self.mqtt_settings
         self.client.connect_async(s.host, s.port, s.keepalive_s)
         self.client.loop_start()
@@ -241,6 +242,7 @@ class SparkplugNode:
         self.client.on_disconnect = None
         self.client.disconnect()
         self.client.loop_stop()
+        self._bridge.close()  # what paho posted and the loop has not run yet never meets the closed store
         self.store.close()
         self._loop = None
 

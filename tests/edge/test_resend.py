@@ -96,9 +96,9 @@ def test_a_callback_posted_before_the_stop_runs_not_on_the_closed_store(tmp_path
     link._stored = called.append  # type: ignore[method-assign]  # the test's seam: what would touch the store
 
     async def scenario() -> None:
-        link._loop = asyncio.get_running_loop()
+        link._bridge.open()
         link._post(link._stored, b"mark before the stop")  # posted while running...
-        link._loop = None  # ...the stop ends (Link.stop's last step), and the store closes
+        link._bridge.close()  # ...the stop ends (Link.stop's last step), and the store closes
         store.close()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
