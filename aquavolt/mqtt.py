@@ -187,6 +187,7 @@ class Transport:
         self.subscribed = threading.Event()  # the SUBACK of the current connection's subscriptions
         self.inbox: collections.deque[Inbound] = collections.deque()
         self.waiting = False  # paho's thread is holding back (backpressure)
+        self.inbox_since = time.monotonic()  # when the inbox last went from empty to not
         # handlers, run in the loop (or in paho's thread when started without one)
         self.on_message: Callable[[Inbound], None] | None = None
         """One message; without it, ``on_wake`` is called and the owner drains :attr:`inbox`."""
@@ -379,6 +380,8 @@ class Transport:
         if self._threaded:
             self._handle(m)
             return
+        if not self.inbox:
+            self.inbox_since = time.monotonic()  # work waits from now (an owner's watchdog)
         self.inbox.append(m)
         with self._lock:  # appended, then the flag: the loop clears the flag before it drains
             post = not self._wake_posted
