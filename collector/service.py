@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from aquavolt.backoff import Backoff
 from aquavolt.clock import ENV as CLOCK_ENV
 from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
 from aquavolt.collector.acks import Acks, seq_of
@@ -231,10 +232,9 @@ class Collector:
             await asyncio.sleep(period)
 
     async def _ensure_schema(self) -> None:
-        delay = 0.5
-        while not await self.writer.ensure_schema():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.cfg.max_backoff_s)
+        backoff = Backoff(0.5, max(0.5, self.cfg.max_backoff_s))
+        while not await self.writer.ensure_schema():  # noqa: ASYNC110  # a retry pace, not an event
+            await asyncio.sleep(backoff.next())
 
     async def _stats_loop(self) -> None:
         while True:

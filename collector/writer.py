@@ -21,7 +21,6 @@ import base64
 import email.utils
 import ipaddress
 import logging
-import random
 import time
 import zlib
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from aquavolt.backoff import Backoff
 from aquavolt.logs import OnceLogger
 from aquavolt.schema import PRECISION, continuous_queries
 from aquavolt.settings import InfluxSettings
@@ -68,23 +68,6 @@ def gzip_level_for(url: str, level: int | None) -> int:
         return 0 if ipaddress.ip_address(host).is_loopback else 1
     except ValueError:
         return 1
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: 0.1 s, 0.2 s, ... up to ``max_s``."""
-
-    def __init__(self, initial_s: float = 0.1, max_s: float = 10.0) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._next = initial_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.max_s)
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._next = self.initial_s
 
 
 class InfluxWriter:
@@ -196,7 +179,7 @@ class InfluxWriter:
         """Write lines; return the (index, reason) of the lines InfluxDB refuses."""
         if not lines:
             return []
-        backoff = Backoff(max_s=self.max_backoff_s)
+        backoff = Backoff(0.1, max(0.1, self.max_backoff_s))
         # Compression releases the GIL: in a worker thread it runs beside the event loop's
         # decoding of the next messages, on the other core.
         body = await asyncio.to_thread(self._body, lines) if len(lines) > 64 else self._body(lines)

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aquavolt.backoff import Backoff
 from aquavolt.codec import Value
 from aquavolt.errors import DeviceError
 from aquavolt.field import Device
@@ -51,27 +52,29 @@ def opcua_points(profile: OpcuaProfile) -> list[OpcuaPoint]:
 
 class Breaker:
     """Per-device circuit breaker: after a failure the device is left alone for a jittered,
-    exponentially growing, capped time (wall seconds), then tried once again (half open)."""
+    exponentially growing, capped time (wall seconds, the kernel's :class:`Backoff`), then
+    tried once again (half open)."""
 
     def __init__(self, base_s: float = 1.0, max_s: float = 60.0, rng: random.Random | None = None) -> None:
         self.base_s = base_s
         self.max_s = max_s
-        self.failures = 0
         self.open_until = 0.0
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(base_s, max(base_s, max_s), rng)
+
+    @property
+    def failures(self) -> int:
+        return self._backoff.failures
 
     def allow(self, now: float) -> bool:
         return now >= self.open_until
 
     def success(self) -> None:
-        self.failures = 0
+        self._backoff.reset()
         self.open_until = 0.0
 
     def failure(self, now: float) -> float:
         """Record a failure; return the wall seconds the breaker stays open."""
-        self.failures += 1
-        ceiling = min(self.max_s, self.base_s * 2 ** (self.failures - 1))
-        wait = self._rng.uniform(ceiling / 2, ceiling)
+        wait = self._backoff.next()
         self.open_until = now + wait
         return wait
 

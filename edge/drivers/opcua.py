@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +32,7 @@ from asyncua.crypto import security_policies
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from aquavolt.backoff import Backoff
 from aquavolt.codec import Value
 from aquavolt.edge.drivers.base import PointResult
 from aquavolt.edge.drivers.opcua_trust import TrustList, UntrustedServer, refusal
@@ -103,7 +103,6 @@ class OpcuaDriver:
         self.subscribed = False
         self._task: asyncio.Task[None] | None = None
         self._once = OnceLogger(log)
-        self._rng = random.Random()
 
     # -------------------------------------------------------------- supervisor
     def _set_state(self, state: LinkState) -> None:
@@ -153,7 +152,7 @@ class OpcuaDriver:
                 pass
 
     async def _supervise(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, max(0.5, self.reconnect_max_s))
         while True:
             self._set_state(LinkState.CONNECTING)
             try:
@@ -161,18 +160,16 @@ class OpcuaDriver:
             except UntrustedServer as exc:
                 self.refused = str(exc)
                 self._once.failure(f"opcua {self.bus.id}", self.refused)
-                await self._backoff(delay)
-                delay = min(self.reconnect_max_s, delay * 2)
+                await self._backoff(backoff.next())
                 continue
             except (*_NETWORK_ERRORS, RuntimeError, ValueError) as exc:
                 self.refused = None
                 self._once.failure(f"opcua {self.bus.id}", f"cannot connect to {self.bus.endpoint}: {exc!r}")
-                await self._backoff(delay)
-                delay = min(self.reconnect_max_s, delay * 2)
+                await self._backoff(backoff.next())
                 continue
             self._once.recovered(f"opcua {self.bus.id}")
             self.refused = None
-            delay = 0.5
+            backoff.reset()
             self.connections += 1
             self._set_state(LinkState.CONNECTED)
             for hook in list(self.on_connected):
@@ -182,10 +179,10 @@ class OpcuaDriver:
             await self._drop_client()
             self._set_state(LinkState.DISCONNECTED)
 
-    async def _backoff(self, delay: float) -> None:
+    async def _backoff(self, wait_s: float) -> None:
         await self._drop_client()
         self._set_state(LinkState.BACKOFF)
-        await asyncio.sleep(self._rng.uniform(delay / 2, delay))
+        await asyncio.sleep(wait_s)
 
     async def _watch(self) -> None:
         """Return when the connection is lost (callback, status change or failed probe)."""
