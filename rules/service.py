@@ -345,6 +345,7 @@ class Engine:
         self._daily_task: asyncio.Task[None] | None = None
         self._daily_retry_at = 0.0
         self._recheck: tuple[date, int] | None = None
+        self._first_horizon: int | None = None  # the horizon when this run began
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pubacks: deque[int] = deque()  # message ids the broker acknowledged (QoS 1 PUBACK)
@@ -691,7 +692,7 @@ class Engine:
         self._maybe_daily()
         # after the events of this round: whoever sees this progress has seen them
         backlog = len(self._inbox)
-        self.progress.update(self.core.horizon_ms or None, backlog, force=not backlog)
+        self.progress.update(self._handled_ms(), backlog, force=not backlog)
         if out.lines and self.influx is not None and self._loop is not None:
             task = self._loop.create_task(self._write(out.lines))
             self._writes.add(task)
@@ -717,6 +718,23 @@ class Engine:
             self.stats.errors += 1
             self._once.failure("influx", str(exc))
 
+    def _handled_ms(self) -> int | None:
+        """Event time handled so far, as said on ``progress/rules``: the horizon, but not past
+        a daily check that fell due during this run and has not given its verdict yet (a replay
+        ends once the engine has handled its last instant: a check still reading InfluxDB on a
+        busy machine would otherwise be cut off, its alarm never raised)."""
+        h: int | None = int(self.core.horizon_ms) or None
+        if h is None or self.daily is None:
+            return h
+        if self._first_horizon is None:
+            self._first_horizon = h
+        due = self.schedule.due(h)
+        if due is None and self._recheck is not None and h >= self._recheck[1]:
+            due = self._recheck
+        if due is None or due[1] <= self._first_horizon:
+            return h  # none pending, or one of days before this run (caught up, not waited for)
+        return min(h, int(due[1]) - 1)
+
     def _maybe_daily(self) -> None:
         """Start the day's over-consumption check when the horizon says it is due."""
         if self.daily is None or self._loop is None or self._daily_task is not None:
@@ -735,7 +753,7 @@ class Engine:
         """The check reads InfluxDB: it runs in the default executor, its verdicts on the loop."""
         assert self.daily is not None and self._loop is not None
         try:
-            conds = await asyncio.to_thread(self.daily.check, day, ts_ms)
+            conds = await asyncio.to_thread(self.daily.check, day, ts_ms, self.core.horizon_ms)
         except RollupNotReady as exc:
             log.debug("over-consumption: %s; tried again in %g s", exc, ROLLUP_POLL_S)
             self._daily_retry_at = self._loop.time() + ROLLUP_POLL_S
@@ -763,6 +781,7 @@ class Engine:
         log.info("over-consumption check of %s: %d change(s)", day, len(conds))
         if conds:
             self._manager_change(lambda: self.core.conditions(conds))
+        self.progress.update(self._handled_ms(), len(self._inbox), force=True)  # the check is done
 
     @property
     def backlog(self) -> int:

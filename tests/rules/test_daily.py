@@ -27,7 +27,7 @@ from aquavolt.influx import Influx
 from aquavolt.mqtt import Recorder, make_client
 from aquavolt.rules.daily import DailySchedule
 from aquavolt.schema import continuous_queries, line
-from aquavolt.settings import InfluxSettings
+from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import AlarmEvent, BufferHealth, CustomerAlert, Health, Topics, decode, encode
 
 FIELD = """
@@ -217,3 +217,31 @@ def test_engine_runs_the_daily_check_across_midnight(
             log.close()
         assert rc == 0, (tmp_path / "rules.log").read_text()[-3000:]
         assert "over-consumption check of 2026-06-15: 1 change(s)" in (tmp_path / "rules.log").read_text()
+
+
+def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeypatch) -> None:
+    """The engine says it has handled an instant only once the daily check due before it has
+    given its verdict: a replay ending an hour after the check (the demo day) once stopped
+    while the check still read InfluxDB on a loaded machine, and its alarm was never raised.
+    A check of a day before the run (caught up at start) is not waited for."""
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.rules.service import Engine
+
+    root = Path(__file__).resolve().parents[2]
+    start = int(datetime(2026, 6, 1, 0, 0, tzinfo=UTC).timestamp() * 1000)
+    engine = Engine(load_field(root / "examples/demo-town.yaml"), MqttSettings(), tmp_path / "r",
+                    ManualClock(start / 1000), influx=Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}")))
+    horizon = [start]
+    monkeypatch.setattr(type(engine.core), "horizon_ms", property(lambda _self: horizon[0]))
+    try:
+        assert engine._handled_ms() == start  # the check of May 31 was due before the run
+        due = engine.schedule.due_ms(date(2026, 6, 2))
+        horizon[0] = due + 3_600_000  # an hour past the check of June 2, not done yet
+        assert engine._handled_ms() == due - 1
+        engine.schedule.last = date(2026, 6, 2)  # its verdict
+        assert engine._handled_ms() == due + 3_600_000
+    finally:
+        engine.transport.stop()
+        engine.store.close()
+        engine.commands.close()
