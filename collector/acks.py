@@ -46,6 +46,18 @@ def seq_of(payload: bytes) -> tuple[int, int] | None:
     return int(m.group(1)), int(b.group(1)) if b else 0
 
 
+@dataclass(frozen=True)
+class Loss:
+    """A gap a gateway could no longer fill: ``messages`` data messages of ``first``..``last``
+    lost for good, as the gateway answered at ``ts_ms``."""
+
+    gateway: str
+    first: int
+    last: int
+    messages: int
+    ts_ms: int
+
+
 @dataclass
 class Track:
     contig: int = -1  # every seq up to it is stored
@@ -73,6 +85,8 @@ class Acks:
         self.lost = 0  # seqs a gateway no longer had (or given up)
         self.gaps_lost = 0  # gaps reported unfillable
         self._saved: dict[str, tuple[int, int]] = {}
+        self.losses: list[Loss] = []  # gaps found unfillable, for InfluxDB (``data_loss``)
+        self._loss_ms: dict[str, int] = {}
         # in a share group: (gateway, first, last, bd_seq) handled here since the last report
         self.mine: list[tuple[str, int, int, int]] | None = [] if group else None
         self._load()
@@ -161,7 +175,7 @@ class Acks:
             t.gap_since = None
             t.ask_every_s = 0.0
 
-    def _lose(self, gw: str, t: Track, first: int, last: int, why: str) -> None:
+    def _lose(self, gw: str, t: Track, first: int, last: int, why: str, ts_ms: int) -> None:
         n = 0
         for s in range(max(first, t.contig + 1), last + 1):
             if s not in t.ahead:
@@ -172,6 +186,11 @@ class Acks:
         if n:
             self.lost += n
             self.gaps_lost += 1
+            # stamped with the gateway's answer; a further gap of that gateway at the same (or an
+            # earlier) ms one ms later, so that no loss point overwrites another
+            ts = max(ts_ms, self._loss_ms.get(gw, -1) + 1)
+            self._loss_ms[gw] = ts
+            self.losses.append(Loss(gw, first, last, n, ts))
             log.error("gateway %s: %d data messages lost for good (seq %d..%d): %s", gw, n, first, last,
                       why)
 
@@ -185,7 +204,7 @@ class Acks:
             t.contig = res.stored_seq
             t.ahead = {s: b for s, b in t.ahead.items() if s > t.contig}
         for a, b in res.lost:
-            self._lose(res.gateway, t, a, b, "dropped from the gateway's store under its bounds")
+            self._lose(res.gateway, t, a, b, "dropped from the gateway's store under its bounds", res.ts_ms)
         self._advance(t)
         t.dirty = True
         if res.resent:

@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from aquavolt import schema
 from aquavolt.clock import ENV as CLOCK_ENV
 from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
 from aquavolt.collector.acks import Acks, seq_of
@@ -280,6 +281,11 @@ class Collector:
         except WireError as exc:
             self.deadletters.record("malformed", m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
+        if self.acks.losses:  # in the answer's batch: it is acknowledged once they are written
+            losses, self.acks.losses = self.acks.losses, []
+            self._batch.add(m.topic, [schema.line(schema.DATA_LOSS, {"gateway": x.gateway},
+                                                  {"messages": x.messages, "first_seq": x.first,
+                                                   "last_seq": x.last}, x.ts_ms) for x in losses])
         return True
 
     def _take_group(self, m: Inbound) -> None:

@@ -137,3 +137,16 @@ def test_every_gap_is_asked_in_the_same_round(tmp_path: Path) -> None:
         acks.stored("gw", s, 0)
     req = [(r["from_seq"], r["to_seq"]) for r in _sent(acks.due(0.0, 1), "/resend")]
     assert req == [(1, 1), (3, 7)]  # 6 seqs at most in all
+
+
+def test_each_unfillable_gap_is_one_loss_point_none_overwriting_another(tmp_path: Path) -> None:
+    acks = Acks(T, tmp_path / "stored.json", gap_grace_s=0.0)
+    for s in (0, 3, 6, 9):
+        acks.stored("gw", s, 0)
+    answer = ResendResult(gateway="gw", from_seq=1, to_seq=8, resent=0, lost=[(1, 2), (4, 5)], ts_ms=500)
+    acks.resent(encode(answer))
+    acks.resent(encode(answer.model_copy(update={"lost": [(7, 8)]})))  # another answer, same ms
+    acks.resent(encode(answer))  # the first again (redelivered): nothing new lost
+    assert [(x.first, x.last, x.messages, x.ts_ms) for x in acks.losses] == [
+        (1, 2, 2, 500), (4, 5, 2, 501), (7, 8, 2, 502)]
+    assert acks.lost == 6 and acks.tracks["gw"].contig == 9
