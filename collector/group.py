@@ -13,7 +13,8 @@ never a mark above something not stored.
 
 One member asks the gateways for gaps: the one with the smallest id among those heard from
 in the last ``gone_after_s`` (itself included), so a gateway is not asked once per member;
-when it goes silent, the next one takes over.
+when it goes silent, the next one takes over. A member that just started asks nothing for
+two heartbeats: by then it has heard the members that are up.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Group:
         self.gone_after_s = gone_after_s
         self.heard: dict[str, float] = {}  # member -> monotonic time of its last report
         self._sent_at = -math.inf
+        self._since: float | None = None  # the first time asked who asks
 
     def take(self, payload: bytes, now_s: float) -> GroupStored | None:
         """A report from the group topic: another member's (None for our own). Raises
@@ -43,6 +45,10 @@ class Group:
 
     def asks(self, now_s: float) -> bool:
         """Whether this member is the one that sends the resend requests."""
+        if self._since is None:
+            self._since = now_s
+        if now_s - self._since < 2 * self.heartbeat_s:
+            return False
         alive = [m for m, at in self.heard.items() if now_s - at <= self.gone_after_s]
         return min([self.member, *alive]) == self.member
 

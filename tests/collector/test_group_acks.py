@@ -4,7 +4,7 @@ link (``edge.link``, in the test's loop) publishing real seqs. The broker gives 
 message to one member only; the members tell each other what they stored, so the retained
 mark reaches the last seq and the gateway forgets its data. One member killed with SIGKILL
 mid-run: what it stored without reporting is asked again from the gateway and stored again,
-nothing is lost, and the mark still reaches the end."""
+nothing is lost, and the mark still reaches the end. A bad report is dead-lettered."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def _until(cond: Callable[[], Any], timeout_s: float) -> bool:
 
 def test_a_share_group_marks_the_union_even_when_a_member_is_killed(
         mosquitto: Mosquitto, influx_settings: InfluxSettings, topic_prefix: str, tmp_path: Path,
-        collectors: list[Any], cx: Any) -> None:
+        collectors: list[Any], publisher: Any, cx: Any) -> None:
     t = Topics(topic_prefix)
     gw = "gw-group"
     url = mosquitto.url() + f"?prefix={topic_prefix}"
@@ -86,6 +86,12 @@ def test_a_share_group_marks_the_union_even_when_a_member_is_killed(
             for _ in range(200):
                 link.submit(t.data(gw, "d"), batch, PointClass.TELEMETRY, RealClock().now_ms())
             await all_stored_and_marked(200, "both members up")
+            # a report that breaks the contract (a range ending before it starts): dead-lettered
+            # by each member, the marks unchanged
+            publisher.publish(t.group_stored("ingest"), b'{"v":1,"member":"x","ranges":[["' + gw.encode()
+                              + b'",900,800,0]],"ts_ms":1}')
+            bad = 'aquavolt_collector_deadletters_total{reason="malformed"}'
+            assert await _until(lambda: a.metrics()[bad] == b.metrics()[bad] == 1, 10)
             ma = a.metrics()["aquavolt_collector_messages_total"]
             mb = b.metrics()["aquavolt_collector_messages_total"]
             assert ma > 20 and mb > 20, (ma, mb)  # each stored only part of the seqs
