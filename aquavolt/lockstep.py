@@ -28,15 +28,12 @@ import asyncio
 import heapq
 import logging
 import math
-import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from aquavolt.errors import WireError
-from aquavolt.mqtt import make_client
+from aquavolt.mqtt import Inbound, Transport
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import TimeDone, TimeGrant, TimeStage, Topics, decode, encode
 
@@ -78,14 +75,16 @@ class LockstepClock:
         self._ready = False
         self._finishing: asyncio.Task[None] | None = None
         self._pending: TimeGrant | None = None
-        self.connected = threading.Event()
         self.grants = 0
         name = participant or f"follower-{uuid.uuid4().hex[:8]}"
-        self.client = make_client(settings, f"aquavolt-time-{name}-{settings.prefix.replace('/', '_')}"[:120])
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
+        cid = f"aquavolt-time-{name}-{settings.prefix.replace('/', '_')}"[:120]
+        self.transport = Transport(settings, cid,
+                                   subscriptions=[(self.topics.time_grant, 1)], name="time.mqtt")
+        self.transport.on_message = self._on_message
+        self.transport.on_connected.append(self._on_connected)
+        self.connected = self.transport.connected
         if participant is None:
-            self._connect()
+            self.transport.start()  # a follower's grants are read before its loop exists
 
     # ------------------------------------------------------------ Clock protocol
     def now(self) -> float:
@@ -133,11 +132,9 @@ class LockstepClock:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             if self.participant is not None:
-                self._connect()
-
-    def _connect(self) -> None:
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
-        self.client.loop_start()
+                self.transport.start(self._loop)
+            else:
+                self.transport.attach(self._loop)
 
     def ready(self) -> None:
         """The component has started every task that sleeps on this clock: it may be granted
@@ -155,22 +152,19 @@ class LockstepClock:
             heapq.heappop(self._sleepers)
         return self._sleepers[0][0] if self._sleepers else None
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
-        if rc.is_failure:
-            log.error("time: MQTT connection refused: %s", rc)
-            return
-        client.subscribe(self.topics.time_grant, qos=1)
-        self.connected.set()
-        if self._loop is not None and self.participant is not None:
-            self._loop.call_soon_threadsafe(self._reconnected)
+    def _on_connected(self, _session_present: bool) -> None:
+        if self.participant is not None:
+            self._reconnected()
 
     def _reconnected(self) -> None:
         if self._ready and self._finishing is None:
             self._done(self.step)
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Inbound) -> None:
+        """In the loop once attached (a follower's before: paho's thread, where it only
+        moves ``t_ms`` forward)."""
         try:
-            grant = decode(bytes(msg.payload), TimeGrant)
+            grant = decode(msg.payload, TimeGrant)
         except WireError as exc:
             log.error("time: ignored a bad grant on %s: %s", msg.topic, exc)
             return
@@ -179,12 +173,12 @@ class LockstepClock:
         if self.participant is None:
             if grant.stage is TimeStage.EDGE and (self.t_ms is None or grant.t_ms > self.t_ms):
                 self.t_ms = grant.t_ms
-                if self._loop is not None and not self._loop.is_closed():
-                    self._loop.call_soon_threadsafe(self._wake_due)
+                if self._loop is not None:
+                    self._wake_due()
             return
         if grant.stage is not self.stage or self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self._grant, grant)
+        self._grant(grant)
 
     def _grant(self, grant: TimeGrant) -> None:
         if grant.step <= self.step and self.step >= 0:
@@ -263,8 +257,7 @@ class LockstepClock:
         t = self.t_ms if self.t_ms is not None else _ms(self.start)
         msg = TimeDone(run=self.run, participant=self.participant, step=step, stage=self.stage,
                        t_ms=t, next_ms=self.next_ms())
-        self.client.publish(self.topics.time_done(self.participant), encode(msg), qos=1)
+        self.transport.publish(self.topics.time_done(self.participant), encode(msg), qos=1)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.transport.stop()

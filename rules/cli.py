@@ -72,7 +72,7 @@ async def _main(args: argparse.Namespace) -> int:
     engine = Engine(loaded, settings, Path(args.state_dir), clock, notifier, tick_every_ms=args.tick_ms,
                     influx=influx)
     def publish(topic: str, payload: bytes, retain: bool = False) -> None:
-        engine.client.publish(topic, payload, qos=1, retain=retain)
+        engine.transport.publish(topic, payload, qos=1, retain=retain)
 
     args.publish = publish
     args.topics, args.clock = engine.topics, clock

@@ -388,7 +388,10 @@ async def post_command(request: web.Request) -> web.Response:
                   issuer=signer.issuer)
     cmd = sign(cmd, gw_id, dev_id, signer.key)
     eng.commands.issued(cmd, gw_id, dev_id)  # stored before it leaves
-    eng.client.publish(eng.topics.command(gw_id, dev_id), encode(cmd), qos=1, retain=False)
+    if eng.transport.publish(eng.topics.command(gw_id, dev_id), encode(cmd), qos=1) is None:
+        # logged as issued, never published: the gateway cannot get it, the operator must know
+        return _json({"error": f"command {cmd.id} not published: the broker connection refuses "
+                               "messages; nothing was sent", "id": cmd.id}, 503)
     eng.commands.published(cmd.id)
     eng.changes.notify()
     result = {"id": cmd.id, "issued_ms": cmd.ts_ms, "issuer": cmd.issuer, "operator": cmd.operator}

@@ -40,15 +40,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
-
 from aquavolt.clock import Clock, RealClock
 from aquavolt.config import LoadedField
 from aquavolt.errors import WireError
 from aquavolt.influx import Influx, InfluxError
 from aquavolt.logs import OnceLogger
-from aquavolt.mqtt import connect_properties, make_client
+from aquavolt.mqtt import MAX_OUTSTANDING, Transport
 from aquavolt.progress import ProgressReporter
 from aquavolt.rules.api import Condition, CustomerSink
 from aquavolt.rules.core import Core, Output
@@ -90,6 +87,9 @@ while, which is no reason to give up the day's check."""
 ROUND_MAX_S = 0.05
 """Wall seconds of messages per processing round: the loop gets control back between rounds
 (signals, the API), however fast readings arrive."""
+INBOX_MAX = 20_000
+"""Messages received and not processed at most: beyond, paho's thread stops reading and the
+broker queues them for the session (backpressure)."""
 STOP_BUDGET_S = 0.5
 """Wall seconds given at stop to the messages already received and to pending writes."""
 EARLY_GRACE_S = 2.0
@@ -345,59 +345,30 @@ class Engine:
         self._daily_task: asyncio.Task[None] | None = None
         self._daily_retry_at = 0.0
         self._recheck: tuple[date, int] | None = None
-        self.connected = threading.Event()
-        self._inbox: deque[tuple[str, bytes]] = deque()
-        self._wake_pending = False  # a wake-up is scheduled on the loop (set from paho's thread)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pubacks: deque[int] = deque()  # message ids the broker acknowledged (QoS 1 PUBACK)
         cid = f"aquavolt-rules-{loaded.field.id}-{mqtt_settings.prefix.replace('/', '_')}"[:120]
-        self.client = make_client(mqtt_settings, cid, max_queued=100_000)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        t = self.topics
+        # a persistent session: what arrives while the engine restarts waits at the broker
+        self.transport = Transport(
+            mqtt_settings, cid, clean_start=False, session_expiry_s=3600, max_queued=MAX_OUTSTANDING,
+            max_inbox=INBOX_MAX, name="rules.mqtt",
+            subscriptions=[(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
+                           (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1),
+                           *((f, 1) for f in self.sparkplug.filters())])
+        self.transport.on_wake = self._wake.set
+        self.transport.on_connected.append(lambda _session: self.progress.ready())
+        self.transport.on_pubacks = self._pubacks.extend
+        self.connected = self.transport.connected
+        self._inbox = self.transport.inbox
         # the outbox: stored, not yet acknowledged by the broker (id -> message, in id order)
         self._outbox: dict[int, Message] = dict(self.store.outbox())
         self._inflight: dict[int, int] = {}  # MQTT message id -> outbox id, published, not acknowledged
-        self._pubacks: deque[int] = deque()  # message ids acknowledged (appended by paho's thread)
         self._acked: list[int] = []  # acknowledged, still to delete from the outbox
-        self.client.on_publish = self._on_publish
         self._hold_publish = os.environ.get(TEST_HOLD_PUBLISH_ENV) or None
         self.progress = ProgressReporter("rules", self.topics,
-                                         lambda t, p: self.client.publish(t, p, qos=1), clock.now_ms)
-
-    # ---------------------------------------------------------------- MQTT thread
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode,
-                    _p: object = None) -> None:
-        if rc.is_failure:
-            log.error("MQTT connection refused: %s", rc)
-            return
-        t = self.topics
-        client.subscribe([(t.all_data, 1), (t.all_device_status, 1), (t.all_gateway_status, 1),
-                          (t.all_health, 1), (f"{t.prefix}/gw/+/dev/+/reply", 1),
-                          *((f, 1) for f in self.sparkplug.filters())])
-        self.connected.set()
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.progress.ready)
-        log.info("connected to MQTT %s:%d", self.settings.host, self.settings.port)
-
-    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: ReasonCode, _p: object) -> None:
-        self._pubacks.append(mid)  # the broker has it (QoS 1 PUBACK); the loop looks at it later
-
-    def _on_disconnect(self, *_: object) -> None:
-        self.connected.clear()
-        log.warning("MQTT disconnected; paho reconnects")
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        # append, THEN look at the flag: a round resets the flag before it drains the inbox, so
-        # a message is either drained by a round that started after it or wakes the next one.
-        # (Testing "was the inbox empty" before appending lost a wake-up when the loop drained
-        # the inbox in between: the engine then stopped processing for good.)
-        if not self._inbox:  # work pending from now: the watchdog measures from here
-            self._progress_at = time.monotonic()
-        self._inbox.append((msg.topic, bytes(msg.payload)))
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake.set)
+                                         lambda t, p: self.transport.publish(t, p, qos=1), clock.now_ms)
 
     # ---------------------------------------------------------------- decoding, checks
     def _message(self, kind: str, gw: str, dev: str | None,
@@ -499,7 +470,7 @@ class Engine:
                     log.warning("%s #%d on %s: %s", exc.counter, n, topic, exc)
             dl = DeadLetter(component="rules", topic=topic, reason=str(exc),
                             payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
-            self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+            self.transport.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
 
     def _sparkplug(self, topic: str, payload: bytes, out: Output, waiting_since: float | None) -> None:
         """A Sparkplug B edge node's message: each aquavolt message it stands for is handled as
@@ -509,14 +480,14 @@ class Engine:
         self.stats.sparkplug_seq_gaps += got.gaps
         for cmd_topic, cmd in got.commands:
             self.stats.sparkplug_rebirth_requests += 1
-            self.client.publish(cmd_topic, cmd, qos=0)
+            self.transport.publish(cmd_topic, cmd, qos=0)
         for wire_topic, msg in got.messages:
             self._handle(wire_topic, encode(msg), out, waiting_since)
         for reason in got.dead:
             self.stats.rejected += 1
             dl = DeadLetter(component="rules", topic=topic, reason=f"sparkplug: {reason}"[:MAX_TEXT],
                             payload=_binary_text(payload), ts_ms=self.clock.now_ms())
-            self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+            self.transport.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
 
     def _may_wait(self, since: float | None) -> bool:
         """On a simulated clock (lockstep: the grant may come after the readings it allowed), a
@@ -529,7 +500,7 @@ class Engine:
         """Why the processing loop is judged stuck, '' when it is not: messages have waited
         ``stuck_after_s`` wall seconds without a processing round (``/health`` answers 503)."""
         waiting = len(self._inbox)
-        idle = time.monotonic() - self._progress_at
+        idle = time.monotonic() - max(self._progress_at, self.transport.inbox_since)
         if waiting and idle > self.stuck_after_s:
             return f"processing loop stuck: no round for {idle:.1f} s with {waiting} message(s) waiting"
         return ""
@@ -609,10 +580,10 @@ class Engine:
             for i, (topic, payload, retain) in self._outbox.items():
                 if i in flying:
                     continue
-                info = self.client.publish(topic, payload, qos=1, retain=retain)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                mid = self.transport.publish(topic, payload, qos=1, retain=retain)
+                if mid is None:
                     break  # paho's queue is full: the rest at the next housekeeping
-                self._inflight[info.mid] = i
+                self._inflight[mid] = i  # an id handed out again replaces the older: it goes again
         self.stats.outbox_pending = len(self._outbox)
 
     def _round(self, work: Callable[[Output], None], received: list[tuple[str, bytes]]) -> bool:
@@ -666,7 +637,7 @@ class Engine:
         for topic, payload in dead:
             dl = DeadLetter(component="rules", topic=topic, reason=reason,
                             payload=payload.decode("utf-8", "replace"), ts_ms=now)
-            self.client.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
+            self.transport.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
         st.round_dead_letters += len(dead)
 
     def _topic_of(self, msg: Any) -> str:
@@ -684,7 +655,6 @@ class Engine:
     def process_pending(self, budget_s: float = ROUND_MAX_S) -> None:
         """One processing round: the messages received so far, for at most ``budget_s`` (the
         loop must get control back while readings keep arriving), then store, publish, notify."""
-        self._wake_pending = False  # from now on, a new message schedules another round
         received: list[tuple[str, bytes]] = []
         inbox = self._inbox
 
@@ -696,7 +666,8 @@ class Engine:
                     self._handle(topic, payload, out, since)
             end = time.monotonic() + budget_s
             for _ in range(len(inbox)):
-                topic, payload = inbox.popleft()
+                m = inbox.popleft()
+                topic, payload = m.topic, m.payload
                 received.append((topic, payload))
                 self.stats.messages += 1
                 self._handle(topic, payload, out)
@@ -705,6 +676,7 @@ class Engine:
 
         if not self._round(work, received):
             self._early.clear()  # all of them are among the round's messages, dead-lettered
+        self.transport.taken()
         if inbox:
             self._wake.set()  # more: another round after the loop has had its turn
         self.stats.rounds += 1
@@ -861,10 +833,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         await self.prime_from_history()
         self.watchdog.start()  # after priming: the housekeeping beats from now on
-        s = self.settings
-        self.client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
-                                  properties=connect_properties(3600))
-        self.client.loop_start()
+        self.transport.start(self._loop)
         if self._outbox:  # stored by an engine that stopped before the broker acknowledged them
             log.info("publishing %d message(s) stored but not acknowledged before the last stop",
                      len(self._outbox))
@@ -885,13 +854,11 @@ class Engine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.client.on_message = None
         loop = asyncio.get_running_loop()
         while self._inflight and loop.time() < t0 + STOP_BUDGET_S / 2:  # acknowledgements on their way
             self.publish_outbox()
             await asyncio.sleep(0.01)
-        self.client.disconnect()
-        await asyncio.to_thread(self.client.loop_stop)
+        await asyncio.to_thread(self.transport.stop)  # what it received meanwhile is in the inbox
         deadline = t0 + STOP_BUDGET_S
         while self._inbox and loop.time() < deadline:
             self.process_pending()

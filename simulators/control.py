@@ -21,12 +21,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from aquavolt.faults import FaultError, FaultSpec
-from aquavolt.mqtt import make_client
+from aquavolt.mqtt import Inbound, Transport
 from aquavolt.progress import ProgressReporter
 from aquavolt.settings import MqttSettings
 from aquavolt.simulators.sim import Simulation
@@ -108,34 +107,29 @@ class MqttFaults:
         self.topic = f"{settings.prefix}/sim/fault"
         self.loop = loop
         self.settings = settings
-        self.client = make_client(settings, f"aquavolt-sim-{uuid.uuid4().hex[:8]}")
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
+        self.transport = Transport(settings, f"aquavolt-sim-{uuid.uuid4().hex[:8]}",
+                                   subscriptions=[(self.topic, 1)], max_inbox=1000, name="sim.mqtt")
+        self.transport.on_message = self._apply
+        self.transport.on_connected.append(self._connected)
         self.subscribed = asyncio.Event()
         self.progress = ProgressReporter("sim", Topics(settings.prefix),
-                                         lambda t, p: self.client.publish(t, p, qos=1), sim.clock.now_ms)
+                                         lambda t, p: self.transport.publish(t, p, qos=1), sim.clock.now_ms)
 
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        client.subscribe(self.topic, qos=1)
-        self.loop.call_soon_threadsafe(self.subscribed.set)
+    def _connected(self, _session_present: bool) -> None:
+        self.subscribed.set()
         # started once every server serves: connected means ready (said again on a reconnect)
-        self.loop.call_soon_threadsafe(self.progress.ready)
+        self.progress.ready()
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self.loop.call_soon_threadsafe(self._apply, bytes(msg.payload))
-
-    def _apply(self, payload: bytes) -> None:
+    def _apply(self, m: Inbound) -> None:
         try:
-            out = apply_message(self.sim, json.loads(payload))
+            out = apply_message(self.sim, json.loads(m.payload))
         except (ValueError, ValidationError, FaultError) as exc:
             log.error("rejected fault message on %s: %s", self.topic, exc)
             return
         log.info("fault(s) from MQTT: %s", [f["id"] for f in out])
 
     def start(self) -> None:
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
-        self.client.loop_start()
+        self.transport.start(self.loop)
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.transport.stop()

@@ -8,11 +8,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
-
 from aquavolt.errors import WireError
-from aquavolt.mqtt import make_client
+from aquavolt.mqtt import Inbound, Transport
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import AlarmEvent, AlarmState, CustomerAlert, GatewayStatus, Topics, decode
 
@@ -42,20 +39,15 @@ class LiveView:
         self.settings = settings
         self.seen = Seen()
         self._lock = threading.Lock()
-        self.client = make_client(settings, client_id)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode,
-                    _p: object = None) -> None:
-        if not rc.is_failure:
-            t = self.topics
-            client.subscribe([(t.all_data, 0), (t.all_gateway_status, 1), (t.all_alarms, 1),
-                              (t.alarm_events, 1), (t.customer_alerts, 1)])
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         t = self.topics
-        payload = bytes(msg.payload)
+        self.transport = Transport(settings, client_id, name="liveview.mqtt", subscriptions=[
+            (t.all_data, 0), (t.all_gateway_status, 1), (t.all_alarms, 1), (t.alarm_events, 1),
+            (t.customer_alerts, 1)])
+        self.transport.on_message = self._on_message  # in paho's thread: the view only reads
+
+    def _on_message(self, msg: Inbound) -> None:
+        t = self.topics
+        payload = msg.payload
         with self._lock:
             try:
                 if msg.topic.endswith("/data"):
@@ -78,12 +70,10 @@ class LiveView:
                 pass  # the live view only shows; the collector dead-letters bad payloads
 
     def start(self) -> None:
-        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)
-        self.client.loop_start()
+        self.transport.start()
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.transport.stop()
 
     def rate(self) -> float:
         now = time.monotonic()

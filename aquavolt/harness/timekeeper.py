@@ -17,10 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-
 from aquavolt.errors import ServiceError, WireError
-from aquavolt.mqtt import make_client
+from aquavolt.mqtt import Inbound, Transport
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import Progress, TimeDone, TimeGrant, TimeStage, Topics, decode, encode
 
@@ -41,20 +39,15 @@ class Watch:
         self.done: dict[str, TimeDone] = {}
         self.done_at: dict[str, float] = {}  # wall (monotonic) time of each one's last TimeDone
         self.cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self.client = make_client(settings, client_id)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *_a: self._subscribed.set()
-        self.client.on_message = self._on_message
+        self.transport = Transport(settings, client_id, name="timekeeper.mqtt", subscriptions=[
+            (self.topics.all_progress, 1), (self.topics.all_time_done, 1)])
+        self.transport.on_message = self._on_message  # in paho's thread, under ``cond``
         self.bad = 0
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None) -> None:
-        client.subscribe([(self.topics.all_progress, 1), (self.topics.all_time_done, 1)])
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Inbound) -> None:
         try:
             if "/time/done/" in msg.topic:
-                d = decode(bytes(msg.payload), TimeDone)
+                d = decode(msg.payload, TimeDone)
                 if self.run is not None and d.run != self.run:
                     return
                 with self.cond:
@@ -62,7 +55,7 @@ class Watch:
                     self.done_at[d.participant] = time.monotonic()
                     self.cond.notify_all()
             else:
-                p = decode(bytes(msg.payload), Progress)
+                p = decode(msg.payload, Progress)
                 with self.cond:
                     self.progress[p.component] = p
                     self.cond.notify_all()
@@ -71,15 +64,16 @@ class Watch:
             log.warning("ignored a bad message on %s: %s", msg.topic, exc)
 
     def start(self, timeout_s: float = 10.0) -> None:
-        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)
-        self.client.loop_start()
-        if not self._subscribed.wait(timeout_s):
-            self.client.loop_stop()
+        self.transport.start()
+        if not self.transport.wait_connected(timeout_s):
+            self.transport.stop()
             raise ServiceError(f"no SUBACK from MQTT {self.settings.host}:{self.settings.port}")
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.transport.stop()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.transport.publish(topic, payload, qos=1, retain=retain)
 
     def wait(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait (on messages, not on a timer) until ``predicate`` holds; False at the timeout."""
@@ -157,7 +151,7 @@ class TimeKeeper:
             return
         msg = TimeGrant(run=self.run, step=self.step, stage=stage, t_ms=self.t_ms)
         sent = time.monotonic()
-        self.watch.client.publish(self.watch.topics.time_grant, encode(msg), qos=1, retain=True)
+        self.watch.publish(self.watch.topics.time_grant, encode(msg), retain=True)
 
         def all_done() -> bool:
             d = self.watch.done

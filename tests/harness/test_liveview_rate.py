@@ -7,6 +7,7 @@ import pytest
 
 from aquavolt.harness import liveview
 from aquavolt.harness.liveview import LiveView
+from aquavolt.mqtt import Inbound
 from aquavolt.settings import MqttSettings
 
 
@@ -30,18 +31,14 @@ def test_sms_count_is_one_per_message_whatever_its_status_updates() -> None:
     view = LiveView(MqttSettings())
     topic = Topics(MqttSettings().prefix).customer_alerts
 
-    class Msg:
-        def __init__(self, payload: bytes) -> None:
-            self.topic, self.payload = topic, payload
-
-    def alert(event: str, customer: str, status: str, ts: int) -> Msg:
-        return Msg(encode(CustomerAlert(id=event, customer=customer, kind="outage", language="fr",
-                                        text="coupure", status=status, ts_ms=ts)))
+    def alert(event: str, customer: str, status: str, ts: int) -> Inbound:
+        return Inbound(topic, encode(CustomerAlert(id=event, customer=customer, kind="outage", language="fr",
+                                        text="coupure", status=status, ts_ms=ts)), 0, 1, False, 0)
 
     for customer in ("c0001", "c0002"):
         for k, status in enumerate(("queued", "sent", "delivered")):
-            view._on_message(None, None, alert("outage/tx-1a/1", customer, status, k))  # type: ignore[arg-type]
-    view._on_message(None, None, alert("outage/tx-1a/1", "c0003", "queued", 0))  # type: ignore[arg-type]
-    view._on_message(None, None, alert("outage/tx-1a/1", "c0003", "failed", 1))  # type: ignore[arg-type]
+            view._on_message(alert("outage/tx-1a/1", customer, status, k))
+    view._on_message(alert("outage/tx-1a/1", "c0003", "queued", 0))
+    view._on_message(alert("outage/tx-1a/1", "c0003", "failed", 1))
     assert view.seen.sms_count() == 2
     assert "SMS that would be sent: 2" in view.render("2026-06-01 12:00")

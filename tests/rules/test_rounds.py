@@ -184,13 +184,15 @@ def test_a_rule_that_raises_midway_rolls_the_whole_round_back(tmp_path: Path) ->
 
     rule.step = marked
 
-    class Msg:
+    class Msg:  # as paho's MQTTMessage, handed to the transport as paho's thread does
+        mid, qos, retain = 0, 1, False
+
         def __init__(self, topic: str, payload: bytes) -> None:
             self.topic, self.payload = topic, payload
 
     def round_of(*batches: Batch) -> None:
         for b in batches:
-            engine._on_message(None, None, Msg(t.data("gw-1", b.device), encode(b)))  # type: ignore[arg-type]
+            engine.transport._on_message(None, None, Msg(t.data("gw-1", b.device), encode(b)))  # type: ignore[arg-type]
         engine.process_pending()
 
     def tank(seq: int, *values: float) -> Batch:
@@ -220,7 +222,7 @@ def test_a_rule_that_raises_midway_rolls_the_whole_round_back(tmp_path: Path) ->
         round_of(again)  # applied once: now a duplicate
         assert engine.stats.resent_skipped == 1
     finally:
-        engine.client.loop_stop()
+        engine.transport.stop()
         engine.store.close()
         engine.commands.close()
 
@@ -240,14 +242,16 @@ def test_an_operator_action_that_cannot_be_stored_changes_nothing(tmp_path: Path
     field.write_text((CASES / "field.yaml").read_text() + RULES)
     engine = Engine(load_field(field), MqttSettings(), tmp_path / "state", ManualClock(TS / 1000 + 60))
 
-    class Msg:
+    class Msg:  # as paho's MQTTMessage, handed to the transport as paho's thread does
+        mid, qos, retain = 0, 1, False
+
         def __init__(self, topic: str, payload: bytes) -> None:
             self.topic, self.payload = topic, payload
 
     pump = Batch(gateway="gw-1", device="pump-1", seq=1, readings=[Reading(point="fault", value=True, ts_ms=TS)])
     m = engine.core.manager
     try:
-        engine._on_message(None, None, Msg(engine.topics.data("gw-1", "pump-1"), encode(pump)))  # type: ignore[arg-type]
+        engine.transport._on_message(None, None, Msg(engine.topics.data("gw-1", "pump-1"), encode(pump)))  # type: ignore[arg-type]
         engine.process_pending()
         assert str(m.alarms["pump-1/fault"].state) == "unack"
         before = m.snapshot()
@@ -274,6 +278,6 @@ def test_an_operator_action_that_cannot_be_stored_changes_nothing(tmp_path: Path
         assert [a["action"] for a in engine.store.actions()] == ["acknowledge"]
         assert engine.store.events(alarm_id="pump-1/fault")[0]["transition"] == events[0].transition
     finally:
-        engine.client.loop_stop()
+        engine.transport.stop()
         engine.store.close()
         engine.commands.close()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from aquavolt.harness.servers import Mosquitto
-from aquavolt.mqtt import Recorder
+from aquavolt.mqtt import Inbound, Recorder
 from aquavolt.wire import (
     AlarmEvent,
     Batch,
@@ -242,10 +242,11 @@ def test_health_answers_503_when_processing_makes_no_progress(
                     async with http.get(f"http://127.0.0.1:{port}/health") as r:
                         seen.append((r.status, (await r.json())["stuck"]))
                 await health()  # idle: healthy
-                eng._inbox.append((t.health("gw-1"), _health("gw-1", 1_764_000_000_000)))
+                eng._inbox.append(Inbound(t.health("gw-1"), _health("gw-1", 1_764_000_000_000), 0, 1, False, 0))
                 eng.stuck_after_s = 60.0
                 await health()  # work just arrived (and however slow this machine, not 60 s ago)
                 eng._progress_at -= 61.0  # the last round was 61 s ago (no sleep: the wall clock moved)
+                eng.transport.inbox_since -= 61.0  # and the message arrived then
                 await health()  # no round for longer than stuck_after_s: stuck
                 eng.process_pending()
                 await health()
@@ -298,7 +299,7 @@ def test_on_a_simulated_clock_a_message_ahead_waits_for_the_clock_then_is_judged
     t = Topics(topic_prefix)
     try:
         ahead = (t0 + 400) * 1000  # beyond the 300 s window of the clock's instant
-        eng._inbox.append((t.health("gw-1"), _health("gw-1", ahead)))
+        eng._inbox.append(Inbound(t.health("gw-1"), _health("gw-1", ahead), 0, 1, False, 0))
         eng.process_pending()
         assert eng.stats.waiting_for_clock == 1 and eng.core.max_seen_ms == 0
         clock.advance(200)  # the grant arrives
@@ -307,7 +308,7 @@ def test_on_a_simulated_clock_a_message_ahead_waits_for_the_clock_then_is_judged
         assert eng.stats.rejected == 0
 
         eng.early_grace_s = 0.1  # a forged one: the clock never comes
-        eng._inbox.append((t.health("gw-2"), _health("gw-2", FORGED)))
+        eng._inbox.append(Inbound(t.health("gw-2"), _health("gw-2", FORGED), 0, 1, False, 0))
         eng.process_pending()
         assert eng.stats.waiting_for_clock == 1
         deadline = time.monotonic() + 5

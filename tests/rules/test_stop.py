@@ -87,8 +87,9 @@ def test_messages_from_paho_s_thread_never_wait_for_a_lost_wake_up(tmp_path) -> 
                     ManualClock(1_780_000_000))
     topic = engine.topics.health("gw-pumping")
 
-    class Msg:
+    class Msg:  # as paho's MQTTMessage, handed to the transport as paho's thread does
         payload = b"{}"
+        mid, qos, retain = 0, 1, False
 
         @property
         def topic(self) -> str:
@@ -97,10 +98,11 @@ def test_messages_from_paho_s_thread_never_wait_for_a_lost_wake_up(tmp_path) -> 
 
     def producer() -> None:
         for _ in range(n):
-            engine._on_message(None, None, Msg())  # type: ignore[arg-type]
+            engine.transport._on_message(None, None, Msg())  # type: ignore[arg-type]
 
     async def main() -> None:
         engine._loop = asyncio.get_running_loop()
+        engine.transport.attach(engine._loop)
         task = asyncio.create_task(engine._process())
         thread = threading.Thread(target=producer)
         thread.start()
@@ -116,5 +118,5 @@ def test_messages_from_paho_s_thread_never_wait_for_a_lost_wake_up(tmp_path) -> 
         asyncio.run(main())
     finally:
         sys.setswitchinterval(old)
-        engine.client.loop_stop()
+        engine.transport.stop()
     assert engine.stats.messages == n and not engine._inbox, (engine.stats.messages, len(engine._inbox))
