@@ -195,6 +195,9 @@ class Transport:
         self.on_pubacks: Callable[[list[int]], None] | None = None
         self.on_connected: list[Callable[[bool], None]] = []
         self.on_lost: list[Callable[[str], None]] = []
+        self.next_will: Callable[[], tuple[str, bytes, bool]] | None = None
+        """Called in paho's thread when a connection ends, before paho connects again: the
+        will of the next connection (a Sparkplug NDEATH names its session's bdSeq)."""
         self._bridge = LoopBridge()
         self._threaded = False
         self._lock = threading.Lock()
@@ -314,6 +317,10 @@ class Transport:
     def outstanding(self) -> int:
         return len(self._outstanding)
 
+    def acknowledged(self, mid: int) -> bool:
+        """Whether the broker acknowledged the QoS > 0 message published under ``mid``."""
+        return mid not in self._outstanding
+
     # ------------------------------------------------------------ the owner's side of the inbox
     def taken(self) -> None:
         """The owner took messages out of :attr:`inbox`: paho's thread goes on if it waits."""
@@ -367,6 +374,9 @@ class Transport:
         self.subscribed.clear()
         if self._stopping:
             return
+        if self.next_will is not None:
+            topic, payload, retain = self.next_will()
+            self.client.will_set(topic, payload, qos=1, retain=retain)
         self._once.failure(self.name, f"disconnected from {self.settings.describe()} ({rc}){self.while_away}")
         self._failed(f"lost: {rc}")
         self._post(self._lost, str(rc))
@@ -480,13 +490,16 @@ class Recorder:
     """
 
     def __init__(self, settings: MqttSettings, filters: Iterable[str], client_id: str,
-                 qos: int = 1) -> None:
+                 qos: int = 1, session_expiry_s: int | None = None) -> None:
         self.settings = settings
         self.filters = list(filters)
         self.qos = qos
         self.messages: list[Message] = []
         self._lock = threading.Lock()
+        # with a session expiry, a persistent session: the broker keeps QoS 1 messages for it
+        # while it is disconnected or the broker restarts
         self.transport = Transport(settings, client_id, subscriptions=[(f, qos) for f in self.filters],
+                                   clean_start=session_expiry_s is None, session_expiry_s=session_expiry_s,
                                    name="recorder")
         self.transport.on_message = self._on_message
         self.client = self.transport.client

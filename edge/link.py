@@ -24,18 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import paho.mqtt.client as mqtt
-
+from aquavolt.backoff import Backoff
 from aquavolt.clock import Clock
 from aquavolt.edge.store import Row, Store
 from aquavolt.errors import WireError
 from aquavolt.logs import OnceLogger
-from aquavolt.mqtt import LoopBridge, make_client
+from aquavolt.mqtt import MAX_OUTSTANDING, Inbound, Transport
 from aquavolt.profiles import PointClass
 from aquavolt.settings import MqttSettings
 from aquavolt.wire import MAX_LOST_RANGES, ResendRequest, ResendResult, StoredMark, decode, encode
@@ -84,65 +81,40 @@ class Link:
         self._wake = asyncio.Event()
         self._acks = asyncio.Event()
         self._plain: set[int] = set()  # mids of QoS 1 messages outside the store, not acked yet
-        # PUBACKs from paho's thread, taken by the loop in bursts: one wake-up of the loop for
-        # all the PUBACKs that arrived meanwhile, not one each
-        self._pubacks: deque[int] = deque()
-        self._pubacks_posted = False
         self._flush_scheduled = False
+        self._refused = False  # paho refused a stored message: the replay lane waits for a PUBACK
         self._syncer: ThreadPoolExecutor | None = None  # fsyncs the store's commits, in order
         self._syncing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._bridge = LoopBridge()
         self._once = OnceLogger(log)
-        self.client = make_client(settings, client_id)
-        self.client.max_inflight_messages_set(100)
-        self.client.reconnect_delay_set(1, 30)
-        self.client.will_set(will[0], will[1], qos=1, retain=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
+        # paho's queue holds what the two windows and the plain messages let out, far below
+        # the transport's bound on outstanding message ids
+        self.transport = Transport(settings, client_id, will=(will[0], will[1], True), max_inflight=100,
+                                   max_queued=MAX_OUTSTANDING, max_inbox=1000,
+                                   backoff=Backoff(1.0, 30.0), name="edge.mqtt")
+        self.transport.while_away = "; buffering on disk"
+        self.transport.on_connected.append(lambda _session: self._connected())
+        self.transport.on_lost.append(self._disconnected)
+        self.transport.on_pubacks = self._take_pubacks
+        self.transport.on_message = self._on_message
+        self.client = self.transport.client
 
-    # ------------------------------------------------------------ paho thread -> loop
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        self._bridge.post(fn, *args)  # dropped once the link has stopped: the store closes next
+    # ------------------------------------------------------------ from the transport (in the loop)
+    def _take_pubacks(self, mids: list[int]) -> None:
+        for mid in mids:
+            self._puback(mid)
+        if self._refused:  # paho has room again
+            self._refused = False
+            self._wake.set()
 
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
-        if not rc.is_failure:
-            self._post(self._connected)
-        else:
-            log.error("broker %s refused the connection: %s", self.settings.describe(), rc)
-
-    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
-        self._post(self._connect_failed)
-
-    def _connect_failed(self) -> None:
-        self._once.failure("mqtt", f"broker {self.settings.describe()} unreachable; buffering on disk")
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
-        self._post(self._disconnected, str(rc))
-
-    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: Any, _p: object = None) -> None:
-        self._pubacks.append(mid)
-        if not self._pubacks_posted:  # the loop clears the flag before it takes the burst
-            self._pubacks_posted = True
-            self._post(self._take_pubacks)
-
-    def _take_pubacks(self) -> None:
-        self._pubacks_posted = False
-        pubacks = self._pubacks
-        while pubacks:
-            self._puback(pubacks.popleft())
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Inbound) -> None:
         if msg.topic == self.stored_topic:
-            self._post(self._stored, bytes(msg.payload))
+            self._stored(msg.payload)
         elif msg.topic == self.resend_topic:
-            self._post(self._resend, bytes(msg.payload))
+            self._resend(msg.payload)
         else:
-            self._post(self.on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
+            self.on_message(msg.topic, msg.payload, msg.retain)
 
     def acknowledgements(self, gateway: str, bd_seq: int, stored: str, resend: str, resent: str) -> None:
         """Take the collector's stored marks and resend requests on these topics."""
@@ -153,14 +125,11 @@ class Link:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._bridge.open()
-        self._pubacks.clear()
-        self._pubacks_posted = False
         if self.store.sync_wal and self._syncer is None:
             self._syncer = ThreadPoolExecutor(1, thread_name_prefix="edge-fsync")
             self.store.sync_in_commit = False
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
-        self.client.loop_start()
+        self.transport.subscriptions = [(t, 1) for t in self.subscriptions]
+        self.transport.start(self._loop)
         self._tasks = [asyncio.create_task(self._replay(), name="mqtt-replay"),
                        asyncio.create_task(self._housekeeping(), name="mqtt-housekeeping")]
 
@@ -173,19 +142,19 @@ class Link:
             await asyncio.gather(self._syncing, return_exceptions=True)
             await asyncio.sleep(0)
         if last_words is not None and self.connected:
-            self.client.publish(last_words[0], last_words[1], qos=1, retain=True)
+            self.transport.publish(last_words[0], last_words[1], qos=1, retain=True)
         deadline = time.monotonic() + timeout_s
         while self.connected and self._inflight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         self._delete_acked()
-        self.client.disconnect()
-        self.client.loop_stop()
+        # what paho hands over from now on is dropped: the store closes next (acknowledgements
+        # are reset at the next start, marks are retained)
+        await asyncio.to_thread(self.transport.stop)
         if self._syncer is not None:
             self._syncer.shutdown(wait=True)
             self._syncer = None
             self.store.sync_in_commit = True
         self._loop = None
-        self._bridge.close()
 
     def _connected(self) -> None:
         self.connected = True
@@ -199,9 +168,7 @@ class Link:
         log.info("connected to %s; %d messages after the stored mark %d to send", self.settings.describe(),
                  again, self.store.stored_seq)
         for topic, payload in self.birth():
-            self.client.publish(topic, payload, qos=1, retain=True)
-        if self.subscriptions:
-            self.client.subscribe([(t, 1) for t in self.subscriptions])
+            self.transport.publish(topic, payload, qos=1, retain=True)
         for hook in self.on_connected:
             hook()
         self._wake.set()
@@ -253,9 +220,12 @@ class Link:
         self.store.durable_seq = max(self.store.durable_seq, rows[-1].seq)
         for row in rows:
             if self.connected and self._live_n < self.live_window:
-                info = self.client.publish(row.topic, row.payload, qos=1)
-                self._inflight[info.mid] = (row.seq, False)
-                self._out.add(row.seq)
+                mid = self.transport.publish(row.topic, row.payload, qos=1)
+                if mid is None:  # refused: the replay lane sends it once paho takes messages again
+                    self._refused = True
+                    self._wake.set()
+                    continue
+                self._sent(mid, row.seq, False)
                 self._live_n += 1
                 self.published_live += 1
             else:
@@ -265,10 +235,27 @@ class Link:
         """A message outside the store (status, health, replies); dropped when offline."""
         if not self.connected:
             return False
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        mid = self.transport.publish(topic, payload, qos=qos, retain=retain)
+        if mid is None:
+            return False
         if qos > 0:
-            self._plain.add(info.mid)
+            self._plain.add(mid)
         return True
+
+    def _sent(self, mid: int, seq: int, replay: bool) -> None:
+        """A stored message handed to paho under ``mid``. Should the id still name an older
+        message (ids wrap; the transport bounds what is outstanding so that it does not), the
+        older one is sent again by the replay lane: it is still in the store."""
+        old = self._inflight.get(mid)
+        if old is not None:
+            self._out.discard(old[0])
+            if old[1]:
+                self._replay_n -= 1
+            else:
+                self._live_n -= 1
+            self._rewind(min(self._cursor, old[0] - 1))
+        self._inflight[mid] = (seq, replay)
+        self._out.add(seq)
 
     async def drained(self) -> None:
         """Wait until every message submitted or published so far has been acknowledged by
@@ -386,9 +373,11 @@ class Link:
                     if row.seq in self._out or not self.connected:
                         continue
                     payload = row.payload.replace(b'"historical":false', b'"historical":true', 1)
-                    info = self.client.publish(row.topic, payload, qos=1)
-                    self._inflight[info.mid] = (row.seq, True)
-                    self._out.add(row.seq)
+                    mid = self.transport.publish(row.topic, payload, qos=1)
+                    if mid is None:  # refused (paho's queue is full): again after a PUBACK
+                        self._refused = unsynced = True
+                        break
+                    self._sent(mid, row.seq, True)
                     self._replay_n += 1
                     self.published_replay += 1
                     self._cursor = row.seq

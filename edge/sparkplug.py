@@ -28,19 +28,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import paho.mqtt.client as mqtt
 
+from aquavolt.backoff import Backoff
 from aquavolt.edge.store import Store
 from aquavolt.errors import WireError
 from aquavolt.field import GatewaySparkplug
 from aquavolt.logs import OnceLogger
-from aquavolt.mqtt import LoopBridge, make_client
+from aquavolt.mqtt import Inbound, Transport
 from aquavolt.profiles import ModbusPoint, PointClass
 from aquavolt.settings import MqttSettings
 from aquavolt.sparkplug import (
@@ -160,17 +159,21 @@ class SparkplugNode:
         self._replay_wake = asyncio.Event()
         self._replay_restart = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._bridge = LoopBridge()
         self._tasks: list[asyncio.Task[None]] = []
         self._commands: set[asyncio.Task[None]] = set()
         self._once = OnceLogger(log)
-        self.client = make_client(settings, f"aquavolt-spb-{agent.gw.id}")
-        self.client.reconnect_delay_set(1, 30)
-        self._set_will()
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_publish = self._on_publish
+        subs = [(self.topic(MessageType.NCMD), 1), (f"spBv1.0/{self.group_id}/DCMD/{self.node_id}/+", 1)]
+        if cfg.primary_host_id is not None:
+            subs.append((state_topic(cfg.primary_host_id), 1))
+        self.transport = Transport(settings, f"aquavolt-spb-{agent.gw.id}", subscriptions=subs,
+                                   will=self._will(), max_inbox=1000, backoff=Backoff(1.0, 30.0),
+                                   name="edge.sparkplug")
+        self.transport.next_will = self._next_session  # in paho's thread, before it reconnects
+        self.transport.on_connected.append(lambda _session: self._connected())
+        self.transport.on_lost.append(self._disconnected)
+        self.transport.on_pubacks = self._pubacks
+        self.transport.on_message = self._message
+        self.client = self.transport.client
 
     # ------------------------------------------------------------ topics and sequence
     def topic(self, mtype: MessageType, device: str | None = None) -> str:
@@ -193,38 +196,18 @@ class SparkplugNode:
     def _death(self) -> bytes:
         return encode_payload(Payload(timestamp=self.clock.now_ms(), metrics=[bd_seq_metric(self.bd_seq)]))
 
-    def _set_will(self) -> None:
-        self.client.will_set(self.topic(MessageType.NDEATH), self._death(), qos=1, retain=False)
+    def _will(self) -> tuple[str, bytes, bool]:
+        return self.topic(MessageType.NDEATH), self._death(), False
 
-    # ------------------------------------------------------------ paho thread -> loop
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        self._bridge.post(fn, *args)  # dropped once the node has stopped: its store closes next
-
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
-        if not rc.is_failure:
-            self._post(self._connected)
-        else:
-            log.error("broker %s refused the Sparkplug session: %s", self.mqtt_settings.describe(), rc)
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
-        # the next CONNECT carries the next session's will: set it here, before paho reconnects
+    def _next_session(self) -> tuple[str, bytes, bool]:
+        """A session ended: the next one has the next bdSeq, and its will says so."""
         self.bd_seq = self._next_bd_seq()
-        self._set_will()
-        self._post(self._disconnected, str(rc))
-
-    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _rc: Any, _p: object = None) -> None:
-        self._post(self._puback, mid)
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._post(self._message, msg.topic, bytes(msg.payload), bool(msg.retain))
+        return self._will()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._bridge.open()
-        s = self.mqtt_settings
-        self.client.connect_async(s.host, s.port, s.keepalive_s)
-        self.client.loop_start()
+        self.transport.start(self._loop)
         self._tasks = [asyncio.create_task(self._replay(), name="sparkplug-replay")]
         log.info("gateway %s: Sparkplug edge node %s/%s, bdSeq %d, %d messages held", self.agent.gw.id,
                  self.group_id, self.node_id, self.bd_seq, self.store.depth)
@@ -234,25 +217,15 @@ class SparkplugNode:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.connected:  # a clean stop says so itself: the will is for an unclean one
-            info = self.client.publish(self.topic(MessageType.NDEATH), self._death(), qos=1)
-            deadline = time.monotonic() + 3.0
-            while not info.is_published() and self.connected and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-        self.client.on_disconnect = None
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._bridge.close()  # what paho posted and the loop has not run yet never meets the closed store
+        await self._say_death()  # a clean stop says so itself: the will is for an unclean one
+        # what paho hands over from now on is dropped: it never meets the closed store
+        await asyncio.to_thread(self.transport.stop)
         self.store.close()
         self._loop = None
 
     def _connected(self) -> None:
         self.connected = True
         self._once.recovered("sparkplug")
-        subs = [(self.topic(MessageType.NCMD), 1), (f"spBv1.0/{self.group_id}/DCMD/{self.node_id}/+", 1)]
-        if self.cfg.primary_host_id is not None:
-            subs.append((state_topic(self.cfg.primary_host_id), 1))
-        self.client.subscribe(subs)
         log.info("Sparkplug session up (bdSeq %d)%s", self.bd_seq,
                  "" if self.host_online else f"; waiting for primary host {self.cfg.primary_host_id}")
         if self.host_online:
@@ -326,9 +299,9 @@ class SparkplugNode:
                 self._replay_restart = True
                 self._replay_wake.set()
 
-    def _publish(self, mtype: MessageType, dev: str | None, payload: Payload,
-                 qos: int = 0) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(self.topic(mtype, dev), encode_payload(payload), qos=qos)
+    def _publish(self, mtype: MessageType, dev: str | None, payload: Payload, qos: int = 0) -> int | None:
+        """The message id, None when paho refused it (not connected, or its queue full)."""
+        return self.transport.publish(self.topic(mtype, dev), encode_payload(payload), qos=qos)
 
     # ------------------------------------------------------------ data
     def readings(self, rt: DeviceRuntime, readings: list[Reading]) -> None:
@@ -337,10 +310,9 @@ class SparkplugNode:
         last = self.last[dev]
         for name, value, ts, quality in readings:
             last[name] = (value, ts, str(quality))
-        if self.live and dev in self.born:
-            info = self._publish(MessageType.DDATA, dev, self._data(dev, readings, False))
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                return
+        if (self.live and dev in self.born
+                and self._publish(MessageType.DDATA, dev, self._data(dev, readings, False)) is not None):
+            return
         rank = max(_RANK[rt.profile.by_name[n].point_class] if n in rt.profile.by_name else 2
                    for n, *_ in readings)
         body = orjson.dumps([dev, [[n, v, t, str(q)] for n, v, t, q in readings]])
@@ -397,22 +369,24 @@ class SparkplugNode:
                 dev, readings = orjson.loads(row.payload)
                 if dev not in self.born:
                     continue  # a device silent since the birth: replayed after its next birth
-                info = self._publish(MessageType.DDATA, dev, self._data(dev, readings, True), qos=1)
-                self._replay_inflight[info.mid] = row.seq
+                mid = self._publish(MessageType.DDATA, dev, self._data(dev, readings, True), qos=1)
+                if mid is None:
+                    break  # refused: the row stays in the store, replayed at the next wake-up
+                self._replay_inflight[mid] = row.seq
                 self.historical_sent += 1
             else:
                 self._replay_wake.set()  # the whole scan went: look further
             await asyncio.sleep(0)
 
-    def _puback(self, mid: int) -> None:
-        seq = self._replay_inflight.pop(mid, None)
-        if seq is None:
-            return
-        self.store.delete([seq])
-        self._replay_wake.set()
+    def _pubacks(self, mids: list[int]) -> None:
+        seqs = [s for s in (self._replay_inflight.pop(mid, None) for mid in mids) if s is not None]
+        if seqs:
+            self.store.delete(seqs)
+        self._replay_wake.set()  # the window has room (or paho, after a refusal)
 
     # ------------------------------------------------------------ commands and STATE
-    def _message(self, text: str, payload: bytes, retained: bool) -> None:
+    def _message(self, msg: Inbound) -> None:
+        text, payload, retained = msg.topic, msg.payload, msg.retain
         try:
             t = parse_topic(text)
             if t.message_type is MessageType.STATE:
@@ -458,16 +432,22 @@ class SparkplugNode:
         """The primary host is offline: end this session (NDEATH first, as a clean stop does)
         and open a new one, which births once the host's STATE says online (Sparkplug 3.0:
         an edge node terminates its session while the primary host is offline)."""
-        if self.connected:
-            info = self.client.publish(self.topic(MessageType.NDEATH), self._death(), qos=1)
-            deadline = time.monotonic() + 3.0
-            while not info.is_published() and self.connected and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-        self.client.disconnect()  # on_disconnect: the next session's bdSeq and will
-        await asyncio.to_thread(self.client.loop_stop)
-        s = self.mqtt_settings
-        self.client.connect_async(s.host, s.port, s.keepalive_s)
-        self.client.loop_start()
+        await self._say_death()
+        await asyncio.to_thread(self.transport.stop)
+        self._disconnected("left while the primary host is offline")
+        self.transport.set_will(*self._next_session())
+        assert self._loop is not None
+        self.transport.start(self._loop)
+
+    async def _say_death(self, timeout_s: float = 3.0) -> None:
+        """NDEATH, waited for until the broker has it (or the session is gone)."""
+        if not self.connected:
+            return
+        mid = self.transport.publish(self.topic(MessageType.NDEATH), self._death(), qos=1)
+        deadline = time.monotonic() + timeout_s
+        while (mid is not None and not self.transport.acknowledged(mid) and self.connected  # noqa: ASYNC110
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.02)
 
     async def _dcmd(self, dev: str, m: Metric) -> None:
         name = m.name

@@ -19,6 +19,7 @@ from aquavolt.edge.config import EdgeSettings, GatewayConfig
 from aquavolt.field import Gateway
 from aquavolt.harness.servers import Mosquitto
 from aquavolt.mqtt import Message, Recorder
+from aquavolt.settings import MqttSettings
 from aquavolt.wire import Batch, Topics, decode_batch
 
 FAST = EdgeSettings(health_interval_s=0.5, stagger_s=0.05, breaker_base_s=0.2, breaker_max_s=1.0,
@@ -102,16 +103,8 @@ class DurableSubscriber(Recorder):
     """A Recorder with a persistent session (clean_start false, session expiry), so the
     broker keeps its QoS 1 messages while it is disconnected or the broker restarts."""
 
-    def __enter__(self) -> DurableSubscriber:
-        from aquavolt.mqtt import connect_properties
-
-        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s,
-                            clean_start=False, properties=connect_properties(600))
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.client.loop_stop()
-            raise TimeoutError("no SUBACK")
-        return self
+    def __init__(self, settings: MqttSettings, filters: list[str], client_id: str) -> None:
+        super().__init__(settings, filters, client_id, session_expiry_s=600)
 
 
 def durable(broker: Mosquitto, prefix: str, name: str) -> DurableSubscriber:

@@ -95,10 +95,13 @@ def test_a_callback_posted_before_the_stop_runs_not_on_the_closed_store(tmp_path
     called: list[bytes] = []
     link._stored = called.append  # type: ignore[method-assign]  # the test's seam: what would touch the store
 
+    class Msg:  # as paho's MQTTMessage
+        topic, payload, mid, qos, retain = "t/stored", b"mark before the stop", 1, 1, True
+
     async def scenario() -> None:
-        link._bridge.open()
-        link._post(link._stored, b"mark before the stop")  # posted while running...
-        link._bridge.close()  # ...the stop ends (Link.stop's last step), and the store closes
+        link.transport.attach(asyncio.get_running_loop())  # running, as after Link.start
+        link.transport._on_message(None, None, Msg())  # paho's thread posts the mark...
+        link.transport.stop()  # ...the stop ends (Link.stop's last step), and the store closes
         store.close()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
