@@ -31,6 +31,8 @@ NIGHT_FLOW: Final = "night_flow"
 OUTAGE: Final = "outage"
 RELIABILITY: Final = "reliability"
 COLLECTOR_STATS: Final = "collector_stats"
+DATA_LOSS: Final = "data_loss"
+"""A gap of a gateway's data messages that its store could no longer fill (lost for good)."""
 ASSET_LOCATION: Final = "asset_location"
 """Where each asset of the field sits (tags asset, kind; fields latitude_deg, longitude_deg):
 written from the field file by ``aquavolt dashboards assets``, read by the overview map."""
@@ -53,6 +55,7 @@ MEASUREMENTS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
                                        "backlog_messages", "pending_points", "messages_per_s",
                                        "points_per_s", "batch_latency_ms_mean",
                                        "batch_latency_ms_max")),
+    DATA_LOSS: (("gateway",), ("messages", "first_seq", "last_seq")),
 }
 """What the collector writes: tags and fields per measurement (docs/influxdb-schema.md)."""
 
@@ -67,6 +70,7 @@ FIELD_TYPES: Final[dict[str, str]] = {
     "id": "string", "language": "string", "messages_total": "integer", "readings_total": "integer",
     "points_written_total": "integer", "batches_total": "integer", "write_retries_total": "integer",
     "deadletters_total": "integer", "backlog_messages": "integer", "pending_points": "integer",
+    "messages": "integer", "first_seq": "integer", "last_seq": "integer",
 }
 """Line-protocol type of each non-float field, the same in every measurement that has it."""
 

@@ -118,6 +118,7 @@ def acl_entries(field: FieldConfig, prefix: str = DEFAULT_PREFIX,
         ("write", f"{p}/gw/+/stored"),
         ("write", f"{p}/gw/+/resend"),
         ("read", f"{p}/gw/+/resent"),
+        ("readwrite", f"{p}/collector/+/stored"),  # a share group's reports (collector/group.py)
         ("read", f"{p}/alarm/#"),
         ("read", f"{p}/event/alarm"),
         ("read", f"{p}/deadletter/+"),

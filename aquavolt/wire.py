@@ -12,6 +12,7 @@ Topics, under a prefix (``aquavolt/v1`` by default)::
     {prefix}/gw/{gateway}/stored                 StoredMark, retained: stored in InfluxDB up to seq
     {prefix}/gw/{gateway}/resend                 ResendRequest: send a range of seq again
     {prefix}/gw/{gateway}/resent                 ResendResult: what the gateway sent again or lost
+    {prefix}/collector/{group}/stored            GroupStored: what one collector of a share group stored
     {prefix}/alarm/{asset}/{condition}           AlarmEvent, retained current state
     {prefix}/event/alarm                         AlarmEvent, every transition
     {prefix}/event/customer                      CustomerAlert (SMS), every state change
@@ -157,6 +158,37 @@ class ResendResult(Wire):
                                         description="[first, last] seq ranges dropped by the gateway")
     stored_seq: int = Field(-1, ge=-1, lt=2**63, description="The gateway's last stored mark")
     ts_ms: TsMs
+
+
+MAX_GROUP_RANGES = 2000
+"""Ranges of stored sequence numbers named in one GroupStored (about 80 kB at most)."""
+
+MemberId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+"""A collector's MQTT client id."""
+
+
+class GroupStored(Wire):
+    """What one collector of a share group wrote to InfluxDB (or dead-lettered, or learnt
+    from a gateway's answer to be lost) since its previous report: ``[gateway, first_seq,
+    last_seq, bd_seq]`` ranges of data messages. The members of the group each add the
+    others' ranges to their own, so that every member publishes the same stored marks. Sent
+    at least every few seconds, empty if need be: it also says the member is alive."""
+
+    v: Literal[1] = 1
+    member: MemberId
+    ranges: list[tuple[Ident, Annotated[int, Field(ge=0, lt=2**63)], Annotated[int, Field(ge=0, lt=2**63)],
+                       Annotated[int, Field(ge=0, lt=2**63)]]] = Field(
+        default_factory=list, max_length=MAX_GROUP_RANGES,
+        description="[gateway, first_seq, last_seq, bd_seq]: data messages first_seq..last_seq "
+                    "of that boot are handled")
+    ts_ms: TsMs
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GroupStored:
+        for gw, first, last, _bd in self.ranges:
+            if last < first:
+                raise ValueError(f"range of {gw}: last_seq {last} is before first_seq {first}")
+        return self
 
 
 class GatewayState(StrEnum):
@@ -510,6 +542,9 @@ class Topics:
     def resent(self, gw: str) -> str:
         return f"{self.prefix}/gw/{gw}/resent"
 
+    def group_stored(self, group: str) -> str:
+        return f"{self.prefix}/collector/{group}/stored"
+
     @property
     def all_resent(self) -> str:
         return f"{self.prefix}/gw/+/resent"
@@ -615,5 +650,6 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "stored-mark": StoredMark,
     "resend-request": ResendRequest,
     "resend-result": ResendResult,
+    "group-stored": GroupStored,
 }
 """Every payload of the contract, by the name of its JSON Schema file."""

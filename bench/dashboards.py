@@ -176,6 +176,9 @@ def events(lf: LoadedField, customers: int) -> Iterator[tuple[str, list[str]]]:
     for t in range(START_MS, END_MS, 30 * DAY_MS):
         for n, gw in enumerate(f.gateways):
             out.append(f"gateway_status,gateway={gw.id} state=\"online\",online=1i,bd_seq={n}i {t + n}")
+            # a gap a gateway could no longer fill, about monthly (data_loss: an event series)
+            out.append(f"data_loss,gateway={gw.id} messages={n + 1}i,first_seq={t // 60_000}i,"
+                       f"last_seq={t // 60_000 + n}i {t + 3 * HOUR_MS}")
     assets = [(a, c) for a, c in (("tank-1", "level_high"), ("zone-a", "night_flow"), ("pump-1", "trip"),
                                   ("feeder-3", "outage"), ("tx-2a", "outage"), ("ss1", "oil_temperature"),
                                   ("pressure-zone-b", "pressure_low"), ("c0001", "over_consumption"))]

@@ -14,7 +14,9 @@ broker delivers it again. Duplicates overwrite themselves (same series, same tim
 End to end (:mod:`collector.acks`): per gateway, the highest ``seq`` written without a gap is
 published retained on ``{prefix}/gw/{gw}/stored``; the gateway keeps its data until then. A
 gap that lasts is asked again on ``{prefix}/gw/{gw}/resend``; the gateway answers on
-``resent``, naming what it no longer holds (counted as lost, and logged).
+``resent``, naming what it no longer holds (counted as lost, and logged). In a share group
+the members tell each other what they stored (:mod:`collector.group`) and each publishes
+the marks of the union; one of them asks the gateways for the gaps.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from aquavolt import schema
 from aquavolt.backoff import Backoff
 from aquavolt.clock import ENV as CLOCK_ENV
 from aquavolt.clock import Clock, RealClock, clock_from_spec, parse_instant
@@ -40,6 +43,7 @@ from aquavolt.collector.acks import Acks, seq_of
 from aquavolt.collector.config import CollectorConfig
 from aquavolt.collector.convert import Kind, Router, TooFarAhead, subscriptions
 from aquavolt.collector.deadletter import DeadLetters
+from aquavolt.collector.group import Group
 from aquavolt.collector.metrics import MetricsServer, Stats
 from aquavolt.collector.rollups import EventTimeRollups
 from aquavolt.collector.source import Inbound, MqttSource
@@ -123,11 +127,13 @@ class Collector:
         self._wake = asyncio.Event()
         self._wake_pending = False
         self._stop = asyncio.Event()
-        # With a shared subscription each collector sees part of every gateway's seqs: no marks.
-        self.acks = None if cfg.share_group else Acks(self.topics, cfg.state_dir / "stored.json")
+        # With a shared subscription each collector sees part of every gateway's seqs: the
+        # members of the group tell each other what they stored.
+        self.group = Group(self.client_id, self.topics.group_stored(cfg.share_group)) \
+            if cfg.share_group else None
+        self.acks = Acks(self.topics, cfg.state_dir / "stored.json", group=self.group is not None)
         filters = list(subscriptions(self.topics))
-        if self.acks is not None:
-            filters.append(self.topics.all_resent)
+        filters.append(self.topics.all_resent)
         self.spb = _sparkplug(cfg, self.topics, self.router)
         if self.spb is not None:
             filters += self.spb.filters
@@ -135,6 +141,7 @@ class Collector:
         self._gw_head_parts = self.topics.prefix.count("/") + 3  # "{prefix}/gw/{gw}/stored"
         self.source = MqttSource(mqtt, self.client_id, filters,
                                  share_group=cfg.share_group, session_expiry_s=cfg.session_expiry_s,
+                                 direct=[self.group.topic] if self.group is not None else [],
                                  receive_maximum=cfg.receive_maximum,
                                  max_inbox=cfg.max_inbox_messages, on_arrival=self._arrived,
                                  will=self.spb and (self.spb.state_topic, self.spb.state(False)),
@@ -190,7 +197,7 @@ class Collector:
             watchdog_task = asyncio.create_task(self._watchdog_loop())
             self.source.start()
             log.info("collector %s: %s -> %s (%s, database %s)", self.client_id,
-                     ", ".join(self.source.filters), self.influx.url, self.influx.api,
+                     ", ".join(self.source.filters + self.source.direct), self.influx.url, self.influx.api,
                      self.influx.database)
             try:
                 await self._pump()
@@ -243,9 +250,13 @@ class Collector:
                             [self.stats.influx_line(self.client_id)])
 
     def _publish_acks(self) -> None:
-        if self.acks is None:
-            return
-        for topic, payload, retain in self.acks.due(time.monotonic(), int(time.time() * 1000)):
+        now_s, now_ms = time.monotonic(), int(time.time() * 1000)
+        ask = True
+        if self.group is not None:
+            for payload in self.group.reports(self.acks.report(), now_s, now_ms):
+                self.source.publish(self.group.topic, payload)
+            ask = self.group.asks(now_s)
+        for topic, payload, retain in self.acks.due(now_s, now_ms, ask=ask):
             self.source.publish(topic, payload, retain=retain)
         s = self.stats
         s.resend_requests, s.lost_messages = self.acks.requests, self.acks.lost
@@ -263,7 +274,6 @@ class Collector:
 
     def _take_ack(self, m: Inbound) -> bool:
         """A gateway's answer to a resend request (ours to read, not to store); False otherwise."""
-        assert self.acks is not None
         if m.topic.count("/") != self._gw_head_parts:
             return False
         try:
@@ -271,10 +281,30 @@ class Collector:
         except WireError as exc:
             self.deadletters.record("malformed", m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
+        if self.acks.losses:  # in the answer's batch: it is acknowledged once they are written
+            losses, self.acks.losses = self.acks.losses, []
+            self._batch.add(m.topic, [schema.line(schema.DATA_LOSS, {"gateway": x.gateway},
+                                                  {"messages": x.messages, "first_seq": x.first,
+                                                   "last_seq": x.last}, x.ts_ms) for x in losses])
         return True
 
+    def _take_group(self, m: Inbound) -> None:
+        """Another member's report (ours to read, not to store)."""
+        assert self.group is not None
+        try:
+            if len(m.payload) > self.cfg.max_payload_bytes:
+                raise WireError(f"payload of {len(m.payload):,} bytes is larger than "
+                                f"{self.cfg.max_payload_bytes:,}")
+            report = self.group.take(m.payload, time.monotonic())
+        except WireError as exc:
+            self.deadletters.record("malformed", m.topic, str(exc), m.payload)
+            self.stats.deadletters = dict(self.deadletters.by_kind)
+            return
+        if report is not None:
+            for gw, first, last, bd in report.ranges:
+                self.acks.peer(gw, first, last, bd)
+
     def _birth(self, m: Inbound) -> None:
-        assert self.acks is not None
         with contextlib.suppress(orjson.JSONDecodeError):
             st = orjson.loads(m.payload)
             if type(st) is dict and st.get("state") == "online" and type(st.get("bd_seq")) is int:
@@ -345,7 +375,10 @@ class Collector:
         self.stats.messages += 1
         b = self._batch
         b.messages.append(m)
-        if self.acks is not None and m.topic.endswith("/resent") and self._take_ack(m):
+        if self.group is not None and m.topic == self.group.topic:
+            self._take_group(m)
+            return
+        if m.topic.endswith("/resent") and self._take_ack(m):
             return
         if self.spb is not None and m.topic.startswith("spBv1.0/"):
             self._take_sparkplug(m, b)
@@ -357,15 +390,14 @@ class Collector:
             why = "future" if isinstance(exc, TooFarAhead) else "malformed"
             self.deadletters.record(why, m.topic, str(exc), m.payload)
             self.stats.deadletters = dict(self.deadletters.by_kind)
-            if self.acks is not None and m.topic.endswith("/data"):
+            if m.topic.endswith("/data"):
                 self._seq(m, b)  # handled: dead-lettered with its reason, not asked again
             return
         kind, lines = converted.kind, converted.lines
-        if self.acks is not None:
-            if kind is Kind.DATA:
-                self._seq(m, b)
-            elif kind is Kind.GATEWAY_STATUS:
-                self._birth(m)
+        if kind is Kind.DATA:
+            self._seq(m, b)
+        elif kind is Kind.GATEWAY_STATUS:
+            self._birth(m)
         for why, reason, reading in converted.refused:  # the others of the message are kept
             self.deadletters.record(why, m.topic, reason, reading)
         if converted.refused:
@@ -426,9 +458,8 @@ class Collector:
             for index, reason in refused:
                 self.deadletters.record("rejected", batch.topic_of(index), reason, batch.lines[index])
             self.stats.deadletters = dict(self.deadletters.by_kind)
-            if self.acks is not None:
-                for gw, seq, bd in batch.acks:
-                    self.acks.stored(gw, seq, bd)
+            for gw, seq, bd in batch.acks:
+                self.acks.stored(gw, seq, bd)
             self.stats.acks += self.source.ack(batch.messages)
             self.stats.batch_done(len(batch.lines) - len(refused), time.monotonic() - t0)
             mark[1] = True

@@ -11,7 +11,9 @@
   reading the socket, and TCP pushes back to the broker, which keeps queuing for the session.
   (Mosquitto 2.0 honours the client's Receive Maximum only until the first acknowledgement,
   so it cannot be the bound.)
-- ``share_group``: subscribe through ``$share/{group}/...`` so several collectors split the load.
+- ``share_group``: subscribe through ``$share/{group}/...`` so several collectors split the load
+  (``direct`` filters are subscribed as they are, without our own messages: every member of
+  the group gets the others' messages on those).
 """
 
 from __future__ import annotations
@@ -34,16 +36,20 @@ class MqttSource:
 
     def __init__(self, settings: MqttSettings, client_id: str, filters: list[str],
                  share_group: str | None = None, session_expiry_s: int = 86400,
+                 direct: list[str] | None = None,
                  receive_maximum: int = 1000, max_inbox: int = 2000,
                  on_arrival: Callable[[], None] = lambda: None,
                  will: tuple[str, bytes] | None = None, birth: tuple[str, bytes] | None = None) -> None:
         self.settings = settings
         self.client_id = client_id
         self.filters = [f"$share/{share_group}/{f}" if share_group else f for f in filters]
+        self.direct = list(direct or [])
         # retain handling 1: retained messages only for a new subscription, not at every reconnect
         opts = SubscribeOptions(qos=1, retainHandling=1)
+        own = SubscribeOptions(qos=1, retainHandling=1, noLocal=True)  # not our own messages
         self.transport = Transport(
-            settings, client_id, subscriptions=[(f, opts) for f in self.filters],
+            settings, client_id,
+            subscriptions=[(f, opts) for f in self.filters] + [(f, own) for f in self.direct],
             will=None if will is None else (will[0], will[1], True),
             clean_start=False, session_expiry_s=session_expiry_s, receive_maximum=receive_maximum,
             manual_ack=True, max_inbox=max_inbox, backoff=Backoff(1.0, 5.0), name="collector.mqtt")

@@ -196,7 +196,13 @@ def gateways(lf: LoadedField, console_url: str = DEFAULT_CONSOLE_URL) -> dict[st
     g.add(series("Buffer drops (since start)", [q.gateway_health("buffer_dropped")],
                  bands=[(None, "green"), (1, "red")], description=LAST_DAY_NOTE), 12, 7)
     g.add(series("Readings per second", [q.gateway_health("readings_per_s", "mean")],
-                 description=LAST_DAY_NOTE), 24, 6)
+                 description=LAST_DAY_NOTE), 18, 6)
+    g.add(figure("Data lost for good", [q.data_lost()], no_value="0", bands=[(None, "green"), (1, "red")],
+                 aliases=("$tag_gateway",),
+                 description="Data messages per gateway that its store could no longer send again "
+                             "when the collector asked for a gap (dropped under its bounds), over the "
+                             "range; none is 0. Each gap is logged by the collector with its seqs "
+                             "(measurement data_loss)."), 6, 6)
     for gw in f.gateways:
         devs = ", ".join(d.id for d in gw.devices[:12]) + (" ..." if len(gw.devices) > 12 else "")
         g.add(figure(f"{gw.id}: devices answering (of {len(gw.devices)})", [q.devices_online(gw.id)],

@@ -13,6 +13,8 @@ Fields of the event and health measurements read here (see docs/influxdb-schema.
 - ``gateway_health`` (tag gateway): ``buffer_depth``, ``buffer_dropped``, ``readings_per_s``, ``uptime_s``
   (a report about every minute while the gateway is online);
 - ``device_health`` (tags gateway, device): ``online`` (1/0), ``errors``, ``poll_latency_ms``;
+- ``data_loss`` (tag gateway): ``messages`` (int) lost for good in one gap the gateway could no
+  longer fill, ``first_seq``, ``last_seq`` (written by the collector);
 - ``night_flow`` (tag zone): ``mnf_m3h``, ``nnf_m3h``, ``rise_m3h`` (written by the night-flow detector);
 - ``water_balance`` (tag zone): ``input_m3``, ``consumption_m3``, ``losses_m3``;
 - ``outage`` (tags feeder, transformer): ``duration_s``, ``customers``, ``classification``
@@ -284,6 +286,14 @@ def poll_latency() -> str:
         f"AND {LAST_DAY} "
         f'GROUP BY time($__interval), "gateway" fill(none)'
     )
+
+
+def data_lost() -> str:
+    """Data messages lost for good per gateway over the range (gaps its store could no longer
+    fill). An event series like ``alarm_event``: a point per such gap, rare, so read raw over
+    the whole range; no row for a gateway that lost nothing."""
+    return (f'SELECT sum("messages") AS "lost" FROM "{schema.DATA_LOSS}" WHERE $timeFilter '
+            f'GROUP BY "gateway"')
 
 
 def gateway_health(field: str, agg: str = "max") -> str:

@@ -260,3 +260,8 @@ def test_gap_filled_or_reported_lost(
     assert m["aquavolt_collector_resend_requests_total"] >= 1
     assert m["aquavolt_collector_lost_gaps_total"] == 1
     assert "1 data messages lost for good (seq 4..4)" in c.log()
+    # and in InfluxDB, for the gateways dashboard, stamped with the gateway's answer
+    from aquavolt.influx import Influx
+    loss = Influx(influx_settings).rows(f"SELECT * FROM \"data_loss\" WHERE gateway = '{gw}'")
+    assert [(r["time"], r["messages"], r["first_seq"], r["last_seq"]) for r in loss] == [(cx.T0_MS, 1, 4, 4)]
+    assert "data_loss" in cx.check_schema(influx_settings)

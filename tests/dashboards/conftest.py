@@ -119,6 +119,12 @@ def event_lines(lf: LoadedField, start_ms: int, end_ms: int) -> list[str]:
                 out.append(schema.line(schema.OUTAGE, {"feeder": fd.id},
                                        {"duration_s": 120.0, "customers": 80, "classification": "momentary",
                                         "started_ms": day + 36_000_000, "kind": "feeder"}, day + 36_120_000))
+    # a gap the first gateway could no longer fill, in two answers (what the collector writes)
+    gw0 = f.gateways[0].id
+    out.append(schema.line(schema.DATA_LOSS, {"gateway": gw0},
+                           {"messages": 12, "first_seq": 400, "last_seq": 411}, start_ms + 7_200_000))
+    out.append(schema.line(schema.DATA_LOSS, {"gateway": gw0},
+                           {"messages": 3, "first_seq": 900, "last_seq": 902}, end_ms - 3_600_000))
     out.extend(location_lines(f, start_ms))
     return out
 

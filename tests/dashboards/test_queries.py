@@ -67,3 +67,24 @@ def test_customer_variable_picks_the_customer(filled, boards, demo) -> None:
     assert not any(_has_values(ix.query(rng.for_panel(p).substitute(q))) for g in groups for p, q in g)
     rng_first = TimeRange(filled.start_ms, filled.end_ms, variable_values(board))
     assert all(any(_has_values(ix.query(rng_first.for_panel(p).substitute(q))) for p, q in g) for g in groups)
+
+
+def test_data_lost_for_good_shows_each_gateways_loss(filled, boards, demo) -> None:
+    """The gateways dashboard's "Data lost for good": the messages of every data_loss point
+    of a gateway in the range, summed (12 + 3 in the fill), red from 1; 0 where none."""
+    panel, target = next((p, t) for p, t in dashboard_queries(boards["gateways"])
+                         if p["title"] == "Data lost for good")
+    assert panel["type"] == "stat" and target.get("alias") == "$tag_gateway"
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [(None, "green"), (1, "red")]
+    assert panel["fieldConfig"]["defaults"]["noValue"] == "0"
+    ix = Influx(filled.settings)
+    gw0 = demo.field.gateways[0].id
+
+    def lost(rng: TimeRange) -> dict[str, float]:
+        return {s["tags"]["gateway"]: row[1] for s in ix.query(rng.for_panel(panel).substitute(target["query"]))
+                for row in s["values"]}
+
+    assert lost(TimeRange(filled.start_ms, filled.end_ms)) == {gw0: 15}
+    assert lost(TimeRange(filled.end_ms - 7_200_000, filled.end_ms)) == {gw0: 3}
+    assert lost(TimeRange(filled.start_ms + 10_800_000, filled.start_ms + 20_000_000)) == {}

@@ -38,6 +38,10 @@ NO_DATA_IN_A_DAY: dict[str, str] = {
         "the rules engine closes a day's balance an hour after the local midnight that ends it, from "
         "the totalisers read at both midnights: the run starts at 02:00 local time (Africa/Casablanca, "
         "UTC+1 + DST) and ends before the first local day it saw whole is over",
+    "gateways / Data lost for good":
+        "the demo day loses nothing: the collector writes a data_loss point only for a gap a gateway's "
+        "store could no longer fill (tests/collector/test_end_to_end_ack.py writes one, "
+        "tests/dashboards/test_queries.py reads it)",
 }
 """Panels (board / title) that cannot have data after a one-day run, with the reason."""
 

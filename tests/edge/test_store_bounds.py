@@ -66,6 +66,9 @@ def test_broker_acked_messages_stay_until_the_stored_mark(tmp_path: Path) -> Non
     assert store.scan(-1) == [] and store.depth == 5 and store.waiting == 0
     assert store.forget_through(2) == 3  # the collector stored 0..2
     assert store.depth == 2 and store.stored_seq == 2
+    # a lower mark after it (another collector of a share group, a stale retained one): nothing
+    assert store.forget_through(1) == 0 and store.forget_through(-1) == 0
+    assert store.depth == 2 and store.stored_seq == 2
     assert store.unack(store.stored_seq + 1) == 2  # a new connection: 3 and 4 go again
     assert [r.seq for r in store.scan(-1)] == [3, 4] and store.waiting == 2
     store.ack([3, 4])
