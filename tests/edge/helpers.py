@@ -24,6 +24,11 @@ from aquavolt.wire import Batch, Topics, decode_batch
 
 FAST = EdgeSettings(health_interval_s=0.5, stagger_s=0.05, breaker_base_s=0.2, breaker_max_s=1.0,
                     max_silence_s=3600)
+# A device breaker that, once open, stays open far longer than the 10 s the OPC-UA recovery
+# tests allow (15 to 30 s after the first failure), and the long breaker cap that was once
+# also the link's reconnect cap: recovery must not depend on either.
+SLOW_BREAKERS = EdgeSettings(health_interval_s=0.5, stagger_s=0.05, breaker_base_s=30.0, breaker_max_s=60.0,
+                             max_silence_s=3600)
 
 
 def gateway(buses: list[dict[str, Any]], devices: list[dict[str, Any]], gw_id: str = "gw-test",

@@ -9,21 +9,14 @@ import time
 from pathlib import Path
 
 from conftest import OPCUA_PROFILES
-from helpers import gateway, latest_values, make_agent, recorder, run_until
+from helpers import SLOW_BREAKERS, gateway, latest_values, make_agent, recorder, run_until
 from opcua_peer import OpcuaPeer
 
 from aquavolt.edge.agent import Agent
-from aquavolt.edge.config import EdgeSettings
 from aquavolt.edge.drivers import LinkState
 from aquavolt.edge.drivers.opcua import OpcuaDriver
 from aquavolt.harness.servers import free_port
 from aquavolt.mqtt import Recorder
-
-# A device breaker that, once open, stays open far longer than the 10 s allowed (15 to 30 s
-# after the first failure), and the long breaker cap that main also used as the link's
-# reconnect cap: recovery must not depend on either.
-SLOW_BREAKERS = EdgeSettings(health_interval_s=0.5, stagger_s=0.05, breaker_base_s=30.0, breaker_max_s=60.0,
-                             max_silence_s=3600)
 
 
 def _value(rec: Recorder) -> object:
