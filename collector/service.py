@@ -125,7 +125,6 @@ class Collector:
         self.notifier = Notifier()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
-        self._wake_pending = False
         self._stop = asyncio.Event()
         # With a shared subscription each collector sees part of every gateway's seqs: the
         # members of the group tell each other what they stored.
@@ -143,7 +142,7 @@ class Collector:
                                  share_group=cfg.share_group, session_expiry_s=cfg.session_expiry_s,
                                  direct=[self.group.topic] if self.group is not None else [],
                                  receive_maximum=cfg.receive_maximum,
-                                 max_inbox=cfg.max_inbox_messages, on_arrival=self._arrived,
+                                 max_inbox=cfg.max_inbox_messages, on_arrival=self._wake.set,
                                  will=self.spb and (self.spb.state_topic, self.spb.state(False)),
                                  birth=self.spb and (self.spb.state_topic, self.spb.state(True)))
         dl_topic = self.topics.deadletter("collector")
@@ -171,12 +170,6 @@ class Collector:
         time (paced, or the last instant granted in lockstep) when that is ahead of it."""
         wall = time.time_ns() // 1_000_000
         return wall if isinstance(self.clock, RealClock) else max(wall, self.clock.now_ms())
-
-    # called from paho's thread
-    def _arrived(self) -> None:
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake.set)
 
     def _retried(self, _reason: str) -> None:
         self.stats.retries += 1
@@ -320,7 +313,6 @@ class Collector:
         flush_s = self.cfg.flush_interval_ms / 1000
         inbox = self.source.inbox
         while not self._stop.is_set():
-            self._wake_pending = False
             self._wake.clear()
             while inbox and not self._stop.is_set():
                 m = inbox.popleft()
