@@ -51,8 +51,10 @@ def main() -> None:
                 while value() != 231.25:  # noqa: ASYNC110 - the sample value of salt 0
                     await asyncio.sleep(0.05)
                 await asyncio.to_thread(srv.stop)
-                await asyncio.sleep(outage_s)
-                await asyncio.to_thread(srv.start, 1)  # serves 232.25
+                down = time.monotonic()
+                await asyncio.to_thread(srv.prepare, 1)  # serves 232.25, once it listens
+                await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - down)))
+                await asyncio.to_thread(srv.listen)
                 back.append(srv.ready_at)
 
             ok = run_until(agent, lambda: value() == 232.25, outage_s + 120, during=scenario)

@@ -40,7 +40,8 @@ def node_spec(devices: list[tuple[str, OpcuaProfile]], salt: int = 0, uri: str =
 
 
 class NodeOpcuaPeer:
-    """One server.js process at a time on ``port``; ``start`` returns once it printed ready."""
+    """One server.js process at a time on ``port``; ``start`` returns once it printed ready,
+    ``ready_at`` (time.monotonic())."""
 
     def __init__(self, devices: list[tuple[str, OpcuaProfile]], port: int, workdir: Path, salt: int = 0,
                  start_timeout_s: float = 60.0) -> None:
@@ -50,10 +51,17 @@ class NodeOpcuaPeer:
         self.workdir = workdir
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
-        self.ready_at = 0.0  # time.monotonic() when the running server printed ready
+        self.ready_at = 0.0
         self.start(salt)
 
     def start(self, salt: int = 0) -> None:
+        """Start a server serving the sample values of ``salt``; returns once it listens."""
+        self.prepare(salt)
+        self.listen()
+
+    def prepare(self, salt: int = 0) -> None:
+        """Start a server process that loads its address space and waits before listening
+        (a restart then costs the clients no start-up time): ``listen`` opens it."""
         node = shutil.which("node")
         assert node is not None, "node is not installed (Node.js 20 is a requirement of the test suite: ./run setup)"
         assert (NODE_DIR / "node_modules" / "node-opcua-server").is_dir(), \
@@ -61,25 +69,39 @@ class NodeOpcuaPeer:
         assert self.proc is None, "already running"
         self.workdir.mkdir(parents=True, exist_ok=True)
         err = (self.workdir / "node-opcua.log").open("ab")
-        proc = subprocess.Popen([node, str(SERVER_JS), str(self.port), str(self.workdir / "pki")],
+        proc = subprocess.Popen([node, str(SERVER_JS), str(self.port), str(self.workdir / "pki"), "--wait"],
                                 cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         err.close()
         self.proc = proc
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(node_spec(self.devices, salt)).encode())
-        proc.stdin.close()
+        self._say(json.dumps(node_spec(self.devices, salt)))
+        self._expect(b"prepared")
+
+    def listen(self) -> None:
+        self._say("listen")
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.close()
+        self._expect(b"ready")
+        self.ready_at = time.monotonic()
+
+    def _say(self, line: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _expect(self, word: bytes) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout_s
         out = b""
-        while b"ready" not in out:
+        while word not in out:
             left = deadline - time.monotonic()
             if proc.poll() is not None or left <= 0:
                 self.close()
-                raise AssertionError(f"node-opcua server did not start (exit {proc.returncode}): "
+                raise AssertionError(f"node-opcua server: no {word.decode()!r} (exit {proc.returncode}): "
                                      + (self.workdir / "node-opcua.log").read_text(errors="replace")[-2000:])
             readable, _, _ = select.select([proc.stdout], [], [], left)
             if readable:
                 out += os.read(proc.stdout.fileno(), 4096)
-        self.ready_at = time.monotonic()
 
     def stop(self) -> int:
         """SIGTERM to the server's PID; returns its exit status."""
