@@ -346,6 +346,7 @@ class Engine:
         self._daily_retry_at = 0.0
         self._recheck: tuple[date, int] | None = None
         self._first_horizon: int | None = None  # the horizon when this run began
+        self._rollup_missing: date | None = None  # the day whose check waits for its rollup
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pubacks: deque[int] = deque()  # message ids the broker acknowledged (QoS 1 PUBACK)
@@ -720,9 +721,11 @@ class Engine:
 
     def _handled_ms(self) -> int | None:
         """Event time handled so far, as said on ``progress/rules``: the horizon, but not past
-        a daily check that fell due during this run and has not given its verdict yet (a replay
-        ends once the engine has handled its last instant: a check still reading InfluxDB on a
-        busy machine would otherwise be cut off, its alarm never raised)."""
+        a daily check that fell due during this run and is at work (reading InfluxDB, or
+        retrying after an error) without a verdict yet: a replay ends once the engine has
+        handled its last instant, and a check still reading InfluxDB on a busy machine was cut
+        off, its alarm never raised. A check waiting for yesterday's rollup (none may ever
+        come, as in a replay without history) holds nothing back."""
         h: int | None = int(self.core.horizon_ms) or None
         if h is None or self.daily is None:
             return h
@@ -733,6 +736,8 @@ class Engine:
             due = self._recheck
         if due is None or due[1] <= self._first_horizon:
             return h  # none pending, or one of days before this run (caught up, not waited for)
+        if due[0] == self._rollup_missing:
+            return h  # the check waits for a rollup, not for its own work: nothing to hold
         return min(h, int(due[1]) - 1)
 
     def _maybe_daily(self) -> None:
@@ -755,6 +760,7 @@ class Engine:
         try:
             conds = await asyncio.to_thread(self.daily.check, day, ts_ms, self.core.horizon_ms)
         except RollupNotReady as exc:
+            self._rollup_missing = day
             log.debug("over-consumption: %s; tried again in %g s", exc, ROLLUP_POLL_S)
             self._daily_retry_at = self._loop.time() + ROLLUP_POLL_S
             return
@@ -771,6 +777,7 @@ class Engine:
         finally:
             self._daily_task = None
         self._once.recovered("over-consumption")
+        self._rollup_missing = None
         if self.schedule.last != day and self.core.horizon_ms < ts_ms + int(DAILY_RECHECK_S * 1000):
             # judged once more an hour later: a meter's last readings of the day may reach
             # InfluxDB (and its daily rollup) after the first check; repeats change nothing

@@ -223,7 +223,8 @@ def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeyp
     """The engine says it has handled an instant only once the daily check due before it has
     given its verdict: a replay ending an hour after the check (the demo day) once stopped
     while the check still read InfluxDB on a loaded machine, and its alarm was never raised.
-    A check of a day before the run (caught up at start) is not waited for."""
+    A check of a day before the run (caught up at start), or one waiting for a rollup that may
+    never come (a replay without history), is not waited for."""
     from aquavolt.clock import ManualClock
     from aquavolt.config import load_field
     from aquavolt.rules.service import Engine
@@ -238,6 +239,10 @@ def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeyp
         assert engine._handled_ms() == start  # the check of May 31 was due before the run
         due = engine.schedule.due_ms(date(2026, 6, 2))
         horizon[0] = due + 3_600_000  # an hour past the check of June 2, not done yet
+        assert engine._handled_ms() == due - 1
+        engine._rollup_missing = date(2026, 6, 2)  # waiting for yesterday's rollup: no work held
+        assert engine._handled_ms() == due + 3_600_000
+        engine._rollup_missing = None
         assert engine._handled_ms() == due - 1
         engine.schedule.last = date(2026, 6, 2)  # its verdict
         assert engine._handled_ms() == due + 3_600_000
