@@ -195,6 +195,9 @@ class Transport:
         self.on_pubacks: Callable[[list[int]], None] | None = None
         self.on_connected: list[Callable[[bool], None]] = []
         self.on_lost: list[Callable[[str], None]] = []
+        self.on_subscribed: list[Callable[[], None]] = []
+        """Run once the broker acknowledged a connection's subscriptions (SUBACK): from then
+        on, nothing published to them is missed."""
         self.next_will: Callable[[], tuple[str, bytes, bool]] | None = None
         """Called in paho's thread when a connection ends, before paho connects again: the
         will of the next connection (a Sparkplug NDEATH names its session's bdSeq)."""
@@ -383,6 +386,12 @@ class Transport:
 
     def _on_subscribe(self, *_: object) -> None:
         self.subscribed.set()
+        if self.on_subscribed:
+            self._post(self._subscribed_hooks)
+
+    def _subscribed_hooks(self) -> None:
+        for hook in list(self.on_subscribed):
+            self._call(hook)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         payload = msg.payload if type(msg.payload) is bytes else bytes(msg.payload)

@@ -110,14 +110,16 @@ class MqttFaults:
         self.transport = Transport(settings, f"aquavolt-sim-{uuid.uuid4().hex[:8]}",
                                    subscriptions=[(self.topic, 1)], max_inbox=1000, name="sim.mqtt")
         self.transport.on_message = self._apply
-        self.transport.on_connected.append(self._connected)
+        self.transport.on_subscribed.append(self._subscribed)
         self.subscribed = asyncio.Event()
         self.progress = ProgressReporter("sim", Topics(settings.prefix),
                                          lambda t, p: self.transport.publish(t, p, qos=1), sim.clock.now_ms)
 
-    def _connected(self, _session_present: bool) -> None:
+    def _subscribed(self) -> None:
         self.subscribed.set()
-        # started once every server serves: connected means ready (said again on a reconnect)
+        # started once every server serves: subscribed means ready (said again on a reconnect);
+        # on the CONNACK alone, a fault published at once could reach the broker before the
+        # subscription and be lost
         self.progress.ready()
 
     def _apply(self, m: Inbound) -> None:
