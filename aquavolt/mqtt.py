@@ -29,6 +29,28 @@ from aquavolt.logs import OnceLogger
 from aquavolt.settings import MqttSettings
 
 
+class _Burst:
+    """One posted call to the loop for whatever paho's thread hands over meanwhile: the
+    thread appends, then :meth:`due` says whether a call must be posted; the loop calls
+    :meth:`taking` before it takes what was appended (so nothing appended later is missed)."""
+
+    __slots__ = ("_lock", "_posted")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._posted = False
+
+    def due(self) -> bool:
+        with self._lock:
+            post = not self._posted
+            self._posted = True
+            return post
+
+    def taking(self) -> None:
+        with self._lock:
+            self._posted = False
+
+
 class LoopBridge:
     """Callbacks from paho's network thread, run in the owner's asyncio loop while it is open.
 
@@ -206,9 +228,9 @@ class Transport:
         self._lock = threading.Lock()
         self._room = threading.Condition()
         self._stopping = False
-        self._wake_posted = False
+        self._messages_burst = _Burst()
         self._pubacks: collections.deque[int] = collections.deque()
-        self._pubacks_posted = False
+        self._pubacks_burst = _Burst()
         self._outstanding: set[int] = set()  # QoS > 0 ids published from the loop, no PUBACK yet
         self._log = logging.getLogger(f"aquavolt.{name}")
         self._once = OnceLogger(self._log)
@@ -240,7 +262,8 @@ class Transport:
         self._threaded = loop is None
         if loop is not None:
             self._bridge.open(loop)
-        self._wake_posted = self._pubacks_posted = False
+        self._messages_burst.taking()
+        self._pubacks_burst.taking()
         self._pubacks.clear()
         self._outstanding.clear()
         self.state = State.CONNECTING
@@ -402,10 +425,7 @@ class Transport:
         if not self.inbox:
             self.inbox_since = time.monotonic()  # work waits from now (an owner's watchdog)
         self.inbox.append(m)
-        with self._lock:  # appended, then the flag: the loop clears the flag before it drains
-            post = not self._wake_posted
-            self._wake_posted = True
-        if post:
+        if self._messages_burst.due():
             self._bridge.post(self._wake)
         if len(self.inbox) >= self.max_inbox:
             self.waiting = True
@@ -418,10 +438,7 @@ class Transport:
         if self._threaded:
             return
         self._pubacks.append(mid)
-        with self._lock:
-            post = not self._pubacks_posted
-            self._pubacks_posted = True
-        if post:
+        if self._pubacks_burst.due():
             self._bridge.post(self._take_pubacks)
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
@@ -432,8 +449,7 @@ class Transport:
 
     # ------------------------------------------------------------ the loop
     def _wake(self) -> None:
-        with self._lock:
-            self._wake_posted = False
+        self._messages_burst.taking()
         if self.on_message is None:
             self.on_wake()
             return
@@ -453,8 +469,7 @@ class Transport:
             self._log.exception("%s: handling a message on %s failed", self.name, m.topic)
 
     def _take_pubacks(self) -> None:
-        with self._lock:
-            self._pubacks_posted = False
+        self._pubacks_burst.taking()
         acks = []
         pubacks = self._pubacks
         while pubacks:

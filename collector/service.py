@@ -149,6 +149,7 @@ class Collector:
         self.deadletters = DeadLetters(cfg.state_dir / "deadletter.jsonl",
                                        lambda data: self.source.publish(dl_topic, data),
                                        max_bytes=cfg.deadletter_max_bytes)
+        self.stats.deadletters = self.deadletters.by_kind  # the same counts, live
         self.writer = InfluxWriter(influx, gzip_level=gzip_level_for(influx.url, cfg.gzip_level),
                                    max_backoff_s=cfg.max_backoff_s,
                                    on_retry=self._retried)
@@ -273,7 +274,6 @@ class Collector:
             self.acks.resent(m.payload)
         except WireError as exc:
             self.deadletters.record("malformed", m.topic, str(exc), m.payload)
-            self.stats.deadletters = dict(self.deadletters.by_kind)
         if self.acks.losses:  # in the answer's batch: it is acknowledged once they are written
             losses, self.acks.losses = self.acks.losses, []
             self._batch.add(m.topic, [schema.line(schema.DATA_LOSS, {"gateway": x.gateway},
@@ -291,7 +291,6 @@ class Collector:
             report = self.group.take(m.payload, time.monotonic())
         except WireError as exc:
             self.deadletters.record("malformed", m.topic, str(exc), m.payload)
-            self.stats.deadletters = dict(self.deadletters.by_kind)
             return
         if report is not None:
             for gw, first, last, bd in report.ranges:
@@ -381,7 +380,6 @@ class Collector:
             # Acknowledged with the batch: the dead letter file holds it from now on.
             why = "future" if isinstance(exc, TooFarAhead) else "malformed"
             self.deadletters.record(why, m.topic, str(exc), m.payload)
-            self.stats.deadletters = dict(self.deadletters.by_kind)
             if m.topic.endswith("/data"):
                 self._seq(m, b)  # handled: dead-lettered with its reason, not asked again
             return
@@ -392,8 +390,6 @@ class Collector:
             self._birth(m)
         for why, reason, reading in converted.refused:  # the others of the message are kept
             self.deadletters.record(why, m.topic, reason, reading)
-        if converted.refused:
-            self.stats.deadletters = dict(self.deadletters.by_kind)
         if kind is Kind.DATA:
             self.stats.readings += len(lines)
         if lines:
@@ -412,8 +408,6 @@ class Collector:
         got = self.spb.take(m.topic, m.payload, self._now_ms())
         for kind, reason in got.dead:
             self.deadletters.record(kind, m.topic, reason, m.payload)
-        if got.dead:
-            self.stats.deadletters = dict(self.deadletters.by_kind)
         for topic, payload in got.commands:
             self.source.publish(topic, payload)
         self.stats.sparkplug_gaps, self.stats.sparkplug_rebirths = self.spb.gaps, self.spb.rebirths
@@ -449,7 +443,6 @@ class Collector:
             refused = await self.writer.write(batch.lines)
             for index, reason in refused:
                 self.deadletters.record("rejected", batch.topic_of(index), reason, batch.lines[index])
-            self.stats.deadletters = dict(self.deadletters.by_kind)
             for gw, seq, bd in batch.acks:
                 self.acks.stored(gw, seq, bd)
             self.stats.acks += self.source.ack(batch.messages)

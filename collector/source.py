@@ -59,7 +59,6 @@ class MqttSource:
         self.inbox = self.transport.inbox
         self.connected = self.transport.connected
         self.subscribed = self.transport.subscribed
-        self.client = self.transport.client
 
     def _connected(self, session_present: bool) -> None:
         if self.birth is not None:  # after the SUBSCRIBE, as Sparkplug 3.0 asks of a host

@@ -98,7 +98,6 @@ class Link:
         self.transport.on_lost.append(self._disconnected)
         self.transport.on_pubacks = self._take_pubacks
         self.transport.on_message = self._on_message
-        self.client = self.transport.client
 
     # ------------------------------------------------------------ from the transport (in the loop)
     def _take_pubacks(self, mids: list[int]) -> None:
@@ -348,12 +347,12 @@ class Link:
                 rewinds = self._rewinds
                 if not rows:
                     break
-                unsynced = False
+                wait = False  # for a wake-up: an fsync, or a PUBACK after a refusal
                 for row in rows:
                     if rewinds != self._rewinds:
                         break  # scan again from where the cursor was moved back to
                     if row.seq > self.store.durable_seq:
-                        unsynced = True  # committed, not on the card yet: its fsync wakes us
+                        wait = True  # committed, not on the card yet: its fsync wakes us
                         break
                     if row.seq in self._out:  # paho has it (and resends it itself)
                         self._cursor = row.seq
@@ -375,13 +374,13 @@ class Link:
                     payload = row.payload.replace(b'"historical":false', b'"historical":true', 1)
                     mid = self.transport.publish(row.topic, payload, qos=1)
                     if mid is None:  # refused (paho's queue is full): again after a PUBACK
-                        self._refused = unsynced = True
+                        self._refused = wait = True
                         break
                     self._sent(mid, row.seq, True)
                     self._replay_n += 1
                     self.published_replay += 1
                     self._cursor = row.seq
-                if unsynced:
+                if wait:
                     break
                 await asyncio.sleep(0)
 

@@ -173,7 +173,6 @@ class SparkplugNode:
         self.transport.on_lost.append(self._disconnected)
         self.transport.on_pubacks = self._pubacks
         self.transport.on_message = self._message
-        self.client = self.transport.client
 
     # ------------------------------------------------------------ topics and sequence
     def topic(self, mtype: MessageType, device: str | None = None) -> str:

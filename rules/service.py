@@ -731,14 +731,20 @@ class Engine:
             return h
         if self._first_horizon is None:
             self._first_horizon = h
-        due = self.schedule.due(h)
-        if due is None and self._recheck is not None and h >= self._recheck[1]:
-            due = self._recheck
+        due = self._pending_check(h)
         if due is None or due[1] <= self._first_horizon:
             return h  # none pending, or one of days before this run (caught up, not waited for)
         if due[0] == self._rollup_missing:
             return h  # the check waits for a rollup, not for its own work: nothing to hold
         return min(h, int(due[1]) - 1)
+
+    def _pending_check(self, horizon_ms: int) -> tuple[date, int] | None:
+        """(day, event time) of the daily check due at this horizon and not done yet: the
+        day's, else the hour-later look again at a day already judged."""
+        due: tuple[date, int] | None = self.schedule.due(horizon_ms)
+        if due is None and self._recheck is not None and horizon_ms >= self._recheck[1]:
+            return self._recheck
+        return due
 
     def _maybe_daily(self) -> None:
         """Start the day's over-consumption check when the horizon says it is due."""
@@ -746,12 +752,11 @@ class Engine:
             return
         if self._loop.time() < self._daily_retry_at:
             return
-        horizon = self.core.horizon_ms
-        due = self.schedule.due(horizon)
-        if due is None and self._recheck is not None and horizon >= self._recheck[1]:
-            due, self._recheck = self._recheck, None
+        due = self._pending_check(self.core.horizon_ms)
         if due is None:
             return
+        if due == self._recheck:
+            self._recheck = None
         self._daily_task = self._loop.create_task(self._run_daily(*due), name="over-consumption")
 
     async def _run_daily(self, day: date, ts_ms: int) -> None:

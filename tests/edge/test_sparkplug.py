@@ -210,7 +210,7 @@ def test_will_is_ndeath_with_the_births_bdseq(mosquitto: Mosquitto, topic_prefix
             node = a.sparkplug
             assert node is not None
             await _until(lambda: _count(rec, "DBIRTH") >= 1)
-            sock = node.client.socket()
+            sock = node.transport.client.socket()
             assert isinstance(sock, socket.socket)
             sock.shutdown(socket.SHUT_RDWR)  # the connection dies without a DISCONNECT
             await _until(lambda: node.depth > 0)
