@@ -83,6 +83,14 @@ ROLLUPS: Final = (
     ("rp_1d", "INF", "1d", "telemetry_1d"),
 )
 
+RP_EVENTS: Final = "rp_events"
+EVENTS_SHARD_DURATION: Final = "52w"
+EVENT_MEASUREMENTS: Final = (ALARM_EVENT, CUSTOMER_ALERT, ASSET_LOCATION)
+"""The journals (alarm transitions, customer alerts) and the asset register live in their own
+retention policy, kept for ever in yearly shards: a few thousand points a year, read since
+the beginning by the latest-state panels (active alarms, the map), which on ``autogen``'s
+weekly shards opened every week of the journal's life (``docs/influxdb-schema.md``)."""
+
 QUALITY_CODE: Final[dict[Quality, int]] = {
     Quality.GOOD: 192,
     Quality.UNCERTAIN: 64,
@@ -125,9 +133,15 @@ def line(
     return f"{escape_tag(measurement)}{tag_part} {field_part} {ts_ms}"
 
 
+def events_policy(database: str = DATABASE) -> str:
+    """The statement creating the journals' retention policy (idempotent)."""
+    return (f'CREATE RETENTION POLICY "{RP_EVENTS}" ON "{database}" DURATION INF REPLICATION 1 '
+            f"SHARD DURATION {EVENTS_SHARD_DURATION}")
+
+
 def continuous_queries(database: str = DATABASE) -> list[str]:
     """InfluxQL statements creating the retention policies and rollup CQs (idempotent)."""
-    stmts = [f'CREATE DATABASE "{database}"']
+    stmts = [f'CREATE DATABASE "{database}"', events_policy(database)]
     for rp, duration, interval, meas in ROLLUPS:
         stmts.append(
             f'CREATE RETENTION POLICY "{rp}" ON "{database}" DURATION {duration} REPLICATION 1'

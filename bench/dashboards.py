@@ -11,7 +11,8 @@ as a deployment holds them after a year (docs/influxdb-schema.md):
   max, sum, count, last of each series, as the collector's ``SELECT ... INTO`` makes them),
   computed here from the same values; the 1-minute rollup is not written (no panel reads it);
 - gateway health every 15 minutes, device health every 3 hours for the devices above, gateway
-  births, about 24 alarms a day (raised, acknowledged, cleared), daily night flow, water
+  births, about 24 alarms a day (raised, acknowledged, cleared; in the journals' retention policy
+  ``rp_events``, as the collector writes them), daily night flow, water
   balance and reliability, an outage every few days, the asset positions.
 
 Real polls are faster (1 to 60 s) and a year holds every customer: the raw volume here is
@@ -183,6 +184,8 @@ def events(lf: LoadedField, customers: int) -> Iterator[tuple[str, list[str]]]:
                                   ("feeder-3", "outage"), ("tx-2a", "outage"), ("ss1", "oil_temperature"),
                                   ("pressure-zone-b", "pressure_low"), ("c0001", "over_consumption"))]
     prios = ("low", "low", "low", "medium", "high", "critical")
+    yield "autogen", out
+    out = []  # the alarm journal, where the collector writes it
     for t in np.sort(rng.integers(START_MS, END_MS, 396 * 24)).tolist():
         asset, cond = assets[int(rng.integers(len(assets)))]
         prio = prios[int(rng.integers(len(prios)))]
@@ -191,6 +194,8 @@ def events(lf: LoadedField, customers: int) -> Iterator[tuple[str, list[str]]]:
                                    (900_000, "normal", "cleared", 0)):
             out.append(f'{tags} alarm_id="{asset}/{cond}",state="{state}",transition="{tr}",active={act}i,'
                        f'message="{asset} {cond}",by="",comment="",value=1.0 {t + dt}')
+    yield schema.RP_EVENTS, out
+    out = []
     for day in range(START_MS, END_MS, DAY_MS):
         for z in f.water.zones:
             out.append(f"night_flow,zone={z.id} mnf_m3h=4.2,nnf_m3h=3.1,rise_m3h=0.4 {day + 3 * HOUR_MS}")

@@ -58,6 +58,8 @@ from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
 
 log = logging.getLogger("aquavolt.collector")
+_JOURNALS = frozenset({Kind.ALARM_EVENT, Kind.CUSTOMER_ALERT})
+"""Their lines go to the journals' retention policy (``schema.RP_EVENTS``)."""
 
 
 
@@ -68,6 +70,7 @@ class Batch:
     topics: list[str] = field(default_factory=list)
     messages: list[Inbound] = field(default_factory=list)
     acks: list[tuple[str, int, int]] = field(default_factory=list)  # (gateway, seq, bd_seq) of data
+    journal: list[tuple[str, str]] = field(default_factory=list)  # (topic, line): schema.RP_EVENTS
     opened: float = 0.0
     max_ts_ms: int | None = None  # newest event time of the messages in it
 
@@ -75,9 +78,16 @@ class Batch:
         if self.max_ts_ms is None or ts_ms > self.max_ts_ms:
             self.max_ts_ms = ts_ms
 
-    def add(self, topic: str, lines: list[str]) -> None:
-        if not self.lines:
+    @property
+    def points(self) -> int:
+        return len(self.lines) + len(self.journal)
+
+    def add(self, topic: str, lines: list[str], journal: bool = False) -> None:
+        if not self.lines and not self.journal:
             self.opened = time.monotonic()
+        if journal:
+            self.journal.extend((topic, line) for line in lines)
+            return
         self.starts.append(len(self.lines))
         self.topics.append(topic)
         self.lines.extend(lines)
@@ -316,17 +326,17 @@ class Collector:
             while inbox and not self._stop.is_set():
                 m = inbox.popleft()
                 self._take(m)
-                if len(self._batch.lines) >= self.cfg.batch_points:
+                if self._batch.points >= self.cfg.batch_points:
                     await self._submit()
                 self.source.taken()
             self.source.taken()
             self._refresh_gauges()
             self._report()
             b = self._batch
-            if b.lines and time.monotonic() - b.opened >= flush_s:
+            if b.points and time.monotonic() - b.opened >= flush_s:
                 await self._submit()
                 continue
-            timeout = flush_s - (time.monotonic() - b.opened) if b.lines else 1.0
+            timeout = flush_s - (time.monotonic() - b.opened) if b.points else 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(timeout, 0.001))
 
@@ -344,7 +354,7 @@ class Collector:
             due = self.rollups.due(self.progress.event_ms, self._first_ms)
             if due:
                 self._rollup_task = asyncio.create_task(self._roll_up(due))
-        idle = not self.source.inbox and not self._batch.lines and not self._tasks
+        idle = not self.source.inbox and not self._batch.points and not self._tasks
         self.progress.update(None, len(self.source.inbox) + len(self._batch.messages), force=idle)
 
     async def _roll_up(self, due: list[tuple[str, int, str]]) -> None:
@@ -399,7 +409,7 @@ class Collector:
                 b.seen(ts)
                 if self._first_ms is None and kind is Kind.DATA:
                     self._first_ms = ts
-        b.add(m.topic, lines)
+        b.add(m.topic, lines, kind in _JOURNALS)
 
     def _take_sparkplug(self, m: Inbound, b: Batch) -> None:
         """A Sparkplug edge node's message (``collector.sparkplug``): its lines join the batch,
@@ -422,12 +432,12 @@ class Collector:
     def _refresh_gauges(self) -> None:
         s = self.stats
         s.inbox = len(self.source.inbox)
-        s.pending_points = len(self._batch.lines)
+        s.pending_points = self._batch.points
         s.mark_busy()
 
     async def _submit(self) -> None:
         batch, self._batch = self._batch, Batch()
-        if not batch.messages and not batch.lines:
+        if not batch.messages and not batch.points:
             return
         await self._slots.acquire()
         self.stats.unacked += len(batch.messages)
@@ -443,10 +453,16 @@ class Collector:
             refused = await self.writer.write(batch.lines)
             for index, reason in refused:
                 self.deadletters.record("rejected", batch.topic_of(index), reason, batch.lines[index])
+            if batch.journal:
+                journal = [line for _topic, line in batch.journal]
+                refused_j = await self.writer.write(journal, journal=True)
+                for index, reason in refused_j:
+                    self.deadletters.record("rejected", batch.journal[index][0], reason, journal[index])
+                refused += refused_j
             for gw, seq, bd in batch.acks:
                 self.acks.stored(gw, seq, bd)
             self.stats.acks += self.source.ack(batch.messages)
-            self.stats.batch_done(len(batch.lines) - len(refused), time.monotonic() - t0)
+            self.stats.batch_done(batch.points - len(refused), time.monotonic() - t0)
             mark[1] = True
             self._wake.set()  # progress to report
         finally:

@@ -30,7 +30,7 @@ import aiohttp
 
 from aquavolt.backoff import Backoff
 from aquavolt.logs import OnceLogger
-from aquavolt.schema import PRECISION, continuous_queries
+from aquavolt.schema import PRECISION, RP_EVENTS, continuous_queries
 from aquavolt.settings import InfluxSettings
 
 log = logging.getLogger("aquavolt.collector.writer")
@@ -100,6 +100,10 @@ class InfluxWriter:
             self._params = {"db": settings.database, "precision": PRECISION}
             if settings.retention_policy:
                 self._params["rp"] = settings.retention_policy
+        # The journals' lines (schema.EVENT_MEASUREMENTS) go to their own retention policy on
+        # 1.x; a 2.x bucket holds everything, its admin's shard settings apply.
+        self._journal_params = (self._params if settings.api == "v2"
+                                else {**self._params, "rp": RP_EVENTS})
 
     async def __aenter__(self) -> InfluxWriter:
         timeout = aiohttp.ClientTimeout(total=self.s.timeout_s)
@@ -164,10 +168,10 @@ class InfluxWriter:
             body = zlib.compress(body, self.gzip_level, wbits=31)  # gzip framing, in one call
         return body
 
-    async def _post(self, body: bytes) -> tuple[int, str, str | None]:
+    async def _post(self, body: bytes, params: dict[str, str]) -> tuple[int, str, str | None]:
         """(status, text, Retry-After); status 0 when InfluxDB could not be reached."""
         try:
-            async with self.session.post(self._url, params=self._params, data=body,
+            async with self.session.post(self._url, params=params, data=body,
                                          headers=self._headers) as resp:
                 if resp.status < 300:
                     return resp.status, "", None
@@ -175,22 +179,24 @@ class InfluxWriter:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return 0, f"unreachable: {exc!r}", None
 
-    async def write(self, lines: list[str]) -> list[tuple[int, str]]:
-        """Write lines; return the (index, reason) of the lines InfluxDB refuses."""
+    async def write(self, lines: list[str], journal: bool = False) -> list[tuple[int, str]]:
+        """Write lines (``journal``: to the journals' retention policy, ``schema.RP_EVENTS``);
+        return the (index, reason) of the lines InfluxDB refuses."""
         if not lines:
             return []
         backoff = Backoff(0.1, max(0.1, self.max_backoff_s))
         # Compression releases the GIL: in a worker thread it runs beside the event loop's
         # decoding of the next messages, on the other core.
         body = await asyncio.to_thread(self._body, lines) if len(lines) > 64 else self._body(lines)
+        params = self._journal_params if journal else self._params
         while True:
-            status, text, retry_after = await self._post(body)
+            status, text, retry_after = await self._post(body, params)
             if status < 300 and status != 0:
                 self._once.recovered("influxdb write")
                 return []
             if status in REJECT_STATUSES:
                 self._once.recovered("influxdb write")
-                return await self._split(lines, status, text)
+                return await self._split(lines, status, text, journal)
             if status == 404 and "database not found" in text:
                 self._schema_ready = False
                 await self.ensure_schema()
@@ -200,10 +206,11 @@ class InfluxWriter:
             wait = retry_after_s(retry_after)
             await asyncio.sleep(wait if wait is not None else backoff.next())
 
-    async def _split(self, lines: list[str], status: int, text: str) -> list[tuple[int, str]]:
+    async def _split(self, lines: list[str], status: int, text: str,
+                     journal: bool) -> list[tuple[int, str]]:
         if len(lines) == 1:
             return [(0, f"InfluxDB refused the point (HTTP {status}): {text[:500]}")]
         mid = len(lines) // 2
-        left = await self.write(lines[:mid])
-        right = await self.write(lines[mid:])
+        left = await self.write(lines[:mid], journal)
+        right = await self.write(lines[mid:], journal)
         return left + [(i + mid, why) for i, why in right]

@@ -43,7 +43,8 @@ def overview(lf: LoadedField, console_url: str = DEFAULT_CONSOLE_URL) -> dict[st
     lat = fmean(a.latitude_deg for a in located if a.latitude_deg is not None) if located else 0.0
     lon = fmean(a.longitude_deg for a in located if a.longitude_deg is not None) if located else 0.0
     location_q = (f'SELECT last("latitude_deg") AS "latitude_deg", last("longitude_deg") AS "longitude_deg", '
-                  f'last("name") AS "name" FROM "{schema.ASSET_LOCATION}" GROUP BY "asset", "kind"')
+                  f'last("name") AS "name" FROM "{schema.RP_EVENTS}"."{schema.ASSET_LOCATION}" '
+                  f'GROUP BY "asset", "kind"')
     g.add(asset_map("Network map: assets by alarm state", location_q, q.active_per_asset(), lat, lon), 16, 18)
     g.add(figure("Active alarms by priority", [q.active_by_priority()], no_value="0",
                  bands=[(None, "green"), (1, "red")], aliases=("$tag_priority",)), 8, 9)

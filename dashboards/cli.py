@@ -60,6 +60,7 @@ def _assets(args: argparse.Namespace) -> int:
     from aquavolt.clock import clock_from_env
     from aquavolt.dashboards.assets import location_lines
     from aquavolt.influx import Influx, InfluxError
+    from aquavolt.schema import RP_EVENTS, events_policy
     from aquavolt.settings import InfluxSettings
 
     lf = load_field(args.field)
@@ -67,7 +68,8 @@ def _assets(args: argparse.Namespace) -> int:
     lines = location_lines(lf.field, clock_from_env().now_ms())
     try:
         influx.create_database()
-        influx.write(lines)
+        influx.query(events_policy(influx.s.database))
+        Influx(influx.s.model_copy(update={"retention_policy": RP_EVENTS})).write(lines)
     except InfluxError as exc:
         print(f"aquavolt dashboards assets: {exc}", file=sys.stderr)
         return 1

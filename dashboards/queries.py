@@ -137,13 +137,14 @@ def water_balance(zones: Iterable[str], tz: str = "UTC") -> str:
 
 # ---------------------------------------------------------------- alarms
 
-A = schema.ALARM_EVENT
+A = f'"{schema.RP_EVENTS}"."{schema.ALARM_EVENT}"'
+"""The alarm journal, in its retention policy of yearly shards (``schema.RP_EVENTS``)."""
 _UNTIL_END = "time <= ${__to}ms"
 """Latest-state queries look back past the range start: an alarm raised, or a gateway born,
 before the range and not changed since is still in that state."""
 _ACTIVE = "(" + " OR ".join(f"\"state\" = '{s}'" for s in ACTIVE_STATES) + ")"
 _LAST_STATE = (
-    f'SELECT last("state") AS "state", last("message") AS "message" FROM "{A}" '
+    f'SELECT last("state") AS "state", last("message") AS "message" FROM {A} '
     f'WHERE {_UNTIL_END} GROUP BY "asset", "condition", "priority"'
 )
 
@@ -156,7 +157,7 @@ def active_alarms() -> str:
 def active_by_priority() -> str:
     """Active alarms (``active`` = 1: unack or acked) per priority; 0 once all have cleared."""
     return (
-        f'SELECT sum("active") FROM (SELECT last("active") AS "active" FROM "{A}" WHERE {_UNTIL_END} '
+        f'SELECT sum("active") FROM (SELECT last("active") AS "active" FROM {A} WHERE {_UNTIL_END} '
         f'GROUP BY "asset", "condition", "priority") GROUP BY "priority"'
     )
 
@@ -164,14 +165,14 @@ def active_by_priority() -> str:
 def active_per_asset() -> str:
     """Active alarms per asset (the map's marker colour); assets that never alarmed: no row."""
     return (
-        f'SELECT sum("active") AS "active_alarms" FROM (SELECT last("active") AS "active" FROM "{A}" '
+        f'SELECT sum("active") AS "active_alarms" FROM (SELECT last("active") AS "active" FROM {A} '
         f'WHERE {_UNTIL_END} GROUP BY "asset", "condition") GROUP BY "asset"'
     )
 
 
 def alarm_history() -> str:
     return (
-        f'SELECT "asset", "condition", "priority", "state", "transition", "message" FROM "{A}" '
+        f'SELECT "asset", "condition", "priority", "state", "transition", "message" FROM {A} '
         f"WHERE $timeFilter ORDER BY time DESC LIMIT 500"
     )
 
@@ -182,21 +183,21 @@ def raised_per(interval: str, by_priority: bool = False) -> str:
     one over longer ranges, without one row per empty ``interval`` of a year."""
     group = ', "priority"' if by_priority else ""
     return (
-        f'SELECT max("n") AS "raised" FROM (SELECT count("transition") AS "n" FROM "{A}" '
+        f'SELECT max("n") AS "raised" FROM (SELECT count("transition") AS "n" FROM {A} '
         f"WHERE \"transition\" = 'raised' AND $timeFilter GROUP BY time({interval}){group} fill(none)) "
         f"WHERE $timeFilter GROUP BY time($__interval){group} fill(0)"
     )
 
 
 def priority_mix() -> str:
-    return (f'SELECT count("transition") FROM "{A}" WHERE "transition" = \'raised\' AND $timeFilter '
+    return (f'SELECT count("transition") FROM {A} WHERE "transition" = \'raised\' AND $timeFilter '
             f'GROUP BY "priority"')
 
 
 def chattering() -> str:
     """Most raises of one alarm within one minute (3 or more is chattering)."""
     return (
-        f'SELECT max("n") FROM (SELECT count("transition") AS "n" FROM "{A}" WHERE "transition" = '
+        f'SELECT max("n") FROM (SELECT count("transition") AS "n" FROM {A} WHERE "transition" = '
         f"'raised' AND $timeFilter GROUP BY time(1m), \"asset\", \"condition\" fill(none))"
     )
 
@@ -204,7 +205,7 @@ def chattering() -> str:
 def stale_alarms() -> str:
     """Alarms active for more than 24 h at the end of the range."""
     return (
-        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM "{A}" '
+        f'SELECT count("state") FROM (SELECT last("state") AS "state" FROM {A} '
         f'WHERE time <= ${{__to}}ms - 24h GROUP BY "asset", "condition") WHERE {_ACTIVE}'
     )
 
@@ -227,7 +228,7 @@ def reliability(feeders: Iterable[str]) -> str:
 
 def outages(assets: Iterable[str]) -> str:
     return (
-        f'SELECT last("state") AS "state", last("message") AS "message" FROM "{A}" '
+        f'SELECT last("state") AS "state", last("message") AS "message" FROM {A} '
         f"WHERE \"condition\" = 'outage' AND {_in('asset', assets)} AND $timeFilter GROUP BY \"asset\""
     )
 

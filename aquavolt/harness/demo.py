@@ -217,7 +217,8 @@ def _summary(stack: Stack, view: LiveView) -> str:
     try:
         rows = influx.rows('SELECT count("value") FROM "telemetry"')
         stored = int(rows[0]["count"]) if rows else 0
-        rows = influx.rows('SELECT count("active") FROM "alarm_event" WHERE "transition" = \'raised\'')
+        rows = influx.rows('SELECT count("active") FROM "rp_events"."alarm_event" '
+                           'WHERE "transition" = \'raised\'')
         alarm_rows = int(rows[0]["count"]) if rows else 0
     except InfluxError:
         stored = alarm_rows = -1

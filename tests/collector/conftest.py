@@ -190,15 +190,19 @@ def check_schema(influx: InfluxSettings) -> set[str]:
 
     ix = Influx(influx)
     seen = set()
-    for s in ix.query("SHOW FIELD KEYS"):
+    keys = [("autogen", s) for s in ix.query("SHOW FIELD KEYS")]
+    keys += [(schema.RP_EVENTS, s) for s in ix.query(f'SHOW FIELD KEYS FROM "{schema.RP_EVENTS}"./.*/')]
+    for rp, s in keys:
         name = s["name"]
         if name not in schema.MEASUREMENTS:
             continue
+        # the journals live in their retention policy, everything else in autogen
+        assert (rp == schema.RP_EVENTS) == (name in schema.EVENT_MEASUREMENTS), (rp, name)
         seen.add(name)
         tags, fields = schema.MEASUREMENTS[name]
         for field, ftype in s["values"]:
             assert field in fields, (name, field)
             assert ftype == schema.FIELD_TYPES.get(field, "float"), (name, field, ftype)
-        tag_keys = ix.query(f'SHOW TAG KEYS FROM "{name}"')
+        tag_keys = ix.query(f'SHOW TAG KEYS FROM "{rp}"."{name}"')
         assert {v[0] for v in tag_keys[0]["values"]} <= set(tags), name
     return seen

@@ -117,8 +117,9 @@ def test_status_health_and_events(mosquitto: Mosquitto, influx_settings: InfluxS
         id="evt-1", customer="c-0001", kind="continuous_flow", language="fr",
         text="Fuite probable", status="queued", ts_ms=t + 4)))
     ix = Influx(influx_settings)
-    assert cx.wait_count(influx_settings, 1, q='SELECT count("state") FROM "alarm_event"') == 1
-    assert cx.wait_count(influx_settings, 1, q='SELECT count("text") FROM "customer_alert"') == 1
+    # the journals go to their retention policy of yearly shards, nothing to autogen's weeks
+    assert cx.wait_count(influx_settings, 1, q='SELECT count("state") FROM "rp_events"."alarm_event"') == 1
+    assert cx.wait_count(influx_settings, 1, q='SELECT count("text") FROM "rp_events"."customer_alert"') == 1
 
     def one(q: str) -> dict[str, Any]:
         rows = ix.rows(q)
@@ -136,10 +137,12 @@ def test_status_health_and_events(mosquitto: Mosquitto, influx_settings: InfluxS
     dh = {r["device"]: r for r in ix.rows('SELECT * FROM "device_health" GROUP BY *')}
     assert dh["d1"]["poll_latency_ms"] == 8.5 and dh["d1"]["last_good_ms"] == t
     assert dh["d2"]["state"] == "comm_fail" and dh["d2"]["last_error"] == "timeout"
-    ae = one('SELECT * FROM "alarm_event"')
+    assert ix.rows('SELECT count("state") FROM "autogen"."alarm_event"') == []
+    assert ix.rows('SELECT count("text") FROM "autogen"."customer_alert"') == []
+    ae = one('SELECT * FROM "rp_events"."alarm_event"')
     assert (ae["time"], ae["asset"], ae["condition"], ae["priority"], ae["state"], ae["active"],
             ae["value"]) == (t + 3, "tank-1", "level_high", "high", "unack", 1, 4.75)
-    ca = one('SELECT * FROM "customer_alert"')
+    ca = one('SELECT * FROM "rp_events"."customer_alert"')
     assert (ca["time"], ca["customer"], ca["kind"], ca["status"], ca["text"]) == \
         (t + 4, "c-0001", "continuous_flow", "queued", "Fuite probable")
     assert "phone" not in ca

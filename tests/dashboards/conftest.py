@@ -138,6 +138,11 @@ def filled(influx_settings: InfluxSettings, demo: LoadedField) -> Filled:
     meters = [m for m in (first.water_meter, first.electricity_meter) if m]
     lines += telemetry_lines(demo, START_MS - YEAR_MS, END_MS - YEAR_MS, meters)
     lines += event_lines(demo, START_MS, END_MS)
+    journal = tuple(f"{m}," for m in schema.EVENT_MEASUREMENTS)  # as the collector writes them
+    ix.query(schema.events_policy(influx_settings.database))
+    Influx(influx_settings.model_copy(update={"retention_policy": schema.RP_EVENTS})).write(
+        [line for line in lines if line.startswith(journal)])
+    lines = [line for line in lines if not line.startswith(journal)]
     for k in range(0, len(lines), 20_000):
         ix.write(lines[k : k + 20_000])
     # The hourly and daily rollups of both periods (what the collector's SELECT ... INTO writes),

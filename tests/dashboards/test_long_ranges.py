@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aquavolt import schema
 from aquavolt.dashboards import queries as q
 from aquavolt.dashboards.macros import TimeRange, dashboard_queries, guards_hold, variable_values
 from aquavolt.influx import Influx
@@ -62,3 +63,39 @@ def test_a_short_range_reads_raw_a_longer_one_the_rollups(filled, boards) -> Non
                 assert raw and not rolled, (panel["title"], ref)
             elif ref.endswith("-hourly"):
                 assert rolled and not raw, (panel["title"], ref)
+
+
+def test_alarm_panels_open_one_shard_per_year_of_the_journal(influx_settings, boards) -> None:
+    """The alarm panels read the journal since its beginning (latest state) or over the range:
+    with 13 months of alarms where the collector writes them (``rp_events``, yearly shards),
+    each query opens at most two shards, not one per week of the journal as on ``autogen``.
+    Counted by InfluxDB itself (``EXPLAIN``), not timed: bench/dashboards.py times them."""
+    ix = Influx(influx_settings)
+    ix.execute(schema.continuous_queries(influx_settings.database))
+    end = 1_796_083_200_000
+    week = 7 * 86_400_000
+    lines = []
+    for k in range(57):  # one alarm raised and cleared a week, for 13 months
+        tags = {"asset": f"pump-{k % 3}", "condition": "trip", "priority": "high"}
+        lines.append(schema.line(schema.ALARM_EVENT, tags, {"state": "unack", "transition": "raised",
+                                                             "active": 1, "message": "trip"}, end - k * week))
+        lines.append(schema.line(schema.ALARM_EVENT, tags, {"state": "normal", "transition": "cleared",
+                                                             "active": 0, "message": "trip"},
+                                 end - k * week + 600_000))
+    Influx(influx_settings.model_copy(update={"retention_policy": schema.RP_EVENTS})).write(lines)
+    year = TimeRange(end - 365 * 86_400_000, end + 3_600_000)
+    opened: dict[str, int] = {}
+    for name, board in boards.items():
+        for panel, target in dashboard_queries(board):
+            if schema.ALARM_EVENT not in target["query"]:
+                continue
+            sub = TimeRange(year.start_ms, year.end_ms, variable_values(board)).for_panel(panel)
+            query = sub.substitute(target["query"])
+            plan = [row[0] for s in ix.query("EXPLAIN " + query) for row in s["values"]]
+            shards = [int(r.split(":")[1]) for r in plan if r.startswith("NUMBER OF SHARDS")]
+            assert shards, (name, panel["title"], plan)
+            opened[f"{name} / {panel['title']} / {target['refId']}"] = max(shards)
+    assert len(opened) >= 8, opened  # every alarm panel of every board was looked at
+    assert all(n <= 2 for n in opened.values()), opened
+    in_range = [ln for ln in lines if year.start_ms <= int(ln.rsplit(" ", 1)[1]) <= year.end_ms]
+    assert len(ix.rows(year.substitute(q.alarm_history()))) == len(in_range) > 100  # they read it

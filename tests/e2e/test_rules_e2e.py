@@ -163,7 +163,7 @@ def test_pump_trip_and_overflow_raise_their_alarms_and_the_ack_reaches_influx(
 
             def stored() -> list[dict[str, Any]]:
                 try:
-                    return influx.rows("SELECT * FROM alarm_event WHERE alarm_id = 'pump-1/fault'")
+                    return influx.rows("SELECT * FROM rp_events.alarm_event WHERE alarm_id = 'pump-1/fault'")
                 except InfluxError:
                     return []
 

@@ -218,7 +218,7 @@ def test_pump_command_and_acknowledgement_through_a_real_field(field_run: dict[s
             wait(page, f"{row}?.dataset.state === 'acked'")
     # the acknowledgement, as the collector wrote the engine's transition into InfluxDB
     influx = Influx(influx_settings)
-    q = ('SELECT "transition", "by", "state" FROM "alarm_event" WHERE "alarm_id" = \'pump-2/fault\'')
+    q = ('SELECT "transition", "by", "state" FROM "rp_events"."alarm_event" WHERE "alarm_id" = \'pump-2/fault\'')
     deadline = time.monotonic() + WAIT_S
     while not any(r["transition"] == "acknowledged" for r in influx.rows(q)):
         assert time.monotonic() < deadline, (influx.rows(q), field_run["logs"]())
