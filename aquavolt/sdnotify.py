@@ -1,10 +1,19 @@
 """systemd's notify protocol, spoken directly over the $NOTIFY_SOCKET datagram socket
-(no dependency): READY=1, WATCHDOG=1, STATUS=..., STOPPING=1."""
+(no dependency): READY=1, WATCHDOG=1, STATUS=..., STOPPING=1.
+
+The socket is non-blocking: the services notify from their event loop, and a datagram socket
+holds few messages (``net.unix.max_dgram_qlen``, often 10) before a blocking send waits for
+its reader. A message that does not fit is dropped and counted (``dropped``): a watchdog ping
+comes again a half-period later, and a reader that takes nothing for the whole watchdog
+period restarts the service anyway, as a stuck one would be."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+
+log = logging.getLogger("aquavolt.sdnotify")
 
 
 class Notifier:
@@ -14,6 +23,7 @@ class Notifier:
         pid = os.environ.get("WATCHDOG_PID", "")
         self.watchdog_s = int(usec) / 1e6 if usec.isdigit() and (not pid or pid == str(os.getpid())) else 0.0
         self._sock: socket.socket | None = None
+        self.dropped = 0
 
     @property
     def enabled(self) -> bool:
@@ -26,9 +36,16 @@ class Notifier:
         if addr.startswith("@"):
             addr = "\0" + addr[1:]  # abstract namespace
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock = socket.socket(socket.AF_UNIX,
+                                       socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
             self._sock.sendto("\n".join(lines).encode(), addr)
+        except BlockingIOError:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("systemd notify socket %s full: a message was dropped (its reader is "
+                            "slow or stuck); dropped messages are counted", self.address)
+            return False
         except OSError:
             return False
         return True

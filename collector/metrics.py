@@ -33,6 +33,7 @@ class Stats:
     lost_gaps: int = 0
     sparkplug_gaps: int = 0  # sequence gaps of Sparkplug edge nodes
     sparkplug_rebirths: int = 0  # rebirth requests (NCMD) sent to them
+    notify_dropped: int = 0  # systemd notify messages its full socket could not take
     latency_sum_s: float = 0.0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
     latency_max_s: float = 0.0  # since the last stats line
@@ -93,6 +94,7 @@ class Stats:
             f"{p}sparkplug_rebirth_requests_total {self.sparkplug_rebirths}",
             f"# TYPE {p}write_retries_total counter", f"{p}write_retries_total {self.retries}",
             f"# TYPE {p}acks_total counter", f"{p}acks_total {self.acks}",
+            f"# TYPE {p}notify_dropped_total counter", f"{p}notify_dropped_total {self.notify_dropped}",
             f"# TYPE {p}deadletters_total counter",
         ]
         for kind in ("malformed", "future", "rejected", "sparkplug"):

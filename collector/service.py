@@ -240,6 +240,7 @@ class Collector:
         period = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else 5.0
         while True:
             self.notifier.watchdog()
+            self.stats.notify_dropped = self.notifier.dropped
             await asyncio.sleep(period)
 
     async def _ensure_schema(self) -> None:

@@ -76,6 +76,10 @@ def test_health_fails_while_nothing_is_written_and_the_watchdog_is_pinged(
         status, body = _until(failing, 30, "/health 503 while InfluxDB is away")
         assert "nothing written" in body["reason"] and body["waiting_without_write_s"] >= 1, body
         sock.recv(4096)  # the loop still runs: the watchdog is still pinged
+        # nobody reads the notify socket from now on: once its queue is full, pings are
+        # dropped and counted, and the collector goes on (a blocking send froze its loop)
+        _until(lambda: c.metrics()["aquavolt_collector_notify_dropped_total"] > 0 or None, 60,
+               "notify messages dropped once the socket is full")
         influxdb.start()
         # bounds a failure only: a loaded machine restarts InfluxDB slowly
         assert cx.wait_count(influx_settings, 20, timeout_s=120) == 20

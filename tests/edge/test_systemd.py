@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import socket
+import threading
 from pathlib import Path
 
 from aquavolt.sdnotify import Notifier
@@ -29,6 +30,29 @@ def test_notify_messages_reach_the_socket(tmp_path: Path, monkeypatch) -> None:
         server.close()
     assert got == ["READY=1\nSTATUS=3 devices", "WATCHDOG=1", "STOPPING=1"]
     assert not Notifier(address="").notify("READY=1")  # outside systemd: silent no-op
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_caller(tmp_path: Path) -> None:
+    """A datagram socket queues few messages (``net.unix.max_dgram_qlen``, 10 here): once it is
+    full, a blocking send waits for the reader. The agents ping from their event loop, so a
+    slow or stuck reader froze the whole service; now a ping that does not fit is dropped and
+    counted (systemd reads its socket; the next ping goes)."""
+    path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    n = Notifier(address=path)
+    sent: list[bool] = []
+    pinger = threading.Thread(target=lambda: sent.extend(n.watchdog() for _ in range(200)), daemon=True)
+    try:
+        pinger.start()
+        pinger.join(30)  # bounds a failure only: 200 sends take milliseconds
+        assert not pinger.is_alive(), f"a send blocked after {len(sent)} pings"
+        assert sent[0] and not all(sent) and n.dropped == sent.count(False) > 0
+        server.recv(1024)  # the reader takes one: the next ping goes again
+        assert n.watchdog()
+    finally:
+        n.close()
+        server.close()
 
 
 def test_unit_file() -> None:
