@@ -38,11 +38,12 @@ class Clock(Protocol):
     def now_ms(self) -> int:
         """Milliseconds since the Unix epoch."""
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, reads_field: bool = True) -> None:
         """Sleep for this many clock seconds."""
 
-    async def sleep_until(self, t: float) -> None:
-        """Sleep until the clock reads ``t`` (at once when it is past)."""
+    async def sleep_until(self, t: float, reads_field: bool = True) -> None:
+        """Sleep until the clock reads ``t`` (at once when it is past). ``reads_field``
+        False tells a lockstep clock that the sleeper reads no device when it wakes."""
 
     def to_wall(self, seconds: float) -> float:
         """Wall seconds that this many clock seconds take."""
@@ -61,10 +62,10 @@ class RealClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, reads_field: bool = True) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
-    async def sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float, reads_field: bool = True) -> None:
         await self.sleep(t - self.now())
 
     def to_wall(self, seconds: float) -> float:
@@ -119,10 +120,10 @@ class SimClock:
     def now_ms(self) -> int:
         return int(self.now() * 1000)
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, reads_field: bool = True) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.acceleration)
 
-    async def sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float, reads_field: bool = True) -> None:
         await self.sleep(t - self.now())
 
     def to_wall(self, seconds: float) -> float:
@@ -164,11 +165,11 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         self.t += seconds
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, reads_field: bool = True) -> None:
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
 
-    async def sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float, reads_field: bool = True) -> None:
         await self.sleep(t - self.t)
 
     def to_wall(self, seconds: float) -> float:

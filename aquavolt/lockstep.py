@@ -68,6 +68,7 @@ class LockstepClock:
         """Awaited once the woken tasks are asleep again (the edge waits for its PUBACKs)."""
         self._sleepers: list[tuple[int, int, asyncio.Future[None], asyncio.Task[Any] | None]] = []
         self._n = 0
+        self._quiet: set[int] = set()  # sleepers that read nothing from the field when woken
         self._awake: set[asyncio.Task[Any]] = set()
         self._tracked: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
@@ -106,12 +107,14 @@ class LockstepClock:
         start = datetime.fromtimestamp(self.start, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return f"lockstep,start={start},run={self.run}"
 
-    async def sleep(self, seconds: float) -> None:
-        await self.sleep_until(self.now() + max(0.0, seconds))
+    async def sleep(self, seconds: float, reads_field: bool = True) -> None:
+        await self.sleep_until(self.now() + max(0.0, seconds), reads_field)
 
-    async def sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float, reads_field: bool = True) -> None:
         """Wait until an instant at or after ``t`` is granted. A participant's task that
-        sleeps here is idle for the keeper; a follower's sleep only follows the grants."""
+        sleeps here is idle for the keeper; a follower's sleep only follows the grants.
+        ``reads_field`` False: the task reads no device when it wakes (a health report), so
+        its instant needs no field stage (``next_read_ms``)."""
         self._attach()
         key = _ms(t)
         task = asyncio.current_task()
@@ -121,6 +124,8 @@ class LockstepClock:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._n += 1
         heapq.heappush(self._sleepers, (key, self._n, fut, task))
+        if not reads_field:
+            self._quiet.add(self._n)
         if task is not None and task in self._awake:
             self._awake.discard(task)
             if not self._awake:
@@ -149,8 +154,13 @@ class LockstepClock:
 
     def next_ms(self) -> int | None:
         while self._sleepers and self._sleepers[0][2].done():  # cancelled sleepers
-            heapq.heappop(self._sleepers)
+            self._quiet.discard(heapq.heappop(self._sleepers)[1])
         return self._sleepers[0][0] if self._sleepers else None
+
+    def next_read_ms(self) -> int | None:
+        """The earliest instant a sleeper that reads the field is due at."""
+        return min((k for k, n, fut, _t in self._sleepers if n not in self._quiet and not fut.done()),
+                   default=None)
 
     def _on_connected(self, _session_present: bool) -> None:
         if self.participant is not None:
@@ -208,7 +218,8 @@ class LockstepClock:
             if self.on_grant is not None:
                 await self.on_grant()
             while self._sleepers and self._sleepers[0][0] <= grant.t_ms:
-                _key, _n, fut, task = heapq.heappop(self._sleepers)
+                _key, n, fut, task = heapq.heappop(self._sleepers)
+                self._quiet.discard(n)
                 if fut.done():
                     continue
                 if task is not None:
@@ -256,7 +267,8 @@ class LockstepClock:
         assert self.participant is not None
         t = self.t_ms if self.t_ms is not None else _ms(self.start)
         msg = TimeDone(run=self.run, participant=self.participant, step=step, stage=self.stage,
-                       t_ms=t, next_ms=self.next_ms())
+                       t_ms=t, next_ms=self.next_ms(),
+                       next_read_ms=self.next_read_ms() if self.stage is TimeStage.EDGE else None)
         self.transport.publish(self.topics.time_done(self.participant), encode(msg), qos=1)
 
     def close(self) -> None:

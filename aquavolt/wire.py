@@ -427,6 +427,9 @@ class TimeDone(Wire):
     t_ms: TsMs
     next_ms: int | None = Field(None, ge=0, lt=2**53,
                                 description="Earliest instant the participant has work at, if any")
+    next_read_ms: int | None = Field(
+        None, ge=0, lt=2**53, description="Edge stage: earliest instant it reads the field at "
+        "(a poll), if any; an instant nobody reads (a health report only) needs no field stage")
 
 
 def encode(msg: BaseModel) -> bytes:

@@ -411,7 +411,7 @@ class Agent:
 
     async def _health_loop(self) -> None:
         while not self.stopping:
-            await self.clock.sleep(self.settings.health_interval_s)
+            await self.clock.sleep(self.settings.health_interval_s, reads_field=False)
             # QoS 1 in lockstep: a gateway's health moves the engine's event time on
             self.link.publish(self.topics.health(self.gw.id), self.health_payload(),
                               qos=1 if self.clock.lockstep else 0)

@@ -157,7 +157,8 @@ def replay(args: argparse.Namespace) -> tuple[Report, Path]:
                 keeper = run_lockstep(stack, rec, sc.start, end, cap, stop, progress)
                 st = keeper.stats
                 _say(f"lockstep: {st.steps:,} instants, {st.simulated_s:,.0f} simulated s in "
-                     f"{st.wall_s:.1f} wall s: {st.ratio:,.0f}x; busy: " + ", ".join(
+                     f"{st.wall_s:.1f} wall s: {st.ratio:,.0f}x; field stepped at {st.field_steps:,}; "
+                     "busy: " + ", ".join(
                          f"{n} {v:.1f} s" for n, v in sorted(st.busy_s.items(), key=lambda kv: -kv[1])))
             if not stop.is_set():  # judge what was sent: the consumers handle what they received
                 behind = stack.catch_up(int(sc.end * 1000))

@@ -100,6 +100,9 @@ class Watch:
 @dataclass
 class KeeperStats:
     steps: int = 0
+    field_steps: int = 0
+    """Instants the field stage was granted at: those some edge reads the field at (a poll),
+    those the simulator asked for, the first and the last."""
     waits_downstream: int = 0
     wall_s: float = 0.0
     simulated_s: float = 0.0
@@ -175,6 +178,16 @@ class TimeKeeper:
         nxt = min(wants) if wants else until_ms
         return min(max(nxt, self.t_ms + 1), until_ms)
 
+    def _field_due(self) -> int | None:
+        """The earliest instant the field must be stepped to: an edge's next read (a poll)
+        or an instant a field participant asked for. An instant of health reports only is
+        not one: the model steps in fixed ticks, so stepping it later to the next instant
+        read gives the same field."""
+        with self.watch.cond:
+            due = [d.next_read_ms if s is TimeStage.EDGE else d.next_ms
+                   for n, s in self.participants.items() if (d := self.watch.done.get(n)) is not None]
+        return min((t for t in due if t is not None), default=None)
+
     def _downstream_ok(self, t_ms: int) -> bool:
         for c in self.downstream:
             ev = self.watch.event_ms(c)
@@ -193,7 +206,10 @@ class TimeKeeper:
         if self._wall0 is None:
             self._wall0 = time.monotonic()
         while not self.stopping.is_set():
-            self._grant(TimeStage.FIELD)
+            read_at = self._field_due()
+            if self.step == 0 or self.t_ms >= until_ms or (read_at is not None and self.t_ms >= read_at):
+                self._grant(TimeStage.FIELD)
+                self.stats.field_steps += 1
             self._grant(TimeStage.EDGE)
             self.stats.steps += 1
             self.stats.simulated_s = (self.t_ms - self.start_ms) / 1000
