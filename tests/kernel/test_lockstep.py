@@ -65,10 +65,10 @@ def test_the_field_is_stepped_only_at_instants_an_edge_reads(mosquitto: Mosquitt
         sim.close()
         edge.close()
 
+    watch = Watch(settings, f"keeper-{run}", run)
+    watch.start()  # subscribed before the participants announce themselves (not retained)
     thread = threading.Thread(target=loop.run_until_complete, args=(participants(),), daemon=True)
     thread.start()
-    watch = Watch(settings, f"keeper-{run}", run)
-    watch.start()
     try:
         assert ready.wait(30)
         keeper = TimeKeeper(watch, run, START_S * 1000, {"sim": TimeStage.FIELD, "edge-gw": TimeStage.EDGE},
