@@ -768,6 +768,9 @@ class Engine:
             self._rollup_missing = day
             log.debug("over-consumption: %s; tried again in %g s", exc, ROLLUP_POLL_S)
             self._daily_retry_at = self._loop.time() + ROLLUP_POLL_S
+            # waiting for a rollup holds nothing back (_handled_ms): said now, since no message
+            # may come to carry the progress (the run's last instant was the check's)
+            self.progress.update(self._handled_ms(), len(self._inbox), force=True)
             return
         except InfluxError as exc:
             if exc.missing_database:  # no collector has written yet: nothing to judge so far

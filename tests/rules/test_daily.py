@@ -250,3 +250,49 @@ def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeyp
         engine.transport.stop()
         engine.store.close()
         engine.commands.close()
+
+
+def test_a_check_found_waiting_for_its_rollup_releases_the_progress_it_held(tmp_path: Path, monkeypatch) -> None:
+    """A check at work holds the engine's progress; once it finds yesterday's rollup missing
+    it holds nothing, and the engine says so at once. It did not: with no message left to
+    process, ``progress/rules`` stayed a millisecond before the check, and a replay's end
+    waited two minutes for it (the test pool's wrong-expectation replay, on a busy machine)."""
+    import asyncio
+
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.rules.detectors.overconsumption import RollupNotReady
+    from aquavolt.rules.service import Engine
+
+    root = Path(__file__).resolve().parents[2]
+    start = int(datetime(2026, 6, 1, 0, 0, tzinfo=UTC).timestamp() * 1000)
+    engine = Engine(load_field(root / "examples/demo-town.yaml"), MqttSettings(), tmp_path / "r",
+                    ManualClock(start / 1000), influx=Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}")))
+    horizon = [start]
+    monkeypatch.setattr(type(engine.core), "horizon_ms", property(lambda _self: horizon[0]))
+    said: list[int | None] = []
+    monkeypatch.setattr(engine.progress, "update", lambda event_ms, *_a, **_k: said.append(event_ms))
+
+    def no_rollup(*_args: Any) -> Any:
+        raise RollupNotReady(0, "no daily rollup of 2026-06-01 yet")
+
+    try:
+        assert engine.daily is not None
+        monkeypatch.setattr(engine.daily, "check", no_rollup)
+        assert engine._handled_ms() == start  # first horizon: this run's start
+        day = date(2026, 6, 2)
+        due = engine.schedule.due_ms(day)
+        horizon[0] = due + 60_000  # the run's last instant, a minute past the check
+        assert engine._handled_ms() == due - 1  # the check is pending: held
+
+        async def run() -> None:
+            engine._loop = asyncio.get_running_loop()
+            await engine._run_daily(day, due)
+
+        asyncio.run(run())
+        assert engine._rollup_missing == day
+        assert said and said[-1] == due + 60_000, said  # released, and said
+    finally:
+        engine.transport.stop()
+        engine.store.close()
+        engine.commands.close()
