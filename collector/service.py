@@ -58,6 +58,10 @@ from aquavolt.settings import InfluxSettings, MqttSettings
 from aquavolt.wire import Topics
 
 log = logging.getLogger("aquavolt.collector")
+ROLLUP_TIMEOUT_S = 120.0
+"""Wall seconds a rollup's SELECT ... INTO may take: it reads an hour (a day) of the whole
+field. With the writes' 10 s, the demo day's first hour timed out on a busy machine, and each
+retry covered more hours than the last: no rollup was ever made again."""
 _JOURNALS = frozenset({Kind.ALARM_EVENT, Kind.CUSTOMER_ALERT})
 """Their lines go to the journals' retention policy (``schema.RP_EVENTS``)."""
 
@@ -362,7 +366,7 @@ class Collector:
         assert self.rollups is not None
         try:
             for interval, upto, stmt in due:
-                err = await self.writer.query(stmt)
+                err = await self.writer.query(stmt, max(ROLLUP_TIMEOUT_S, self.influx.timeout_s))
                 if err is not None:  # InfluxDB busy or restarting: tried again at the next report
                     self.stats.retries += 1
                     self._once.failure("rollups", f"rollup {interval} up to {upto} refused: {err}")

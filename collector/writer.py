@@ -149,14 +149,19 @@ class InfluxWriter:
         log.info("InfluxDB database %s: retention policies and rollups in place", self.s.database)
         return True
 
-    async def query(self, statement: str) -> str | None:
-        """Run one InfluxQL statement (1.x ``/query``); None when it ran, else why not."""
+    async def query(self, statement: str, timeout_s: float | None = None) -> str | None:
+        """Run one InfluxQL statement (1.x ``/query``); None when it ran, else why not.
+        ``timeout_s``: instead of the writes' timeout (a rollup's ``SELECT ... INTO`` reads
+        an hour of the whole field, longer than a batch write takes on a busy machine)."""
         headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
+        own = {"timeout": aiohttp.ClientTimeout(total=timeout_s)} if timeout_s is not None else {}
         try:
             async with self.session.post(f"{self.s.url}/query", data={"q": statement, "db": self.s.database},
-                                         headers=headers) as resp:
+                                         headers=headers, **own) as resp:
                 body = await resp.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError:
+            return f"{self.s.url}: no answer within {timeout_s or self.s.timeout_s:g} s"
+        except aiohttp.ClientError as exc:
             return f"{self.s.url} unreachable: {exc}"
         if resp.status >= 300 or '"error"' in body:
             return f"HTTP {resp.status}: {body.strip()[:300]}"

@@ -51,3 +51,25 @@ def test_simulated_days_are_rolled_up_once_written(influx_settings):
     assert asyncio.run(upto(t0 + 3 * 86400 + 120)) == [2, 0]
     third = influx.rows('SELECT "count" FROM "rp_1d"."telemetry_1d" WHERE point = \'volume_m3\'')
     assert [d["count"] for d in third] == [96, 96, 48]
+
+
+def test_a_rollup_has_its_own_timeout_not_the_writes(influx_settings):
+    """A rollup reads an hour of the whole field: with the writes' timeout (10 s) the demo
+    day's first hour timed out on a busy machine, and each retry, covering more hours, too. A
+    write timeout far below any query's time shows it: the rollup still runs."""
+    influx = Influx(influx_settings)
+    influx.execute(continuous_queries(influx_settings.database))
+    t0 = int(parse_instant("2026-06-01T00:00:00Z"))
+    influx.write([f"telemetry,device=wm-1,gateway=gw,point=volume_m3 value={k / 4},quality=192i {(t0 + k * 900) * 1000}"
+                  for k in range(8)])
+    rollups = EventTimeRollups(influx_settings.database, lag_s=60.0)
+    (interval, _upto, stmt), = rollups.due((t0 + 7200) * 1000, t0 * 1000)
+
+    async def run() -> tuple[str | None, str | None]:
+        async with InfluxWriter(influx_settings.model_copy(update={"timeout_s": 0.0001})) as writer:
+            return await writer.query(stmt), await writer.query(stmt, 120.0)
+
+    bounded, own = asyncio.run(run())
+    assert bounded is not None and "no answer within 0.0001 s" in bounded  # the writes' timeout
+    assert own is None and interval == "1h"
+    assert influx.rows('SELECT count("last") FROM "rp_1h"."telemetry_1h"')[0]["count"] == 1  # 00:00-01:00
