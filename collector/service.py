@@ -62,8 +62,9 @@ ROLLUP_TIMEOUT_S = 120.0
 """Wall seconds a rollup's SELECT ... INTO may take: it reads an hour (a day) of the whole
 field. With the writes' 10 s, the demo day's first hour timed out on a busy machine, and each
 retry covered more hours than the last: no rollup was ever made again."""
-_JOURNALS = frozenset({Kind.ALARM_EVENT, Kind.CUSTOMER_ALERT})
-"""Their lines go to the journals' retention policy (``schema.RP_EVENTS``)."""
+_JOURNALS = frozenset(k for k in Kind if k.value in schema.EVENT_MEASUREMENTS)
+"""Their lines go to the journals' retention policy (``schema.RP_EVENTS``): alarm events and
+customer alerts (each kind is named after its measurement)."""
 
 
 

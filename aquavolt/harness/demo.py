@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from aquavolt import schema
 from aquavolt.clock import SimClock, parse_instant, parse_offset
 from aquavolt.errors import WireError
 from aquavolt.harness.judge import judge
@@ -217,7 +218,7 @@ def _summary(stack: Stack, view: LiveView) -> str:
     try:
         rows = influx.rows('SELECT count("value") FROM "telemetry"')
         stored = int(rows[0]["count"]) if rows else 0
-        rows = influx.rows('SELECT count("active") FROM "rp_events"."alarm_event" '
+        rows = influx.rows(f'SELECT count("active") FROM "{schema.RP_EVENTS}"."{schema.ALARM_EVENT}" '
                            'WHERE "transition" = \'raised\'')
         alarm_rows = int(rows[0]["count"]) if rows else 0
     except InfluxError:

@@ -219,12 +219,9 @@ def test_engine_runs_the_daily_check_across_midnight(
         assert "over-consumption check of 2026-06-15: 1 change(s)" in (tmp_path / "rules.log").read_text()
 
 
-def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeypatch) -> None:
-    """The engine says it has handled an instant only once the daily check due before it has
-    given its verdict: a replay ending an hour after the check (the demo day) once stopped
-    while the check still read InfluxDB on a loaded machine, and its alarm was never raised.
-    A check of a day before the run (caught up at start), or one waiting for a rollup that may
-    never come (a replay without history), is not waited for."""
+def _offline_engine(tmp_path: Path, monkeypatch) -> tuple[Any, list[int], int]:
+    """A demo-town engine at 2026-06-01 00:00 with no broker or InfluxDB behind it, and its
+    core's horizon set by the test (``horizon[0]``): (engine, horizon, start in ms)."""
     from aquavolt.clock import ManualClock
     from aquavolt.config import load_field
     from aquavolt.rules.service import Engine
@@ -235,6 +232,16 @@ def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeyp
                     ManualClock(start / 1000), influx=Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}")))
     horizon = [start]
     monkeypatch.setattr(type(engine.core), "horizon_ms", property(lambda _self: horizon[0]))
+    return engine, horizon, start
+
+
+def test_progress_waits_for_a_daily_check_due_in_the_run(tmp_path: Path, monkeypatch) -> None:
+    """The engine says it has handled an instant only once the daily check due before it has
+    given its verdict: a replay ending an hour after the check (the demo day) once stopped
+    while the check still read InfluxDB on a loaded machine, and its alarm was never raised.
+    A check of a day before the run (caught up at start), or one waiting for a rollup that may
+    never come (a replay without history), is not waited for."""
+    engine, horizon, start = _offline_engine(tmp_path, monkeypatch)
     try:
         assert engine._handled_ms() == start  # the check of May 31 was due before the run
         due = engine.schedule.due_ms(date(2026, 6, 2))
@@ -259,17 +266,9 @@ def test_a_check_found_waiting_for_its_rollup_releases_the_progress_it_held(tmp_
     waited two minutes for it (the test pool's wrong-expectation replay, on a busy machine)."""
     import asyncio
 
-    from aquavolt.clock import ManualClock
-    from aquavolt.config import load_field
     from aquavolt.rules.detectors.overconsumption import RollupNotReady
-    from aquavolt.rules.service import Engine
 
-    root = Path(__file__).resolve().parents[2]
-    start = int(datetime(2026, 6, 1, 0, 0, tzinfo=UTC).timestamp() * 1000)
-    engine = Engine(load_field(root / "examples/demo-town.yaml"), MqttSettings(), tmp_path / "r",
-                    ManualClock(start / 1000), influx=Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}")))
-    horizon = [start]
-    monkeypatch.setattr(type(engine.core), "horizon_ms", property(lambda _self: horizon[0]))
+    engine, horizon, start = _offline_engine(tmp_path, monkeypatch)
     said: list[int | None] = []
     monkeypatch.setattr(engine.progress, "update", lambda event_ms, *_a, **_k: said.append(event_ms))
 
