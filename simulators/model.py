@@ -22,6 +22,14 @@ from aquavolt.simulators.faults import Fault, FaultBook
 
 G_BAR_PER_M = 1 / 10.197
 BACKGROUND_L_PER_KM_H = 40.0  # background losses per km of main (domain.md)
+# Zone pressure at the critical point: the zone's night (static) head less the friction of
+# its mains, which grows as the flow to the power 1.852 (Hazen-Williams). Mains are sized for
+# a fire hydrant's 17 L/s (60 m3/h for 2 h) on top of the peak hour's demand, leaving 1 bar at
+# the critical point: a small zone's domestic peaks cost it a metre or two, a burst much more.
+HW_EXPONENT = 1.852
+FIRE_FLOW_LPS = 17.0
+PEAK_HOUR_FACTOR = 2.5
+RESIDUAL_HEAD_M = 10.0
 PF = 0.95
 TAN_PHI = math.tan(math.acos(PF))
 
@@ -70,6 +78,10 @@ class FieldModel:
         self.zone_volume0_m3 = rng.uniform(1e5, 5e5, len(zones))
         self.zone_mean_lps = np.bincount(self.cust_zone, self.demand.water_mean_l / 86400,
                                          minlength=len(zones) + 1)[: len(zones)] + self.background_lps()
+        self.zone_static_m = np.array([z.average_pressure_m for z in zones], dtype=float)
+        design_lps = FIRE_FLOW_LPS + PEAK_HOUR_FACTOR * self.zone_mean_lps
+        self.zone_friction = (np.maximum(self.zone_static_m - RESIDUAL_HEAD_M, 0.0)
+                              / design_lps**HW_EXPONENT)
         # position of each transformer along its feeder (fraction of its length)
         pos = np.zeros(len(self.tx_ids))
         for _sid, fd in f.feeders.values():
@@ -185,9 +197,8 @@ class FieldModel:
                 zone_flow[z] += fl.params["rate_lps"]
                 if fl.kind is FaultKind.BURST:
                     drop_m[z] += fl.params["drop_bar"] / G_BAR_PER_M
-        avg = np.array([z.average_pressure_m for z in f.water.zones])
-        ratio = zone_flow / np.maximum(self.zone_mean_lps, 1e-6)
-        zone_pressure_m = avg + 5.0 - 5.0 * ratio**2 - drop_m
+        zone_pressure_m = (self.zone_static_m
+                           - self.zone_friction * np.maximum(zone_flow, 0.0)**HW_EXPONENT - drop_m)
         self._pumps_and_tanks(t, dt, zone_flow)
         elec = self._electricity(t, dt, tot, dead)
         self.snap = Snapshot(t, self.tick, tot, dead, zone_flow, zone_vol,
