@@ -317,6 +317,7 @@ class Engine:
         self.sparkplug = SparkplugHost(loaded.field, self.topics, profiles=loaded.profiles)
         self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
         self.early_grace_s = EARLY_GRACE_S
+        self._round_now_ms: int | None = None  # the clock's instant a processing round judges by
         # supervision (wall time): progress of the processing loop, the systemd watchdog
         self.stuck_after_s = STUCK_AFTER_S
         self._progress_at = time.monotonic()
@@ -456,7 +457,7 @@ class Engine:
                 return
             apply, msg, ts = m
             if ts is not None:
-                now = self.clock.now_ms()
+                now = self._round_now_ms if self._round_now_ms is not None else self.clock.now_ms()
                 if ts > now + self._max_future_ms:
                     if self._may_wait(waiting_since):
                         self._early.append((waiting_since or time.monotonic(), topic, payload))
@@ -661,6 +662,9 @@ class Engine:
         inbox = self._inbox
 
         def work(out: Output) -> None:
+            # one instant for the whole round: a follower's grant moves the clock from paho's
+            # thread, and a message judged after it could overtake one still waiting for it
+            self._round_now_ms = self.clock.now_ms()
             if self._early:  # stamped ahead of a simulated clock: has the clock caught up?
                 early, self._early = self._early, deque()
                 received.extend((topic, payload) for _since, topic, payload in early)
@@ -676,7 +680,11 @@ class Engine:
                 if time.monotonic() > end:
                     break
 
-        if not self._round(work, received):
+        try:
+            committed = self._round(work, received)
+        finally:
+            self._round_now_ms = None
+        if not committed:
             self._early.clear()  # all of them are among the round's messages, dead-lettered
         self.transport.taken()
         if inbox:

@@ -319,3 +319,47 @@ def test_on_a_simulated_clock_a_message_ahead_waits_for_the_clock_then_is_judged
         assert eng.stats.waiting_for_clock == 0 and eng.core.max_seen_ms == ahead
     finally:
         eng.store.close()
+
+
+def test_a_grant_that_lands_during_a_round_does_not_reorder_a_gateways_messages(
+        tmp_path: Path, mosquitto: Mosquitto, topic_prefix: str) -> None:
+    """A follower's grants move its clock from paho's thread, in the middle of a processing
+    round. A message judged ahead of the window waits for the clock; one behind it in the same
+    round must not be judged against a newer instant and go first: the waiting one would then
+    come late, after ticks that took the gateway for silent (a false ``stale`` in the meter
+    line's loaded clean week, raised at 09:40 with health every minute from 09:36 waiting)."""
+    from aquavolt.clock import ManualClock
+    from aquavolt.config import load_field
+    from aquavolt.rules.service import Engine
+    from aquavolt.settings import MqttSettings
+
+    class GrantMidRound(ManualClock):
+        """Moves to ``then`` after ``reads`` readings of its time: a grant landing mid-round."""
+
+        def __init__(self, start: float, reads: int, then: float) -> None:
+            super().__init__(start)
+            self.reads, self.then = reads, then
+
+        def now_ms(self) -> int:
+            self.reads -= 1
+            if self.reads < 0:
+                self.t = max(self.t, self.then)
+            return super().now_ms()
+
+    settings = MqttSettings.from_env(f"{mosquitto.url()}?prefix={topic_prefix}")
+    t0 = 1_764_000_000
+    t = Topics(topic_prefix)
+    for reads in range(4):  # wherever among the rounds the grant lands
+        clock = GrantMidRound(t0, reads, t0 + 450)
+        eng = Engine(load_field(_field(tmp_path)), settings, tmp_path / f"state-{reads}", clock)
+        try:
+            stamps = [(t0 + s) * 1000 for s in (400, 460, 520, 580, 700)]  # a health a minute
+            for ts in stamps:
+                eng._inbox.append(Inbound(t.health("gw-1"), _health("gw-1", ts), 0, 1, False, 0))
+            for _ in range(8):  # the clock has moved after at most 4 rounds
+                eng.process_pending()
+            assert eng.stats.waiting_for_clock == 0 and eng.stats.rejected == 0
+            assert eng.core.max_seen_ms == stamps[-1]
+            assert eng.core.late_messages == 0, f"grant after {reads} reading(s) of the clock"
+        finally:
+            eng.store.close()
