@@ -9,11 +9,13 @@ machine. Only its wall time differs. The protocol (written down in docs/wire-for
    earliest instant it has work at (``next_ms``).
 2. The keeper publishes ``TimeGrant(step, stage="field", t_ms)`` (retained): the simulator
    steps its physics to ``t_ms`` and answers ``TimeDone``. Then ``TimeGrant(step,
-   stage="edge", t_ms)``: each edge agent makes the polls due up to ``t_ms``, publishes them,
+   stage="edge", t_ms)``: each edge agent works every instant of its own up to ``t_ms`` in
+   order (the polls due, the health reports between, each at its own time), publishes them,
    and answers ``TimeDone`` once the broker has acknowledged every message it sent.
-3. The keeper grants the smallest ``next_ms`` reported (next-event time advance: quiet
-   stretches cost nothing), never past the run's end, no faster than a cap if one is set,
-   and no further ahead of the downstream components' ``Progress`` than a bound.
+3. The keeper grants the next instant the field is read at (an edge's ``next_read_ms``, the
+   simulator's ``next_ms``): instants of health reports only cost no grant. Never past the
+   run's end, no faster than a cap if one is set, and no further ahead of the last grant or
+   of the downstream components' ``Progress`` than a bound.
 
 A participant's :class:`LockstepClock` tracks the tasks that sleep on it: the instant is done
 when every task it woke has gone back to sleep (or ended) and the component's ``drain`` hook
@@ -199,7 +201,8 @@ class LockstepClock:
             self._pending = grant  # finish the current instant (or start) first
             return
         self.step = grant.step
-        self.t_ms = grant.t_ms
+        if self.stage is not TimeStage.EDGE:
+            self.t_ms = grant.t_ms  # an edge moves through its own instants up to it (_work)
         self.grants += 1
         self._finishing = asyncio.ensure_future(self._finish(grant))
 
@@ -217,26 +220,41 @@ class LockstepClock:
         try:
             if self.on_grant is not None:
                 await self.on_grant()
-            while self._sleepers and self._sleepers[0][0] <= grant.t_ms:
-                _key, n, fut, task = heapq.heappop(self._sleepers)
-                self._quiet.discard(n)
-                if fut.done():
-                    continue
-                if task is not None:
-                    self._woke(task)
-                fut.set_result(None)
-            # the woken tasks: known once they run; give them their turn, then wait for each
-            # to sleep again or end
-            await asyncio.sleep(0)
-            while True:
-                await self._wait_idle()
-                if self.drain is not None:
-                    await self.drain()
-                await asyncio.sleep(0)
-                if not self._awake:
-                    break
+            if self.stage is TimeStage.EDGE:
+                # every instant of its own up to the grant, in order, each at its own time: the
+                # keeper grants only instants the field is read at, and the quiet ones between
+                # (health reports) cost no round trip; the broker has them all before the answer
+                while (key := self.next_ms()) is not None and key <= grant.t_ms:
+                    if self.t_ms is None or key > self.t_ms:
+                        self.t_ms = key
+                    await self._run_due(key, drain=False)
+                if self.t_ms is None or grant.t_ms > self.t_ms:
+                    self.t_ms = grant.t_ms
+            await self._run_due(grant.t_ms, drain=True)
         finally:
             self._finishing = None
+
+    async def _run_due(self, t_ms: int, drain: bool) -> None:
+        """Wake the sleepers due at or before ``t_ms``; return once every task woken has gone
+        back to sleep or ended (and, with ``drain``, the component's drain hook returned)."""
+        while self._sleepers and self._sleepers[0][0] <= t_ms:
+            _key, n, fut, task = heapq.heappop(self._sleepers)
+            self._quiet.discard(n)
+            if fut.done():
+                continue
+            if task is not None:
+                self._woke(task)
+            fut.set_result(None)
+        # the woken tasks: known once they run; give them their turn, then wait for each
+        # to sleep again or end
+        await asyncio.sleep(0)
+        while True:
+            await self._wait_idle()
+            if drain and self.drain is not None:
+                await self.drain()
+            await asyncio.sleep(0)
+            if not self._awake:
+                break
 
     def _wake_due(self) -> None:
         """A follower's sleepers due at the instant granted last."""

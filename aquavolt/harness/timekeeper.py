@@ -3,9 +3,10 @@
 :class:`Watch` follows ``{prefix}/progress/+`` (readiness and event time processed) and, in
 a lockstep run, ``{prefix}/time/done/+``. :class:`TimeKeeper` grants the instants (protocol
 in :mod:`aquavolt.lockstep` and docs/wire-format.md): the field stage, then the edge stage,
-then the next instant any participant has work at, never more than ``max_ahead_s`` of event
-time ahead of the slowest downstream component, and, with a ``cap``, no faster than that
-many simulated seconds per wall second.
+then the next instant the field is read at (the edges work their quiet instants within that
+grant), never more than ``max_ahead_s`` of event time past the last grant or ahead of the
+slowest downstream component, and, with a ``cap``, no faster than that many simulated
+seconds per wall second.
 """
 
 from __future__ import annotations
@@ -172,11 +173,14 @@ class TimeKeeper:
             busy[n] = busy.get(n, 0.0) + max(0.0, self.watch.done_at.get(n, sent) - sent)
 
     def _next(self, until_ms: int) -> int:
-        with self.watch.cond:
-            wants = [d.next_ms for n, d in self.watch.done.items()
-                     if n in self.participants and d.next_ms is not None]
-        nxt = min(wants) if wants else until_ms
-        return min(max(nxt, self.t_ms + 1), until_ms)
+        """The next instant to grant: the earliest an edge reads the field at or a field
+        participant asked for. An edge's quiet instants (health reports) before it are worked
+        within that grant, each at its own time; never more than ``max_ahead_s`` at once, so
+        the downstream components, which follow the edges' messages, can keep within it."""
+        nxt = self._field_due()
+        if nxt is None:
+            nxt = until_ms
+        return min(max(nxt, self.t_ms + 1), until_ms, self.t_ms + max(1, self.max_ahead_ms))
 
     def _field_due(self) -> int | None:
         """The earliest instant the field must be stepped to: an edge's next read (a poll)
