@@ -225,11 +225,9 @@ class LockstepClock:
                 # keeper grants only instants the field is read at, and the quiet ones between
                 # (health reports) cost no round trip; the broker has them all before the answer
                 while (key := self.next_ms()) is not None and key <= grant.t_ms:
-                    if self.t_ms is None or key > self.t_ms:
-                        self.t_ms = key
+                    self.t_ms = key if self.t_ms is None else max(key, self.t_ms)
                     await self._run_due(key, drain=False)
-                if self.t_ms is None or grant.t_ms > self.t_ms:
-                    self.t_ms = grant.t_ms
+                self.t_ms = grant.t_ms if self.t_ms is None else max(grant.t_ms, self.t_ms)
             await self._run_due(grant.t_ms, drain=True)
         finally:
             self._finishing = None

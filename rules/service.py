@@ -317,7 +317,6 @@ class Engine:
         self.sparkplug = SparkplugHost(loaded.field, self.topics, profiles=loaded.profiles)
         self._early: deque[tuple[float, str, bytes]] = deque()  # (waiting since, topic, payload)
         self.early_grace_s = EARLY_GRACE_S
-        self._round_now_ms: int | None = None  # the clock's instant a processing round judges by
         # supervision (wall time): progress of the processing loop, the systemd watchdog
         self.stuck_after_s = STUCK_AFTER_S
         self._progress_at = time.monotonic()
@@ -444,11 +443,13 @@ class Engine:
                         f"engine's now ({now} ms), beyond rules.event_time.max_future_s = {window_s:g} s: "
                         "rejected, event time not moved", "rejected_future")
 
-    def _handle(self, topic: str, payload: bytes, out: Output, waiting_since: float | None = None) -> None:
+    def _handle(self, topic: str, payload: bytes, out: Output, now: int,
+                waiting_since: float | None = None) -> None:
         """One message: decoded, authenticated by topic, checked against the plausibility
-        window of event time, then given to the core; refused ones are dead-lettered."""
+        window of event time around ``now`` (the round's instant), then given to the core;
+        refused ones are dead-lettered."""
         if topic.startswith("spBv1.0/"):
-            self._sparkplug(topic, payload, out, waiting_since)
+            self._sparkplug(topic, payload, out, now, waiting_since)
             return
         try:
             kind, gw, dev = self.topics.parse(topic)
@@ -456,13 +457,11 @@ class Engine:
             if m is None:
                 return
             apply, msg, ts = m
-            if ts is not None:
-                now = self._round_now_ms if self._round_now_ms is not None else self.clock.now_ms()
-                if ts > now + self._max_future_ms:
-                    if self._may_wait(waiting_since):
-                        self._early.append((waiting_since or time.monotonic(), topic, payload))
-                        return
-                    raise self._too_far_ahead(type(msg).__name__, gw, dev, ts, now)
+            if ts is not None and ts > now + self._max_future_ms:
+                if self._may_wait(waiting_since):
+                    self._early.append((waiting_since or time.monotonic(), topic, payload))
+                    return
+                raise self._too_far_ahead(type(msg).__name__, gw, dev, ts, now)
             out.extend(apply(msg))
         except WireError as exc:
             self.stats.rejected += 1
@@ -475,7 +474,8 @@ class Engine:
                             payload=payload.decode("utf-8", "replace"), ts_ms=self.clock.now_ms())
             self.transport.publish(self.topics.deadletter("rules"), encode(dl), qos=1)
 
-    def _sparkplug(self, topic: str, payload: bytes, out: Output, waiting_since: float | None) -> None:
+    def _sparkplug(self, topic: str, payload: bytes, out: Output, now: int,
+                   waiting_since: float | None) -> None:
         """A Sparkplug B edge node's message: each aquavolt message it stands for is handled as
         if it had come on its own topic (same checks, same rules); what cannot be read is
         dead-lettered with the reason; a gap or a missing birth asks the node for a rebirth."""
@@ -485,7 +485,7 @@ class Engine:
             self.stats.sparkplug_rebirth_requests += 1
             self.transport.publish(cmd_topic, cmd, qos=0)
         for wire_topic, msg in got.messages:
-            self._handle(wire_topic, encode(msg), out, waiting_since)
+            self._handle(wire_topic, encode(msg), out, now, waiting_since)
         for reason in got.dead:
             self.stats.rejected += 1
             dl = DeadLetter(component="rules", topic=topic, reason=f"sparkplug: {reason}"[:MAX_TEXT],
@@ -664,27 +664,23 @@ class Engine:
         def work(out: Output) -> None:
             # one instant for the whole round: a follower's grant moves the clock from paho's
             # thread, and a message judged after it could overtake one still waiting for it
-            self._round_now_ms = self.clock.now_ms()
+            now = self.clock.now_ms()
             if self._early:  # stamped ahead of a simulated clock: has the clock caught up?
                 early, self._early = self._early, deque()
                 received.extend((topic, payload) for _since, topic, payload in early)
                 for since, topic, payload in early:
-                    self._handle(topic, payload, out, since)
+                    self._handle(topic, payload, out, now, since)
             end = time.monotonic() + budget_s
             for _ in range(len(inbox)):
                 m = inbox.popleft()
                 topic, payload = m.topic, m.payload
                 received.append((topic, payload))
                 self.stats.messages += 1
-                self._handle(topic, payload, out)
+                self._handle(topic, payload, out, now)
                 if time.monotonic() > end:
                     break
 
-        try:
-            committed = self._round(work, received)
-        finally:
-            self._round_now_ms = None
-        if not committed:
+        if not self._round(work, received):
             self._early.clear()  # all of them are among the round's messages, dead-lettered
         self.transport.taken()
         if inbox:
