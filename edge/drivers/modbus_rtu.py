@@ -8,6 +8,7 @@ breaker (in the agent) keeps it from being tried on every poll, so it cannot sta
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -17,6 +18,9 @@ from aquavolt.edge.drivers.modbus_common import ModbusDriverBase
 from aquavolt.edge.planner import DEFAULT_MAX_GAP
 from aquavolt.field import Device, ModbusRtuBus
 from aquavolt.profiles import ModbusProfile
+
+SPIN_S = 0.0002
+"""The longest remainder of a silence waited by yielding to the loop instead of a timer."""
 
 
 def inter_frame_delay_s(bus: ModbusRtuBus) -> float:
@@ -57,10 +61,22 @@ class ModbusRtuDriver(ModbusDriverBase):
                 )
                 if not await self._client.connect():
                     raise OSError(f"cannot open serial port {self.bus.serial_port}")
-            wait = self._last_frame + self.delay_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self._silence()
             try:
                 return await getattr(self._client, method)(*args, **kwargs)
             finally:
                 self._last_frame = time.monotonic()
+
+    async def _silence(self) -> None:
+        """Keeps the line quiet for the inter-frame delay since the last frame, and not a
+        millisecond more: asyncio's timers wake on whole milliseconds (epoll rounds a timeout
+        up), so a plain sleep of 3.5 characters at 19,200 baud 8E1 (2.005 ms) lasts up to 3 ms
+        (2.4 on average here, against 2.2 for a sleep of 2 ms). Whole milliseconds are slept; a
+        remainder under ``SPIN_S`` is spent yielding to the loop (other tasks run meanwhile), a
+        longer one in one more sleep."""
+        end = self._last_frame + self.delay_s
+        while (left := end - time.monotonic()) > 0:
+            if left >= 0.001:
+                await asyncio.sleep(math.floor(left * 1000) / 1000)
+            else:
+                await asyncio.sleep(0 if left <= SPIN_S else left)

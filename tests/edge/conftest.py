@@ -14,6 +14,7 @@ import os
 import select
 import sys
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -198,6 +199,8 @@ class PtyBridge:
         self.server_path, self.client_path = os.ttyname(s1), os.ttyname(s2)
         self._slaves = (s1, s2)
         self._stop = False
+        self.log: list[tuple[bool, float]] = []
+        """(from the server, monotonic time) of every chunk handed across"""
         self.thread = threading.Thread(target=self._pump, name="pty-bridge", daemon=True)
         self.thread.start()
 
@@ -211,6 +214,9 @@ class PtyBridge:
                 except OSError:
                     continue
                 if data:
+                    # taken after the read and before the write: a request was sent before
+                    # it, an answer is received after it
+                    self.log.append((fd == self.m1, time.monotonic()))
                     os.write(peers[fd], data)
 
     def close(self) -> None:
