@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 
 import pytest
 
@@ -15,15 +16,36 @@ from aquavolt.simulators.backfill import backfill
 from aquavolt.simulators.sim import Simulation
 
 END = "2026-06-01T00:00:00Z"
+DAILY = ('SELECT "min", "max", "count", "last" FROM "rp_1d"."telemetry_1d" WHERE "device" = '
+         '\'wm-c0005\' AND "point" = \'volume_m3\'')
 
 
-def test_backfill_continues_into_live(demo, influx_settings):
+def daily_rows(influx: Influx, influxdb, n: int, timeout_s: float = 30.0) -> list[dict]:
+    """The daily rollup rows of ``wm-c0005``, read again until ``n`` are there (the backfill's
+    writes were acknowledged; a loaded InfluxDB once answered this read empty), failing after
+    ``timeout_s`` with what the server holds: its shards, the rollup's series, its log."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = influx.rows(DAILY)
+        if len(rows) >= n or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if len(rows) != n:
+        shards = [s for s in influx.query("SHOW SHARDS") if s.get("name") == influx.s.database]
+        series = influx.rows('SHOW SERIES FROM "rp_1d"."telemetry_1d"')
+        raise AssertionError(f"{len(rows)} daily rows of {n}: {rows}; shards {shards}; "
+                             f"{len(series)} rollup series; influxd log: {influxdb.tail()}")
+    return rows
+
+
+def test_backfill_continues_into_live(demo, influxdb, influx_settings):
     end = parse_instant(END)
     out = backfill(demo, influx_settings, seed=3, end=end, days=3)
     meters = sum(bool(c.water_meter) + bool(c.electricity_meter) for c in demo.field.customers)
     inlets = sum(len(z.inlet_meters) for z in demo.field.water.zones)
     assert out["series"] == 2 * (meters + inlets)
     assert out["points"] == out["series"] * (3 * 24 + 1)
+    assert out["daily_points"] == out["series"] * 3  # whole days only, acknowledged
     influx = Influx(influx_settings)
     rows = influx.rows('SELECT last("value") FROM "telemetry" WHERE "device" = \'wm-c0001\' '
                        'AND "point" = \'volume_m3\'')
@@ -40,9 +62,8 @@ def test_backfill_continues_into_live(demo, influx_settings):
     vols = [r["value"] for r in influx.rows('SELECT "value" FROM "telemetry" WHERE "device" = '
                                             '\'wm-c0005\' AND "point" = \'volume_m3\'')]
     assert len(vols) == 73 and all(b >= a for a, b in itertools.pairwise(vols))
-    daily = influx.rows('SELECT "min", "max", "count", "last" FROM "rp_1d"."telemetry_1d" WHERE '
-                        '"device" = \'wm-c0005\' AND "point" = \'volume_m3\'')
     # whole days only: the day the history ends on is the live run's, rolled up when it ends
+    daily = daily_rows(influx, influxdb, 3)
     assert [d["count"] for d in daily] == [24, 24, 24]
     assert daily[-1]["time"] < end * 1000
     assert daily[0]["min"] == vols[0] and daily[0]["last"] == vols[23]
@@ -50,7 +71,7 @@ def test_backfill_continues_into_live(demo, influx_settings):
     assert any(s.get("name") == influx_settings.database for s in cqs)
 
 
-def test_old_days_get_only_their_daily_rollup(demo, influx_settings):
+def test_old_days_get_only_their_daily_rollup(demo, influxdb, influx_settings):
     """``raw_days``: raw hourly points for the last days only, the daily rollup for every day
     (computed from the same hourly values), batches written by several writers."""
     end = parse_instant(END)
@@ -60,8 +81,8 @@ def test_old_days_get_only_their_daily_rollup(demo, influx_settings):
     vols = influx.rows('SELECT "value" FROM "telemetry" WHERE "device" = \'wm-c0005\' AND "point" = '
                        '\'volume_m3\'')
     assert len(vols) == 25 and vols[0]["time"] == (end - 86400) * 1000
-    daily = influx.rows('SELECT "count", "last" FROM "rp_1d"."telemetry_1d" WHERE '
-                        '"device" = \'wm-c0005\' AND "point" = \'volume_m3\'')
+    assert out["daily_points"] == out["series"] * 3
+    daily = daily_rows(influx, influxdb, 3)
     assert [d["count"] for d in daily] == [24, 24, 24]
     assert daily[2]["last"] == vols[23]["value"]  # 23:00 of the day before the end
 
